@@ -1,0 +1,5 @@
+import sys
+
+from arrl.cli import main
+
+sys.exit(main())

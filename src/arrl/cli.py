@@ -1,0 +1,143 @@
+"""The `arrl` command line.
+
+    arrl prepare [--profile P]                   prepare a profile's data (hashes, manifest)
+    arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
+
+Exit codes: 0 success (for `run`: status ok), 1 the run ended in another status,
+2 bad input (unknown target, missing data, unreadable file, bad option): one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from arrl import paths
+
+
+class UsageError(Exception):
+    """Bad input from the user; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from env import profiles, web
+
+    ap = _Parser(prog="arrl", description="AutoResearch-RL: an LLM policy that learns to improve train.py.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("prepare", help="prepare a profile's data into Parquet shards with a manifest")
+    p.add_argument("--profile", default="shakespeare", choices=sorted(profiles.PROFILES))
+    p.add_argument("--data-home", type=Path, help="root of prepared data (default: $ARRL_DATA_HOME or ~/.cache/arrl/data)")
+    p.add_argument("--base-url", default=web.DEFAULT_BASE_URL, help="web profile: base URL of the Parquet shards")
+    p.add_argument("--shards", type=int, default=8, help="web profile: training shards to download")
+    p.add_argument("--val-index", type=int, default=web.DEFAULT_VAL_INDEX, help="web profile: validation shard index")
+    p.add_argument("--tokenizer-max-chars", type=int, default=250_000_000, help="web profile: BPE training text")
+    p.add_argument("--verify", action="store_true", help="only re-check the sha256 of every prepared file")
+
+    r = sub.add_parser("run", help="train one train.py in the sandbox and evaluate it")
+    r.add_argument("target", help="target name (a folder of targets/) or path to a target folder")
+    r.add_argument("--budget", type=float, help="training budget in seconds (default: the target's)")
+    r.add_argument("--source", type=Path, help="run this file instead of the target's train.py")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "none"])
+    r.add_argument("--threads", type=int, help="CPU threads for the run (default: all)")
+    r.add_argument("--data-home", type=Path, help="root of prepared data")
+    r.add_argument("--runs-dir", type=Path, help="where run directories go (default: $ARRL_RUNS_DIR or ./runs)")
+    r.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    return ap
+
+
+def cmd_prepare(args) -> int:
+    from env import manifest, prepare, shakespeare, web
+
+    data_dir = paths.data_dir(args.profile, args.data_home)
+    try:
+        if args.verify:
+            m = manifest.verify(data_dir)
+        else:
+            src = web.Source(base_url=args.base_url, train_shards=args.shards, val_index=args.val_index)
+            kw = {"tokenizer_max_chars": args.tokenizer_max_chars} if args.profile == "web" else {}
+            m = prepare.prepare(args.profile, data_dir, source=src, **kw)
+    except (manifest.DataError, shakespeare.CorpusError, web.DownloadError) as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"{data_dir}: {e.strerror or e}") from None
+    n_train = sum(1 for f in m["files"] if f.startswith("train/"))
+    print(f"profile: {m['profile']}\ndata_dir: {data_dir}\ntrain_shards: {n_train}\n"
+          f"eval_tokens: {m['eval_tokens']}\ndata_sha256: {m['data_sha256']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from env import manifest
+
+    from arrl import target as target_mod
+    from arrl.sandbox import ProcessSandbox, SandboxConfig
+
+    try:
+        tgt = target_mod.load(args.target, paths.targets_dir())
+    except target_mod.TargetError as e:
+        raise UsageError(str(e)) from None
+    if args.source is not None:
+        try:
+            source = args.source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read --source {args.source}: {getattr(e, 'strerror', None) or e}") from None
+    else:
+        source = tgt.source()
+    if args.budget is not None and args.budget <= 0:
+        raise UsageError("--budget must be positive")
+    data_dir = paths.data_dir(tgt.profile, args.data_home)
+    try:
+        meta = manifest.verify(data_dir, full=False)
+    except manifest.DataError as e:
+        raise UsageError(f"data for profile {tgt.profile!r} is not usable ({e}); run: arrl prepare --profile "
+                         f"{tgt.profile}") from None
+
+    config = SandboxConfig(budget_s=args.budget or tgt.budget_s, grace_s=tgt.grace_s, memory_mb=tgt.memory_mb,
+                           isolation=args.isolation, **({"threads": args.threads} if args.threads else {}))
+    runs = args.runs_dir or paths.runs_dir()
+    run_dir = runs / "single" / f"{time.strftime('%Y%m%d-%H%M%S')}-{tgt.name}-{uuid.uuid4().hex[:6]}"
+    try:
+        sandbox = ProcessSandbox(paths.env_dir(), data_dir, config)
+        run_dir.mkdir(parents=True)
+    except (RuntimeError, OSError) as e:
+        raise UsageError(str(e)) from None
+    print(f"running {tgt.name} (budget {config.budget_s:g} s, isolation {sandbox.isolation}) in {run_dir}",
+          file=sys.stderr, flush=True)
+    outcome = sandbox.run(source, run_dir, seed=args.seed, env_hash=manifest.env_hash(meta))
+    (run_dir / "outcome.json").write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    if args.json:
+        print(json.dumps(outcome.to_dict()))
+    else:
+        print(outcome.summary())
+        print(f"run_dir: {run_dir}")
+        if outcome.isolation == "none":
+            print("warning: no bubblewrap: the run had network access and could write the env", file=sys.stderr)
+    return 0 if outcome.status == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return {"prepare": cmd_prepare, "run": cmd_run}[args.command](args)
+    except UsageError as e:
+        print(f"arrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("arrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Process sandbox: run one untrusted train.py under its budget, then evaluate it.
+
+Containment, from the outside (nothing here trusts the script):
+- isolation `bwrap` (bubblewrap): new user, pid, network, ipc and uts namespaces; only
+  loopback exists, so the network is cut off; a minimal read-only root (system dirs,
+  the Python installation), the env code read-only at /arrl/env, the training split
+  read-only at /arrl/data (the validation split is not mounted), and one writable work
+  directory at /arrl/work. Killing bwrap takes down the whole pid namespace, so no
+  child can outlive the run.
+- isolation `none` (no bubblewrap on the machine): a plain process group; children are
+  found by process tree and by a per-run token in their environment and killed. The
+  network is open and the env is writable; the outcome says so.
+- both: `prlimit` caps the data segment (memory), file size and core dumps; a watchdog
+  sums the resident memory and counts the processes of the run's tree; the run is
+  killed at budget + grace measured from spawn (status `timeout`); stdout/stderr are
+  captured into a log with a size cap.
+The evaluator (`env.evaluate`) runs in a second sandbox that sees the validation split
+and, read-only, the work directory. It is started next to the training process and
+waits, so its imports cost nothing after training.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from arrl.outcome import Outcome, Timings
+
+ENV_MOUNT = "/arrl/env"
+DATA_MOUNT = "/arrl/data"
+WORK_MOUNT = "/arrl/work"
+MODEL_FILE = "model.pt2"
+PROGRESS_FILE = "progress.jsonl"
+_OOM_MARKERS = ("MemoryError", "out of memory", "Unable to allocate", "std::bad_alloc")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    budget_s: float  # training budget the target sees
+    grace_s: float = 20.0  # extra time for start-up and saving before the hard kill
+    memory_mb: int = 4096  # resident memory of the whole process tree
+    max_procs: int = 64  # processes in the run's tree
+    max_file_mb: int = 2048  # largest file the run may write
+    log_cap_bytes: int = 1 << 20  # log kept on disk (head); the tail is always kept
+    threads: int = os.cpu_count() or 1
+    eval_timeout_s: float = 300.0
+    isolation: str = "auto"  # auto | bwrap | none
+    python: str = sys.executable
+    gpu: str | None = None  # host GPU index or UUID given to this run; None = CPU
+
+
+def bwrap_available() -> bool:
+    """True if bubblewrap exists and can create its namespaces on this machine."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        r = subprocess.run(["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+class _Log:
+    """Drain a pipe into a capped file, keeping the last `tail_bytes` in memory."""
+
+    def __init__(self, pipe, path: Path, cap: int, tail_bytes: int = 64 << 10):
+        self.path, self.cap, self.written, self.dropped = path, cap, 0, 0
+        self._tail = collections.deque()
+        self._tail_size, self._tail_bytes = 0, tail_bytes
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe) -> None:
+        with open(self.path, "wb") as f:
+            while block := pipe.read1(1 << 16) if hasattr(pipe, "read1") else pipe.read(1 << 16):
+                room = self.cap - self.written
+                if room > 0:
+                    f.write(block[:room])
+                    self.written += min(room, len(block))
+                self.dropped += max(0, len(block) - max(room, 0))
+                self._tail.append(block)
+                self._tail_size += len(block)
+                while self._tail_size - len(self._tail[0]) >= self._tail_bytes:
+                    self._tail_size -= len(self._tail.popleft())
+            if self.dropped:
+                f.write(f"\n[arrl: log capped at {self.cap} bytes; {self.dropped} bytes dropped]\n".encode())
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def tail(self, chars: int = 4000) -> str:
+        return b"".join(self._tail).decode("utf-8", "replace")[-chars:]
+
+
+class ProcessSandbox:
+    def __init__(self, env_dir: Path, data_dir: Path, config: SandboxConfig):
+        self.env_dir = Path(env_dir).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.config = config
+        iso = config.isolation
+        if iso == "auto":
+            iso = "bwrap" if bwrap_available() else "none"
+        elif iso == "bwrap" and not bwrap_available():
+            raise RuntimeError("isolation 'bwrap' requested but bubblewrap is missing or cannot create namespaces")
+        elif iso not in ("bwrap", "none"):
+            raise ValueError(f"unknown isolation {iso!r} (auto, bwrap, none)")
+        self.isolation = iso
+
+    # ---- building the command lines ---------------------------------------------
+    def _data_items(self, split: str) -> list[Path]:
+        """What a sandbox sees of the data dir: the manifest and tables, plus one split."""
+        items = [p for p in self.data_dir.iterdir() if p.is_file() and not p.name.endswith((".tmp", ".part"))]
+        return sorted(items) + [self.data_dir / split]
+
+    def _env_vars(self, token: str, data: str, work: str, env_parent: str, seed: int) -> dict:
+        cfg = self.config
+        threads = str(cfg.threads)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": work,
+            "TMPDIR": "/tmp" if self.isolation == "bwrap" else work,
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": env_parent,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONNOUSERSITE": "1",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "ARRL_THREADS": threads,
+            "ARRL_DATA_DIR": data,
+            "ARRL_WORK_DIR": work,
+            "ARRL_BUDGET_S": repr(float(cfg.budget_s)),
+            "ARRL_SEED": str(seed),
+            "ARRL_DEVICE": "cuda" if cfg.gpu is not None else "cpu",
+            "ARRL_RUN_TOKEN": token,
+        }
+        if cfg.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(cfg.gpu)
+        return env
+
+    def _limits(self) -> list[str]:
+        cfg = self.config
+        return ["prlimit", f"--data={cfg.memory_mb << 20}", f"--fsize={cfg.max_file_mb << 20}", "--core=0", "--"]
+
+    def _bwrap(self, data_split: str, work_dir: Path, work_writable: bool) -> list[str]:
+        args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                "--hostname", "arrl-sandbox", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(d):
+                args += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                args += ["--ro-bind", d, d]
+        args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+        for prefix in {sys.base_prefix, sys.prefix, str(Path(self.config.python).resolve().parent.parent)}:
+            if not prefix.startswith("/usr"):
+                args += ["--ro-bind", prefix, prefix]
+        args += ["--ro-bind", str(self.env_dir), ENV_MOUNT]
+        for item in self._data_items(data_split):
+            args += ["--ro-bind", str(item), f"{DATA_MOUNT}/{item.name}"]
+        args += ["--bind" if work_writable else "--ro-bind", str(work_dir), WORK_MOUNT, "--chdir", WORK_MOUNT]
+        if self.config.gpu is not None:
+            for dev in sorted(Path("/dev").glob("nvidia*")):
+                args += ["--dev-bind", str(dev), str(dev)]
+        return args + ["--"]
+
+    def _data_view(self, run_dir: Path, split: str) -> Path:
+        """isolation none: a directory of links showing one split (a courtesy, not a wall)."""
+        view = run_dir / f"data-{split}"
+        view.mkdir()
+        for item in self._data_items(split):
+            (view / item.name).symlink_to(item)
+        return view
+
+    def _spawn(self, cmd: list[str], split: str, run_dir: Path, work: Path, writable: bool, token: str, seed: int,
+               **popen) -> subprocess.Popen:
+        if self.isolation == "bwrap":
+            env = self._env_vars(token, DATA_MOUNT, WORK_MOUNT, str(Path(ENV_MOUNT).parent), seed)
+            full = self._limits() + self._bwrap(split, work, writable) + cmd
+            cwd = None
+        else:
+            view = self._data_view(run_dir, split)
+            env = self._env_vars(token, str(view), str(work), str(self.env_dir.parent), seed)
+            full = self._limits() + cmd
+            cwd = work
+        return subprocess.Popen(full, env=env, cwd=cwd, start_new_session=True, **popen)
+
+    # ---- running ------------------------------------------------------------------
+    def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:
+        """Train `source` in a fresh `run_dir`, evaluate it, and return the Outcome."""
+        from env import progress as progress_mod  # the env's own reader of its protocol
+
+        cfg = self.config
+        run_dir = Path(run_dir).resolve()
+        work = run_dir / "work"
+        work.mkdir(parents=True)
+        (run_dir / "train.py").write_text(source)
+        (work / "train.py").write_text(source)
+        token = uuid.uuid4().hex
+        work_path = WORK_MOUNT if self.isolation == "bwrap" else str(work)
+
+        t_spawn_wall, t_spawn = time.time(), time.monotonic()
+        evaluator = self._spawn(
+            [cfg.python, "-m", "env.evaluate", "--wait", "--model", f"{work_path}/{MODEL_FILE}", "--data-dir",
+             DATA_MOUNT if self.isolation == "bwrap" else str(run_dir / "data-val"),
+             "--device", "cuda" if cfg.gpu is not None else "cpu"],
+            "val", run_dir, work, False, token + "-eval", seed,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(run_dir / "eval.log", "wb"))
+        trainer = self._spawn([cfg.python, "-m", "env.launch", f"{work_path}/train.py"], "train", run_dir, work, True, token, seed,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        log = _Log(trainer.stdout, run_dir / "train.log", cfg.log_cap_bytes)
+
+        killed_for, peak_rss = None, 0.0
+        deadline = t_spawn + cfg.budget_s + cfg.grace_s
+        last_progress_size = -1
+        while trainer.poll() is None:
+            tree = _tree(trainer.pid)
+            rss = _rss_mb(tree)
+            peak_rss = max(peak_rss, rss)
+            if time.monotonic() > deadline:
+                killed_for = "timeout"
+            elif rss > cfg.memory_mb:
+                killed_for = "memory"
+            elif len(tree) > cfg.max_procs:
+                killed_for = "procs"
+            if killed_for:
+                break
+            if on_progress is not None:
+                size = _size(work / PROGRESS_FILE)
+                if size != last_progress_size:
+                    last_progress_size = size
+                    on_progress(progress_mod.read(work / PROGRESS_FILE).curve)
+            time.sleep(0.05)
+        _kill(trainer, token)
+        t_exit_wall = time.time()
+        log.join()
+        exit_code = trainer.returncode
+        prog = progress_mod.read(work / PROGRESS_FILE)
+
+        status, message, val_bpb, eval_s = _train_status(killed_for, exit_code, prog, log.tail(20000), cfg)
+        if status is None:
+            t0 = time.monotonic()
+            result = _await_eval(evaluator, cfg.eval_timeout_s)
+            eval_s = time.monotonic() - t0
+            (run_dir / "eval.json").write_text(json.dumps(result) + "\n")
+            status, val_bpb, message = result["status"], result.get("val_bpb"), result.get("message", "")
+        _kill(evaluator, token + "-eval")
+
+        within = lambda t: t if t is not None and t_spawn_wall <= t <= t_exit_wall else None  # noqa: E731
+        start, launch = within(prog.start_time), within(prog.launch_time)
+        setup_s = start - t_spawn_wall if start else None
+        train_s = t_exit_wall - start if start else None
+        launch_s = launch - t_spawn_wall if launch else None
+        return Outcome(
+            status=status,
+            val_bpb=val_bpb if status == "ok" else None,
+            message=message,
+            log_tail=log.tail(),
+            timings=Timings(setup_s, launch_s, train_s, eval_s, time.monotonic() - t_spawn),
+            isolation=self.isolation,
+            env_hash=env_hash,
+            exit_code=exit_code,
+            peak_rss_mb=round(peak_rss, 1),
+            steps=prog.curve[-1].step if prog.curve else None,
+            curve=tuple((p.elapsed, p.step, p.train_loss) for p in prog.curve),
+        )
+
+
+def _train_status(killed_for, exit_code, prog, log_tail: str, cfg: SandboxConfig):
+    """(status, message, val_bpb, eval_s) for a run that ends before evaluation; status None = evaluate."""
+    if killed_for == "timeout":
+        return "timeout", f"killed at budget + grace ({cfg.budget_s:g} + {cfg.grace_s:g} s)", None, None
+    if killed_for == "memory":
+        return "oom", f"resident memory above the limit of {cfg.memory_mb} MB", None, None
+    if killed_for == "procs":
+        return "crash", f"more than {cfg.max_procs} processes", None, None
+    if prog.non_finite:
+        return "nan", "training loss became non-finite", None, None
+    if exit_code != 0:
+        if any(m in log_tail for m in _OOM_MARKERS):
+            return "oom", f"out of memory (exit code {exit_code})", None, None
+        if exit_code == -signal.SIGXFSZ:
+            return "crash", f"wrote a file larger than {cfg.max_file_mb} MB", None, None
+        return "crash", f"exit code {exit_code}", None, None
+    return None, "", None, None
+
+
+def _await_eval(evaluator: subprocess.Popen, timeout_s: float) -> dict:
+    """Tell the waiting evaluator to go; return its JSON result as soon as it is printed."""
+    result: dict = {}
+
+    def read() -> None:
+        for line in evaluator.stdout:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "status" in rec:
+                result.update(rec)
+                return
+
+    try:
+        evaluator.stdin.write(b"go\n")
+        evaluator.stdin.flush()
+    except OSError:
+        pass  # it already died: the reader finds no result
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if reader.is_alive():
+        return {"status": "invalid_metric", "message": f"evaluation took longer than {timeout_s:g} s"}
+    if not result:
+        code = evaluator.poll()
+        return {"status": "invalid_metric", "message": f"evaluator died without a result (exit code {code})"}
+    return result
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _kill(proc: subprocess.Popen, token: str) -> None:
+    """Kill the process, its group, its descendants, and any process carrying `token`.
+
+    The token catches children that left the tree (double fork, setsid) when there is
+    no pid namespace to tear down.
+    """
+    victims = {p.pid for p in _tree(proc.pid)}
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    needle = f"ARRL_RUN_TOKEN={token}".encode()
+    for p in psutil.process_iter():
+        try:
+            if p.pid in victims or needle in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                p.kill()
+        except (psutil.Error, OSError):
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass

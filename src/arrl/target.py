@@ -1,0 +1,173 @@
+"""A mutable target: `targets/<name>/` with train.py, target.toml and program.md.
+
+target.toml fields (all validated; unknown fields are errors that name the file):
+    profile       environment profile ("shakespeare", "web")          required
+    budget_s      training budget in seconds (default: the profile's)
+    grace_s       extra seconds before the hard kill (start-up, saving)   default 20
+    memory_mb     memory limit of a run's process tree                  default 4096
+    description   one line shown in listings and prompts
+    [[editable]]  optional regions of train.py the policy may change:
+                  begin = "marker line text", end = "marker line text"
+    [catalog.NAME] optional structured knob: a top-level assignment `NAME = value` in
+                  train.py; values = ["python literal", ...] (strings, so 3e-4 stays 3e-4)
+
+arrl never imports a target: train.py is only read as text and run in a sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from env import profiles
+
+
+class TargetError(Exception):
+    """A target is missing or its files are invalid. The message names file and field."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    values: tuple[str, ...]  # Python literals as source text
+    current: str  # the value in train.py as shipped
+
+
+@dataclass(frozen=True)
+class Region:
+    begin: str
+    end: str
+    first_line: int  # 1-based, the line after `begin`
+    last_line: int  # 1-based, the line before `end`
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    dir: Path
+    profile: str
+    budget_s: float
+    grace_s: float
+    memory_mb: int
+    description: str
+    editable: tuple[Region, ...]
+    catalog: tuple[Knob, ...]
+
+    @property
+    def train_py(self) -> Path:
+        return self.dir / "train.py"
+
+    @property
+    def program_md(self) -> Path:
+        return self.dir / "program.md"
+
+    def source(self) -> str:
+        return self.train_py.read_text()
+
+
+_FIELDS = {"profile": str, "budget_s": (int, float), "grace_s": (int, float), "memory_mb": int,
+           "description": str, "editable": list, "catalog": dict}
+
+
+def _assignments(tree: ast.Module, source: str) -> dict[str, str]:
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.get_source_segment(source, node.value)
+    return out
+
+
+def _regions(spec: list, lines: list[str], where: str) -> tuple[Region, ...]:
+    regions = []
+    for i, r in enumerate(spec):
+        if not isinstance(r, dict) or set(r) != {"begin", "end"} or not all(isinstance(v, str) for v in r.values()):
+            raise TargetError(f"{where}: editable[{i}] must have exactly the string fields begin and end")
+        try:
+            b = next(n for n, line in enumerate(lines) if line.strip() == r["begin"].strip())
+            e = next(n for n, line in enumerate(lines) if n > b and line.strip() == r["end"].strip())
+        except StopIteration:
+            raise TargetError(f"{where}: editable[{i}] markers {r['begin']!r} ... {r['end']!r} not found in train.py")
+        regions.append(Region(r["begin"], r["end"], b + 2, e))
+    return tuple(regions)
+
+
+def _catalog(spec: dict, assigned: dict[str, str], where: str) -> tuple[Knob, ...]:
+    knobs = []
+    for name, knob in spec.items():
+        field = f"{where}: catalog.{name}"
+        if not isinstance(knob, dict) or set(knob) != {"values"}:
+            raise TargetError(f"{field} must have exactly one field, values")
+        values = knob["values"]
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise TargetError(f"{field}.values must be a non-empty list of strings (Python literals)")
+        for v in values:
+            try:
+                ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                raise TargetError(f"{field}.values: {v!r} is not a Python literal") from None
+        if name not in assigned:
+            raise TargetError(f"{field}: train.py has no top-level assignment {name} = ...")
+        current = assigned[name]
+        if not any(ast.literal_eval(v) == _literal(current) for v in values):
+            raise TargetError(f"{field}.values must include the current value {current}")
+        knobs.append(Knob(name, tuple(values), current))
+    return tuple(knobs)
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return object()
+
+
+def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
+    """Load a target by name (a folder of `targets_dir`) or by a path to its folder."""
+    d = Path(name_or_dir)
+    if not (d.is_dir() and (d / "target.toml").is_file()):
+        d = Path(targets_dir) / str(name_or_dir)
+    toml_path = d / "target.toml"
+    if not toml_path.is_file():
+        known = sorted(p.name for p in Path(targets_dir).iterdir() if (p / "target.toml").is_file()) \
+            if Path(targets_dir).is_dir() else []
+        raise TargetError(f"unknown target {str(name_or_dir)!r} (known: {', '.join(known) or 'none'})")
+    where = str(toml_path)
+    try:
+        spec = tomllib.loads(toml_path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise TargetError(f"{where}: {e}") from None
+    for key, value in spec.items():
+        if key not in _FIELDS:
+            raise TargetError(f"{where}: unknown field {key!r} (known: {', '.join(_FIELDS)})")
+        if isinstance(value, bool) or not isinstance(value, _FIELDS[key]):
+            raise TargetError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    if "profile" not in spec:
+        raise TargetError(f"{where}: missing required field 'profile'")
+    try:
+        prof = profiles.get(spec["profile"])
+    except KeyError as e:
+        raise TargetError(f"{where}: field 'profile': {e.args[0]}") from None
+    train_py = d / "train.py"
+    try:
+        source = train_py.read_text()
+        tree = ast.parse(source)
+    except (OSError, UnicodeDecodeError, SyntaxError) as e:
+        raise TargetError(f"{train_py}: {e}") from None
+    budget = float(spec.get("budget_s", prof.time_budget_s))
+    grace = float(spec.get("grace_s", 20))
+    memory = spec.get("memory_mb", 4096)
+    if budget <= 0 or grace < 0 or memory <= 0:
+        raise TargetError(f"{where}: budget_s and memory_mb must be positive, grace_s not negative")
+    return Target(
+        name=d.name,
+        dir=d.resolve(),
+        profile=prof.name,
+        budget_s=budget,
+        grace_s=grace,
+        memory_mb=memory,
+        description=spec.get("description", ""),
+        editable=_regions(spec.get("editable", []), source.splitlines(), where),
+        catalog=_catalog(spec.get("catalog", {}), _assignments(tree, source), where),
+    )

@@ -1,0 +1,57 @@
+"""Shared fixtures: prepared data for both profiles, built once per session on real files.
+
+The web profile is prepared from a real HTTP server on 127.0.0.1 (tests/webserver.py)
+serving small Parquet shards that the fixture writes; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import webserver  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shakespeare_dir(tmp_path_factory) -> Path:
+    from env import prepare
+
+    d = tmp_path_factory.mktemp("data") / "shakespeare"
+    prepare.prepare("shakespeare", d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def web_fixture(tmp_path_factory):
+    """(served directory, base URL): two training shards and a validation shard."""
+    served = tmp_path_factory.mktemp("served")
+    webserver.write_shards(served, n_train=2, val_index=9)
+    with webserver.serve(served) as url:
+        yield served, url
+
+
+@pytest.fixture(scope="session")
+def web_dir(tmp_path_factory, web_fixture) -> Path:
+    from env import prepare, web
+
+    _, url = web_fixture
+    d = tmp_path_factory.mktemp("data") / "web"
+    prepare.prepare("web", d, source=web.Source(base_url=url, train_shards=2, val_index=9), progress=False,
+                    shard_tokens=200_000)
+    return d
+
+
+@pytest.fixture
+def profile_env(monkeypatch):
+    """Point env.runtime at a prepared data dir, as the sandbox would."""
+    def use(data_dir: Path, work_dir: Path):
+        monkeypatch.setenv("ARRL_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("ARRL_WORK_DIR", str(work_dir))
+    return use
