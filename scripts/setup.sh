@@ -32,7 +32,7 @@ fi
 if ! command -v bwrap >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing bubblewrap"
-    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; })
+    (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; })
   else
     echo "setup: warning: bubblewrap (bwrap) is missing; runs will not be isolated. Install it, e.g. 'sudo apt-get install bubblewrap'." >&2
   fi

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-ARRL = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "arrl")
+ARRL = str(Path(sys.executable).parent / "arrl")  # the console script of the venv running the tests
 
 
 def _arrl(*args, env=None):

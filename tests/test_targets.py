@@ -8,6 +8,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from arrl import paths, target
 from arrl.sandbox import ProcessSandbox, SandboxConfig
 
-ARRL = str(Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[1] / ".venv")) / "bin" / "arrl")
+ARRL = str(Path(sys.executable).parent / "arrl")  # the console script of the venv running the tests
 
 
 def _unigram_entropy(data_dir: Path) -> float:
