@@ -8,6 +8,7 @@ target.toml fields (all validated; unknown fields are errors that name the file)
     description   one line shown in listings and prompts
     [[editable]]  optional regions of train.py the policy may change:
                   begin = "marker line text", end = "marker line text"
+    allow         names the static edit policy lets edits use (modules, calls), e.g. ["shutil"]
     [catalog.NAME] optional structured knob: a top-level assignment `NAME = value` in
                   train.py; values = ["python literal", ...] (strings, so 3e-4 stays 3e-4)
 
@@ -54,6 +55,7 @@ class Target:
     description: str
     editable: tuple[Region, ...]
     catalog: tuple[Knob, ...]
+    allow: frozenset[str] = frozenset()
 
     @property
     def train_py(self) -> Path:
@@ -68,7 +70,7 @@ class Target:
 
 
 _FIELDS = {"profile": str, "budget_s": (int, float), "grace_s": (int, float), "memory_mb": int,
-           "description": str, "editable": list, "catalog": dict}
+           "description": str, "editable": list, "catalog": dict, "allow": list}
 
 
 def _assignments(tree: ast.Module, source: str) -> dict[str, str]:
@@ -155,6 +157,9 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
         tree = ast.parse(source)
     except (OSError, UnicodeDecodeError, SyntaxError) as e:
         raise TargetError(f"{train_py}: {e}") from None
+    allow = spec.get("allow", [])
+    if not all(isinstance(a, str) and a for a in allow):
+        raise TargetError(f"{where}: field 'allow' must be a list of non-empty strings")
     budget = float(spec.get("budget_s", prof.time_budget_s))
     grace = float(spec.get("grace_s", 20))
     memory = spec.get("memory_mb", 4096)
@@ -170,4 +175,5 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
         description=spec.get("description", ""),
         editable=_regions(spec.get("editable", []), source.splitlines(), where),
         catalog=_catalog(spec.get("catalog", {}), _assignments(tree, source), where),
+        allow=frozenset(allow),
     )
