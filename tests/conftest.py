@@ -55,3 +55,17 @@ def profile_env(monkeypatch):
         monkeypatch.setenv("ARRL_DATA_DIR", str(data_dir))
         monkeypatch.setenv("ARRL_WORK_DIR", str(work_dir))
     return use
+
+
+@pytest.fixture
+def make_target(tmp_path):
+    """Write a target folder (target.toml + train.py) and load it."""
+    def make(toml: str, train: str):
+        from arrl import target
+
+        d = tmp_path / "target"
+        d.mkdir(exist_ok=True)
+        (d / "target.toml").write_text(toml)
+        (d / "train.py").write_text(train)
+        return target.load(d, tmp_path)
+    return make

@@ -48,12 +48,8 @@ def test_writing_inside_the_run_directory_is_fine():
     assert edit_policy.check(SRC, "open('notes.txt', 'w').write('hi')\n" + SRC).ok
 
 
-def test_allow_list_per_target(tmp_path):
-    d = tmp_path / "t"
-    d.mkdir()
-    (d / "train.py").write_text("x = 1\n")
-    (d / "target.toml").write_text('profile = "shakespeare"\nallow = ["shutil"]\n')
-    tgt = target.load(d, tmp_path)
+def test_allow_list_per_target(make_target):
+    tgt = make_target('profile = "shakespeare"\nallow = ["shutil"]\n', "x = 1\n")
     assert edit_policy.check("x = 1\n", "import shutil\nx = 1\n", tgt.allow).ok
     assert not edit_policy.check("x = 1\n", "import socket\nx = 1\n", tgt.allow).ok
 

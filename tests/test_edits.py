@@ -99,12 +99,9 @@ def test_catalog_schema_lists_every_knob_and_value():
     assert schema["properties"]["LEARNING_RATE"]["enum"] == ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
 
 
-def test_editable_regions_are_enforced(tmp_path):
-    d = tmp_path / "t"
-    d.mkdir()
-    (d / "train.py").write_text("A = 1\n# begin\nB = 2\n# end\nC = 3\n")
-    (d / "target.toml").write_text('profile = "shakespeare"\n[[editable]]\nbegin = "# begin"\nend = "# end"\n')
-    tgt = target.load(d, tmp_path)
+def test_editable_regions_are_enforced(make_target):
+    tgt = make_target('profile = "shakespeare"\n[[editable]]\nbegin = "# begin"\nend = "# end"\n',
+                      "A = 1\n# begin\nB = 2\n# end\nC = 3\n")
     src = tgt.source()
     assert edits.apply(src, sr("B = 2", "B = 5"), editable=tgt.editable).ok
     r = edits.apply(src, sr("C = 3", "C = 5"), editable=tgt.editable)
