@@ -1,0 +1,40 @@
+"""The one place where arrl's plain classes become Ray actors.
+
+Each factory takes the plain class's arguments plus placement options and returns an actor
+handle. Actors are named `arrl/<run>/<role>` so the Ray dashboard lists them by run.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from arrl.policy import PolicyConfig, PolicyServer
+
+
+def actor_name(run: str, role: str) -> str:
+    return f"arrl/{run}/{role}"
+
+
+class _PolicyActor(PolicyServer):
+    def __repr__(self) -> str:  # shown in the dashboard's actor table
+        state = "up" if self.server.alive() else "down"
+        return f"PolicyServer({self.name}, v{self.version}, {state}, restarts={self.restarts})"
+
+    def start(self) -> int:  # the plain class returns self, which must not travel back to the caller
+        super().start()
+        return self.version
+
+
+def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 0, num_cpus: float = 1,
+                  max_concurrency: int = 16, workdir: str | None = None, progress: bool = False):
+    """A PolicyServer actor, started (vLLM up) before this returns its handle.
+
+    Adapter bytes are passed as an ObjectRef: `actor.load_adapter.remote(v, ray.put(files))`
+    (Ray resolves a top-level ref argument to the value on the actor's node). Threaded
+    (`max_concurrency`) so proposals run concurrently and a restart can serve them all.
+    """
+    cls = ray.remote(_PolicyActor)
+    handle = cls.options(name=actor_name(run, "policy"), num_gpus=num_gpus, num_cpus=num_cpus,
+                         max_concurrency=max_concurrency).remote(config, workdir, progress)
+    ray.get(handle.start.remote())
+    return handle

