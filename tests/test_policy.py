@@ -97,7 +97,7 @@ def test_killed_server_restarts_and_inflight_proposal_completes(server, tiny_tar
 
     def work():
         try:
-            result["props"] = server.propose(st, n=2, sampling=Sampling(max_tokens=1500, extra={"min_tokens": 1500}))
+            result["props"] = server.propose(st, n=2, sampling=Sampling(max_tokens=800, extra={"min_tokens": 800}))
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             result["error"] = e
 

@@ -207,7 +207,7 @@ class PolicyServer:
         self.stop()
 
     def pid(self) -> int | None:
-        return self.server.proc.pid if self.server.alive() else None
+        return self.server.pid
 
     def kill_server(self) -> None:
         """Kill the vLLM process as a crash would (for chaos tests); the next request restarts it."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 from tqdm import tqdm
 
 
@@ -76,7 +77,8 @@ class VLLMServer:
         self.config = config
         self.log_path = Path(log_path)
         self.port = port
-        self.proc: subprocess.Popen | None = None
+        self.pgid: int | None = None  # the process group of guard, API server and engine
+        self.guard: psutil.Process | None = None
         self.starts = 0
         self.ready_s: float | None = None  # seconds the last start took to become healthy
 
@@ -120,7 +122,22 @@ class VLLMServer:
         return env
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """The guard (and so the server under it) is running."""
+        if self.guard is None:
+            return False
+        try:
+            return self.guard.is_running() and self.guard.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    @property
+    def pid(self) -> int | None:
+        """The vLLM API server's pid (the guard's child), while it runs."""
+        try:
+            kids = self.guard.children() if self.alive() else []
+        except psutil.Error:
+            kids = []
+        return kids[0].pid if kids else None
 
     def start(self, progress: bool = False) -> None:
         """Start the process and wait until /health answers 200 (or raise ServerError)."""
@@ -129,21 +146,30 @@ class VLLMServer:
         if self.starts and not _port_free(self.port):
             self.port = free_port()  # the dead server's port is still held; take another
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        pid_file = self.log_path.with_suffix(".guard.pid")
+        pid_file.unlink(missing_ok=True)
         log = open(self.log_path, "ab")
         log.write(f"\n==== arrl: starting vLLM ({' '.join(self.command())})\n".encode())
         log.flush()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self.environment(), start_new_session=True)
+        me = psutil.Process()
+        guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(me.create_time()),
+                 str(pid_file), "--"]
+        launcher = subprocess.Popen(guard + self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
         log.close()
+        self.pgid = launcher.pid  # the launcher led a new session; its group outlives it
+        if launcher.wait(60) != 0 or not pid_file.exists():
+            self.kill()
+            raise ServerError(f"the vLLM guard did not start; log {self.log_path}:\n{tail(self.log_path)}")
+        self.guard = psutil.Process(int(pid_file.read_text()))
         self.starts += 1
         bar = tqdm(desc="policy server starting", unit="s", total=None, disable=not progress,
                    bar_format="{desc}: {elapsed}")
         try:
             while True:
                 if not self.alive():
-                    raise ServerError(f"vLLM exited with code {self.proc.returncode} while starting; log "
-                                      f"{self.log_path}:\n{tail(self.log_path)}")
+                    raise ServerError(f"vLLM exited while starting; log {self.log_path}:\n{tail(self.log_path)}")
                 if time.monotonic() - t0 > self.config.startup_timeout_s:
                     self.stop()
                     raise ServerError(f"vLLM did not become healthy in {self.config.startup_timeout_s:.0f} s; "
@@ -162,28 +188,33 @@ class VLLMServer:
         except httpx.HTTPError:
             return False
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (engine core processes included), as a crash would."""
-        if self.proc is not None:
+    def _signal_group(self, sig: int) -> None:
+        if self.pgid is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.killpg(self.pgid, sig)
+            except (ProcessLookupError, PermissionError):
                 pass
-            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (guard, API server, engine core), as a crash would."""
+        self._signal_group(signal.SIGKILL)
+        if self.guard is not None:
+            try:
+                self.guard.wait(10)
+            except psutil.Error:
+                pass
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None:
+        if self.pgid is None:
             return
         if self.alive():
+            self._signal_group(signal.SIGTERM)
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            except ProcessLookupError:
+                self.guard.wait(timeout)
+            except psutil.Error:
                 pass
         self.kill()
-        self.proc = None
+        self.pgid, self.guard = None, None
 
 
 def _port_free(port: int) -> bool:
@@ -193,3 +224,38 @@ def _port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _guard(parent: int, parent_created: float, pid_file: str, cmd: list[str]) -> int:
+    """Detach, run `cmd` in this process group, and take the whole group down when `parent` dies.
+
+    vLLM's engine core outlives a killed API server, and Ray kills the direct children of an
+    actor process that exits, so a guard that is a direct child would die first and leave an
+    orphaned engine holding gigabytes. So the launcher forks the guard off (it is reparented
+    away from the actor), writes its pid, and exits; the guard starts vLLM and polls the
+    parent, SIGKILLing the group (itself included) once the parent is gone.
+    `VLLMServer.stop/kill` signal the same group.
+    """
+    pid = os.fork()
+    if pid:  # the launcher
+        Path(pid_file).write_text(str(pid))
+        return 0
+    child = subprocess.Popen(cmd)
+    while True:
+        code = child.poll()
+        if code is not None:
+            os._exit(code)
+        try:
+            gone = psutil.Process(parent).create_time() != parent_created
+        except psutil.NoSuchProcess:
+            gone = True
+        if gone:
+            os.killpg(0, signal.SIGKILL)
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    a = sys.argv
+    if len(a) < 7 or a[1] != "--guard" or a[5] != "--":
+        sys.exit("usage: python -m arrl.vllm_server --guard PARENT_PID PARENT_CREATE_TIME PID_FILE -- COMMAND...")
+    sys.exit(_guard(int(a[2]), float(a[3]), a[4], a[6:]))
