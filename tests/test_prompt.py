@@ -44,6 +44,7 @@ def test_full_prompt_has_every_part_and_the_last_k_history(tiny):
     assert "edit number 7" not in user and "9. edit number 8" in user and "40. edit number 39" in user
     assert p.version.startswith("v1:") and p.tokens == total(p)
     assert "Prefer simple changes" in p.messages[0]["content"]
+    assert user.rstrip().endswith(">>>>>>> REPLACE\n\nThe SEARCH text must match the file exactly, including indentation, and occur exactly once.")
 
 
 def test_limit_drops_oldest_history_first_and_never_cuts_code(tiny):
@@ -99,7 +100,7 @@ def test_catalog_prompt_lists_knobs_in_random_order_without_current_values(tiny)
     s = make_state(tiny, fmt="catalog")
     orders = set()
     for seed in range(6):
-        system = prompt.build(s, 100_000, count, seed=seed).messages[0]["content"]
+        system = prompt.build(s, 100_000, count, seed=seed).messages[1]["content"].split("# Your task")[1]
         knobs = re.findall(r"^- ([A-Z_0-9]+): (.*)$", system, re.M)
         assert {k for k, _ in knobs} == {k.name for k in tiny.catalog}
         orders.add(tuple(k for k, _ in knobs))

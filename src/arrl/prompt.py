@@ -156,9 +156,11 @@ def _render(state: PolicyState, version: str, history: list[str], total: int, di
     if state.editable:
         spans = ", ".join(f"{r.first_line}-{r.last_line}" for r in state.editable)
         editable_rule = f", and only lines {spans} of it"
-    system = Template(texts["system"]).substitute(
-        editable_rule=editable_rule, format_rules=Template(texts[f"format_{state.fmt}"]).substitute(fmt_vars).strip())
+    # The answer format (with the catalog's knobs in random order) comes last, after the
+    # code and the history, so that the server's prefix cache covers everything before it.
+    system = Template(texts["system"]).substitute(editable_rule=editable_rule)
     user = Template(texts["user"]).substitute(
+        format_rules=Template(texts[f"format_{state.fmt}"]).substitute(fmt_vars).strip(),
         target=clean(state.target, 80), program=state.program.strip(), incumbent_bpb=_fmt_bpb(state.incumbent_bpb),
         code=state.source.rstrip("\n"), best=clean(state.best, 600) or "(nothing yet)",
         history_shown=len(history), history_total=total, history="\n".join(history) or "(none yet)",
