@@ -119,7 +119,9 @@ def test_any_unique_span_can_be_replaced(start, length, replacement):
     r = edits.apply(SRC, sr(search, replacement))
     assert r.failure in (None, *FAILURES)
     if r.ok:
-        assert SRC.count(search) == 1 and r.source == SRC.replace(search, replacement.replace("\r\n", "\n"), 1)
+        # the completion's CRLF become LF; a trailing CR of the replacement pairs with the block's own newline
+        expect = (replacement + "\n").replace("\r\n", "\n")[:-1]
+        assert SRC.count(search) == 1 and r.source == SRC.replace(search, expect, 1)
     elif search.strip() and SRC.count(search) > 1:
         assert r.failure == "ambiguous_match"
 
