@@ -9,6 +9,7 @@ from __future__ import annotations
 import ray
 
 from arrl.policy import PolicyConfig, PolicyServer
+from arrl.worker import ExperimentWorker
 
 
 def actor_name(run: str, role: str) -> str:
@@ -38,3 +39,20 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
                          max_concurrency=max_concurrency).remote(config, workdir, progress)
     ray.get(handle.start.remote())
     return handle
+
+
+class _WorkerActor(ExperimentWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, gpu_ids=ray.get_gpu_ids(), **kwargs)
+
+
+def experiment_worker(run: str, index: int, profile: str, sandbox: dict, backend: str = "process",
+                      num_gpus: float = 1, num_cpus: float = 0, data_home: str | None = None):
+    """An ExperimentWorker actor `arrl/<run>/worker-<index>` holding `num_gpus` (fake GPUs work in tests).
+
+    Threaded with 2 slots: `run` and `status` can be called at the same time.
+    """
+    cls = ray.remote(_WorkerActor)
+    return cls.options(name=actor_name(run, f"worker-{index}"), num_gpus=num_gpus, num_cpus=num_cpus,
+                       max_concurrency=2, max_restarts=0).remote(f"worker-{index}", profile, sandbox, backend,
+                                                                  data_home)

@@ -2,6 +2,10 @@
 
     arrl prepare [--profile P]                   prepare a profile's data (hashes, manifest)
     arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
+    arrl launch [CONFIG] [--name N] [--address A] [--resume NAME]   the research loop
+    arrl status [NAME] [--watch]                 a run's state from its ledger
+    arrl stop NAME                               ask a run's driver to stop
+    arrl export NAME                             Parquet tables and results.tsv of a run
 
 Exit codes: 0 success (for `run`: status ok), 1 the run ended in another status,
 2 bad input (unknown target, missing data, unreadable file, bad option): one line on
@@ -54,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-home", type=Path, help="root of prepared data")
     r.add_argument("--runs-dir", type=Path, help="where run directories go (default: $ARRL_RUNS_DIR or ./runs)")
     r.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    la = sub.add_parser("launch", help="run the research loop (no CONFIG: the embedded CPU default)")
+    la.add_argument("config", nargs="?", type=Path, help="launch config (TOML); see arrl.config")
+    la.add_argument("--name", help="run name (default: <target>-<date>-<time>)")
+    la.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    la.add_argument("--resume", metavar="NAME", help="continue the run NAME from its ledger")
+    la.add_argument("--runs-dir", type=Path, help="where runs live (default: $ARRL_RUNS_DIR or ./runs)")
+
+    st = sub.add_parser("status", help="a run's state: best val_bpb, experiments by status, stop reason")
+    st.add_argument("name", nargs="?", help="run name (default: the most recent run)")
+    st.add_argument("--watch", action="store_true", help="refresh every 2 s until the run finishes")
+    st.add_argument("--runs-dir", type=Path)
+
+    so = sub.add_parser("stop", help="ask a run's driver to stop (it finishes recording and exits)")
+    so.add_argument("name")
+    so.add_argument("--runs-dir", type=Path)
+
+    ex = sub.add_parser("export", help="write a run's ledger as Parquet tables and results.tsv")
+    ex.add_argument("name")
+    ex.add_argument("--runs-dir", type=Path)
     return ap
 
 
@@ -127,10 +151,73 @@ def cmd_run(args) -> int:
     return 0 if outcome.status == "ok" else 1
 
 
+def _existing_run(args) -> Path:
+    runs = args.runs_dir or paths.runs_dir()
+    if getattr(args, "name", None):
+        d = runs / args.name
+    else:
+        cands = sorted((p for p in runs.glob("*/ledger.sqlite")), key=lambda p: p.stat().st_mtime)
+        if not cands:
+            raise UsageError(f"no runs in {runs}")
+        d = cands[-1].parent
+    if not (d / "ledger.sqlite").is_file():
+        raise UsageError(f"{d}: no run there (no ledger.sqlite)")
+    return d
+
+
+def cmd_launch(args) -> int:
+    from arrl import config as config_mod
+    from arrl.config import ConfigError
+    from arrl.launch import launch
+    from arrl.store import StoreError
+    from arrl.target import TargetError
+
+    try:
+        cfg = config_mod.load(args.config) if args.config else config_mod.Config()
+        if args.name:
+            cfg.name = args.name
+        reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
+    except (ConfigError, StoreError, TargetError) as e:
+        raise UsageError(str(e)) from None
+    print(f"run directory: {d}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from arrl import report
+
+    d = _existing_run(args)
+    while True:
+        text, finished = report.status_text(d)
+        if args.watch:
+            print("\033[2J\033[H", end="")
+        print(text, flush=True)
+        if not args.watch or finished:
+            return 0
+        time.sleep(2.0)
+
+
+def cmd_stop(args) -> int:
+    d = _existing_run(args)
+    (d / "STOP").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    print(f"asked {d.name} to stop; the driver stops at its next check")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from arrl import report
+
+    d = _existing_run(args)
+    for path in report.export(d):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"prepare": cmd_prepare, "run": cmd_run}[args.command](args)
+        return {"prepare": cmd_prepare, "run": cmd_run, "launch": cmd_launch, "status": cmd_status,
+                "stop": cmd_stop, "export": cmd_export}[args.command](args)
     except UsageError as e:
         print(f"arrl: error: {e}", file=sys.stderr)
         return 2

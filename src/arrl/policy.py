@@ -378,3 +378,39 @@ def _token_counter(model_dir: str):
 
     tok = Tokenizer.from_file(str(path))
     return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
+class ScriptedPolicy:
+    """A deterministic policy that answers with the given completions in order, cycling.
+
+    For tests and dry runs of the loop (config `[policy] kind = "scripted"`): no model, no
+    learning; each proposal is recorded like any other.
+    """
+
+    def __init__(self, completions: list[str]):
+        if not completions or not all(isinstance(c, str) for c in completions):
+            raise PolicyError("scripted policy: `completions` must be a non-empty list of strings")
+        self.completions = list(completions)
+        self.version = 0
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    def start(self) -> "ScriptedPolicy":
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
+        out = []
+        with self._lock:
+            for _ in range(n):
+                text = self.completions[self._next % len(self.completions)]
+                self._next += 1
+                out.append(Proposal(text=text, fmt=state.fmt, state_key=state.key, policy=self.name,
+                                    adapter_version=0, prompt_version="scripted"))
+        return out

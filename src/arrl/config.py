@@ -1,0 +1,205 @@
+"""The launch config: a TOML file whose every field is optional and checked.
+
+    target = "tiny"                 # a folder under targets/ or a path
+    name = "tiny-night-1"           # run name (default: <target>-<date>-<time>)
+
+    [policy]
+    kind = "vllm"                   # vllm | external | scripted (tests: a list of completions)
+    model = "smollm2"               # see arrl.models (vllm)
+    fmt = "catalog"                 # search_replace | unified_diff | catalog
+    group_size = 4                  # proposals per incumbent state
+    temperature = 1.0
+    max_tokens = 256
+    base_url = ""                   # external
+    api_key_env = "OPENAI_API_KEY"  # external
+    completions = []                # scripted
+
+    [workers]
+    count = 1
+    gpus_per_worker = 0.0           # 1 on GPU clusters; fake GPUs work in tests
+    sandbox = "process"             # process | docker
+    isolation = "auto"              # process sandbox: auto | bwrap | none
+    threads = 0                     # torch threads per run (0: cores / workers)
+    budget_s = 0.0                  # 0: the target's budget
+    grace_s = 0.0                   # 0: the target's grace before the hard kill
+    memory_mb = 0                   # 0: the target's memory limit
+
+    [search]
+    noise_runs = 3                  # baseline repeats at start (noise estimate)
+    margin_z = 2.0                  # acceptance margin in noise standard deviations
+    min_sigma = 0.002               # floor of the noise estimate (bpb)
+    confirm = true                  # re-run a candidate with another seed before accepting
+    history_k = 32
+
+    [reward]                        # reward = (incumbent - val_bpb) / sigma, clipped; or a penalty
+    clip = 5.0
+    edit_failed = -1.0
+    rejected = -1.0
+    crash = -1.0
+    oom = -1.0
+    timeout = -1.0
+    nan = -1.0
+    invalid_metric = -1.0
+    aborted = -0.5
+    suspicious = 0.0
+    simplicity = 0.0                # subtracted per added line
+
+    [oracle]
+    max_experiments = 20            # 0: unbounded
+    max_wall_s = 0.0
+    max_gpu_hours = 0.0
+    target_bpb = 0.0                # stop once the incumbent is at or below it (0: off)
+    plateau = 0                     # stop after this many experiments without an acceptance (0: off)
+
+Unknown keys and wrong types are errors that name the field (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A config file or value is invalid; the message names the field."""
+
+
+@dataclass
+class PolicySection:
+    kind: str = "vllm"
+    model: str = "smollm2"
+    fmt: str = "catalog"
+    group_size: int = 4
+    temperature: float = 1.0
+    max_tokens: int = 256
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    completions: list = field(default_factory=list)
+
+
+@dataclass
+class WorkersSection:
+    count: int = 1
+    gpus_per_worker: float = 0.0
+    sandbox: str = "process"
+    isolation: str = "auto"
+    threads: int = 0
+    budget_s: float = 0.0
+    grace_s: float = 0.0
+    memory_mb: int = 0
+
+
+@dataclass
+class SearchSection:
+    noise_runs: int = 3
+    margin_z: float = 2.0
+    min_sigma: float = 0.002
+    confirm: bool = True
+    history_k: int = 32
+
+
+@dataclass
+class RewardSection:
+    clip: float = 5.0
+    edit_failed: float = -1.0
+    rejected: float = -1.0
+    crash: float = -1.0
+    oom: float = -1.0
+    timeout: float = -1.0
+    nan: float = -1.0
+    invalid_metric: float = -1.0
+    aborted: float = -0.5
+    suspicious: float = 0.0
+    simplicity: float = 0.0
+
+
+@dataclass
+class OracleSection:
+    max_experiments: int = 20
+    max_wall_s: float = 0.0
+    max_gpu_hours: float = 0.0
+    target_bpb: float = 0.0
+    plateau: int = 0
+
+
+@dataclass
+class Config:
+    target: str = "tiny"
+    name: str = ""
+    policy: PolicySection = field(default_factory=PolicySection)
+    workers: WorkersSection = field(default_factory=WorkersSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    oracle: OracleSection = field(default_factory=OracleSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {("policy", "kind"): ("vllm", "external", "scripted"),
+           ("policy", "fmt"): ("search_replace", "unified_diff", "catalog"),
+           ("workers", "sandbox"): ("process", "docker"),
+           ("workers", "isolation"): ("auto", "bwrap", "none")}
+POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens")}
+NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
+                ("workers", "threads"), ("workers", "budget_s"), ("workers", "grace_s"), ("workers", "memory_mb"), ("oracle", "max_experiments"),
+                ("oracle", "max_wall_s"), ("oracle", "max_gpu_hours"), ("oracle", "target_bpb"),
+                ("oracle", "plateau"), ("search", "history_k")}
+
+
+def _check(value, default, where: str):
+    want = type(default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is bool and not isinstance(value, bool) or want is not bool and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(data: dict, source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of settings")
+    cfg = Config()
+    for key, value in data.items():
+        if key not in {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"{source}: unknown field {key!r} (fields: target, name, policy, workers, search, "
+                              f"reward, oracle)")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
+            names = [f.name for f in dataclasses.fields(current)]
+            for k, v in value.items():
+                where = f"{source}: [{key}] {k}"
+                if k not in names:
+                    raise ConfigError(f"{where}: unknown field (known: {', '.join(names)})")
+                v = _check(v, getattr(current, k), where)
+                if (key, k) in CHOICES and v not in CHOICES[(key, k)]:
+                    raise ConfigError(f"{where}: {v!r} is not one of {', '.join(CHOICES[(key, k)])}")
+                if (key, k) in POSITIVE and v <= 0:
+                    raise ConfigError(f"{where}: must be > 0, got {v!r}")
+                if (key, k) in NON_NEGATIVE and v < 0:
+                    raise ConfigError(f"{where}: must be >= 0, got {v!r}")
+                setattr(current, k, v)
+        else:
+            setattr(cfg, key, _check(value, current, f"{source}: {key}"))
+    if cfg.policy.kind == "external" and not cfg.policy.base_url:
+        raise ConfigError(f"{source}: [policy] base_url: required when kind = 'external'")
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    return from_dict(data, str(p))

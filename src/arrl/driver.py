@@ -1,0 +1,434 @@
+"""The driver (`arrl launch`): keep every worker busy, record everything, then count it.
+
+One loop, top to bottom:
+  1. restore: derive incumbent, noise and counters from the ledger; `running` rows of a dead
+     driver go back to `pending` (they re-run); the git branch is reconciled with the ledger.
+  2. baselines: the incumbent is run `noise_runs` times with different seeds (noise estimate).
+  3. fill: every idle worker gets the oldest pending experiment (confirmations, re-runs), else
+     a new candidate made from the next prefetched proposal: edit -> static policy ->
+     de-duplication -> experiment row -> worker. Proposals are fetched in the background in
+     groups of `group_size` per incumbent state, so workers never wait for the policy.
+  4. wait: `ray.wait` on the running experiments; each result is written to the ledger with
+     its reward in one transaction before anything is derived from it.
+  5. accept: a promising candidate is re-run with another seed; if both runs confirm it
+     beats the incumbent by the noise margin, it becomes the incumbent and a commit on the
+     run's git branch.
+  6. the oracle decides when to stop; the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import queue
+import statistics
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import ray
+
+from arrl import acceptance, edit_policy, edits, oracle
+from arrl.branch import GitBranch
+from arrl.config import Config
+from arrl.prompt import HistoryEntry, PolicyState
+from arrl.reward import reward as compute_reward
+from arrl.store import Store
+from arrl.target import Target
+
+RUN_STATUSES_FAILED_EDIT = ("edit_failed", "rejected")
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalize(source: str) -> str:
+    """Source with comments and formatting removed (AST round trip), for de-duplication."""
+    try:
+        return ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError):
+        return source
+
+
+@dataclass
+class Incumbent:
+    exp_id: int  # the experiment that made it (the first baseline for the start)
+    source: str
+    values: list  # val_bpb of its runs
+
+    @property
+    def bpb(self) -> float:
+        return statistics.fmean(self.values)
+
+
+class Driver:
+    def __init__(self, cfg: Config, store: Store, target: Target, policy, workers: list, make_worker=None,
+                 log=print):
+        self.cfg, self.store, self.target, self.policy = cfg, store, target, policy
+        self.workers = list(workers)  # Ray actor handles of ExperimentWorker
+        self.make_worker = make_worker  # index -> new handle, to replace a dead worker
+        self.log = log
+        self.branch = GitBranch(store.root / "git", cfg.name)
+        self.inflight: dict = {}  # ObjectRef -> (exp_id, worker index)
+        self.busy: set[int] = set()
+        self.proposals: queue.Queue = queue.Queue()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="arrl-propose")
+        self.fetch: Future | None = None
+        self.stop_reason: str | None = None
+        self.t_session = time.time()
+
+    # -- derived state (always recomputed from the ledger) ----------------------------------------
+    def _restore(self) -> None:
+        s = self.store
+        requeued = s.requeue_running()
+        if requeued:
+            self.log(f"resume: re-running experiments {requeued} that were in flight")
+            s.event("requeued", ids=requeued)
+        self.wall_before = s.get("wall_s", 0.0)
+        base = [r for r in s.experiments("kind='baseline' AND state='done'")]
+        self.noise = acceptance.estimate([r["val_bpb"] for r in base if r["status"] == "ok"],
+                                         self.cfg.search.min_sigma)
+        first_base = s.experiments("kind='baseline'")
+        self.incumbent = Incumbent(first_base[0]["id"] if first_base else 0, self.target.source(),
+                                   [r["val_bpb"] for r in base if r["status"] == "ok"])
+        for a in s.accepted():
+            row = s.experiment(a["exp_id"])
+            src = (s.exp_dir(row["id"]) / "train.py").read_text()
+            vals = [row["val_bpb"]] + [c["val_bpb"] for c in s.experiments("kind='confirm' AND parent=? AND "
+                                                                              "state='done'", (row["id"],))]
+            self.incumbent = Incumbent(row["id"], src, vals)
+            if not a["commit_sha"]:
+                self._commit(row, a["val_bpb"])
+        self.branch.ensure(self.target.source())
+
+    def _counted(self) -> tuple[int, int]:
+        """(experiments run, experiments since the last acceptance): candidates and confirmations that ran."""
+        rows = self.store.experiments("kind!='baseline' AND state='done' AND status NOT IN ('edit_failed', "
+                                      "'rejected')")
+        last = self.incumbent.exp_id if self.store.accepted() else 0
+        return len(rows), sum(1 for r in rows if r["id"] > last)
+
+    def _history(self) -> tuple[HistoryEntry, ...]:
+        rows = self.store.experiments("kind='candidate' AND state='done'")[-self.cfg.search.history_k:]
+        return tuple(HistoryEntry(r["summary"] or "", r["status"], r["val_bpb"], r["reward"],
+                                  r["message"] if r["status"] != "ok" else "") for r in rows)
+
+    def state(self) -> PolicyState:
+        best = ""
+        acc = self.store.accepted()
+        if acc:
+            row = self.store.experiment(acc[-1]["exp_id"])
+            best = f"{row['summary']} -> val_bpb {acc[-1]['val_bpb']:.4f} (from {acc[0]['prev_bpb']:.4f} at start)"
+        failures = self.store.experiments("kind='candidate' AND state='done' AND status NOT IN ('ok', "
+                                          "'edit_failed', 'rejected')")
+        diag = ""
+        if failures:
+            last = failures[-1]
+            out = self.store.exp_dir(last["id"]) / "log_tail.txt"
+            diag = out.read_text(errors="replace") if out.exists() else ""
+        return PolicyState(target=self.target.name, program=self.target.program_md.read_text(),
+                           source=self.incumbent.source, fmt=self.cfg.policy.fmt,
+                           incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
+                           catalog=self.target.catalog, editable=self.target.editable, history=self._history(),
+                           best=best, diagnostics=diag)
+
+    # -- proposals ------------------------------------------------------------------------------
+    def _prefetch(self) -> None:
+        if self.fetch is not None:
+            if not self.fetch.done():
+                return
+            try:
+                for p in self.fetch.result():
+                    self.proposals.put((p, self.incumbent.exp_id))
+            except Exception as e:  # noqa: BLE001 - a policy failure is recorded and retried
+                self.store.event("policy_error", error=str(e)[:500])
+                self.log(f"policy error (retrying): {e}")
+                time.sleep(1.0)
+            self.fetch = None
+        if self.proposals.qsize() < len(self.workers):
+            st = self.state()
+            self.fetch = self.pool.submit(self.policy.propose, st, self.cfg.policy.group_size)
+
+    def _candidate(self) -> int | None:
+        """Turn the next proposal into an experiment row; None when no proposal is ready."""
+        try:
+            prop, base_id = self.proposals.get_nowait()
+        except queue.Empty:
+            return None
+        if base_id != self.incumbent.exp_id:
+            self.store.event("stale_proposal", proposal=prop.id)  # made for an older incumbent
+            return -1
+        inc = self.incumbent
+        res = edits.apply(inc.source, prop.text, prop.fmt, self.target.catalog, self.target.editable)
+        summary = _summary(prop.text, res)
+        with self.store.tx():
+            self.store.add_proposal(prop.to_dict())
+            if not res.ok:
+                eid = self.store.add_experiment("candidate", 0, sha(prop.text), "", prop.id, None, inc.exp_id,
+                                                summary)
+                r = compute_reward("edit_failed", None, inc.bpb, self.noise.sigma, self.cfg.reward)
+                self.store.finish(eid, status="edit_failed", message=f"{res.failure}: {res.message}", reward=r)
+                return -1
+            verdict = edit_policy.check(inc.source, res.source, self.target.allow)
+            norm = sha(normalize(res.source))
+            eid = self.store.add_experiment("candidate", self._seed(), sha(res.source), norm, prop.id, None,
+                                            inc.exp_id, summary, res.diff)
+            if not verdict.ok:
+                r = compute_reward("rejected", None, inc.bpb, self.noise.sigma, self.cfg.reward)
+                self.store.finish(eid, status="rejected", message=verdict.reason[:500], reward=r)
+                return -1
+            dup = self.store.done_with_norm(norm)
+            if dup is not None:
+                r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
+                                   res.lines_added)
+                self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
+                                  reused_from=dup["id"], reward=r)
+                self.store.event("deduplicated", exp=eid, of=dup["id"])
+                return -1
+        d = self.store.exp_dir(eid)
+        (d / "train.py").write_text(res.source)
+        (d / "diff.patch").write_text(res.diff)
+        return eid
+
+    def _seed(self) -> int:
+        n = self.store.db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+        return 1000 + n
+
+    # -- scheduling ------------------------------------------------------------------------------
+    def _submit(self, exp_id: int, w: int) -> None:
+        row = self.store.experiment(exp_id)
+        src = (self.store.exp_dir(exp_id) / "train.py").read_text()
+        self.store.mark_running(exp_id, f"worker-{w}")
+        ref = self.workers[w].run.remote(exp_id, src, row["seed"])
+        self.inflight[ref] = (exp_id, w)
+        self.busy.add(w)
+
+    def _budget_left(self) -> bool:
+        cap = self.cfg.oracle.max_experiments
+        if not cap:
+            return True
+        started = self.store.db.execute(
+            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND (state!='done' OR status NOT IN "
+            "('edit_failed', 'rejected'))").fetchone()[0]
+        return started < cap
+
+    def _fill(self) -> None:
+        for w in range(len(self.workers)):
+            if w in self.busy:
+                continue
+            pending = self.store.experiments("state='pending' AND id NOT IN (%s)" % ",".join(
+                str(e) for e, _ in self.inflight.values()) if self.inflight else "state='pending'")
+            if pending:
+                self._submit(pending[0]["id"], w)
+                continue
+            if not self._baselines_done() or self.stop_reason or not self._budget_left():
+                return
+            while True:
+                eid = self._candidate()
+                if eid is None:
+                    return
+                if eid > 0:
+                    self._submit(eid, w)
+                    break
+
+    def _baselines_done(self) -> bool:
+        n = self.cfg.search.noise_runs or 1
+        rows = self.store.experiments("kind='baseline' AND state='done'")
+        return len(rows) >= n
+
+    def _schedule_baselines(self) -> None:
+        n = self.cfg.search.noise_runs or 1
+        have = self.store.experiments("kind='baseline'")
+        src = self.target.source()
+        for i in range(len(have), n):
+            with self.store.tx():
+                eid = self.store.add_experiment("baseline", i, sha(src), sha(normalize(src)), summary="baseline")
+            (self.store.exp_dir(eid) / "train.py").write_text(src)
+
+    # -- results -----------------------------------------------------------------------------
+    def _handle(self, ref) -> None:
+        exp_id, w = self.inflight.pop(ref)
+        self.busy.discard(w)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            self.log(f"worker-{w} died during experiment {exp_id}; re-running it on another worker")
+            with self.store.tx():
+                self.store.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE id=? AND "
+                                      "state='running'", (exp_id,))
+                self.store.event("worker_died", worker=w, exp=exp_id, error=str(e)[:300])
+            if self.make_worker is not None:
+                self.workers[w] = self.make_worker(w)
+            return
+        except ray.exceptions.RayTaskError as e:
+            result = {"outcome": {"status": "crash", "message": f"worker error: {str(e)[:300]}", "val_bpb": None,
+                                  "timings": {}, "log_tail": ""}, "worker": f"worker-{w}"}
+        self._record(exp_id, result)
+
+    def _record(self, exp_id: int, result: dict) -> None:
+        o = result["outcome"]
+        row = self.store.experiment(exp_id)
+        d = self.store.exp_dir(exp_id)
+        (d / "log_tail.txt").write_text(o.get("log_tail") or "")
+        (d / "curve.json").write_text(_json(o.get("curve") or []))
+        (d / "outcome.json").write_text(_json(o))
+        inc_bpb = self._incumbent_value(row["incumbent_id"])
+        lines_added = sum(1 for ln in (row["diff"] or "").splitlines() if ln.startswith("+") and
+                          not ln.startswith("+++"))
+        r = None
+        if row["kind"] != "baseline" and inc_bpb is not None:
+            r = compute_reward(o["status"], o.get("val_bpb"), inc_bpb, self.noise.sigma, self.cfg.reward,
+                               lines_added)
+        t = o.get("timings") or {}
+        with self.store.tx():
+            fresh = self.store.finish(exp_id, status=o["status"], val_bpb=o.get("val_bpb"),
+                                      train_s=t.get("train_s"), wall_s=t.get("wall_s"),
+                                      peak_rss_mb=o.get("peak_rss_mb"), message=(o.get("message") or "")[:1000],
+                                      reward=r, outcome={k: v for k, v in o.items() if k not in ("log_tail",)})
+            self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
+        if not fresh:
+            return
+        self.log(f"exp {exp_id:>4} {row['kind']:<9} {o['status']:<14} val_bpb "
+                 f"{'-' if o.get('val_bpb') is None else format(o['val_bpb'], '.4f')}"
+                 f"{'' if r is None else f'  reward {r:+.2f}'}  {row['summary'] or ''}"[:160])
+        if row["kind"] == "baseline":
+            self._restore_baseline()
+        elif row["kind"] == "candidate":
+            self._maybe_confirm(row, o)
+        elif row["kind"] == "confirm":
+            self._maybe_accept(row)
+
+    def _incumbent_value(self, inc_id) -> float | None:
+        if inc_id is None:
+            return None
+        if inc_id == self.incumbent.exp_id and self.incumbent.values:
+            return self.incumbent.bpb
+        acc = self.store.db.execute("SELECT val_bpb FROM accepted WHERE exp_id=?", (inc_id,)).fetchone()
+        if acc:
+            return acc[0]
+        base = [r["val_bpb"] for r in self.store.experiments("kind='baseline' AND state='done' AND status='ok'")]
+        return statistics.fmean(base) if base else None
+
+    def _restore_baseline(self) -> None:
+        base = self.store.experiments("kind='baseline' AND state='done'")
+        vals = [r["val_bpb"] for r in base if r["status"] == "ok"]
+        self.noise = acceptance.estimate(vals, self.cfg.search.min_sigma)
+        if not self.store.accepted():
+            self.incumbent.values = vals
+            self.incumbent.exp_id = base[0]["id"]
+        if self._baselines_done():
+            if not vals:
+                self.stop_reason = "the baseline failed every run; see experiments/*/log_tail.txt"
+            else:
+                self.store.put("noise", {"sigma": self.noise.sigma, "raw": self.noise.raw, "runs": self.noise.runs})
+                self.log(f"baseline val_bpb {self.incumbent.bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
+                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs)")
+
+    def _maybe_confirm(self, row, o: dict) -> None:
+        if row["incumbent_id"] != self.incumbent.exp_id or o["status"] != "ok":
+            return
+        n_inc = len(self.incumbent.values)
+        if not acceptance.promising(o.get("val_bpb"), self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
+                                    n_inc):
+            return
+        if not self.cfg.search.confirm:
+            self._accept(row, [o["val_bpb"]])
+            return
+        with self.store.tx():
+            eid = self.store.add_experiment("confirm", row["seed"] + 7919, row["source_sha"], row["norm_sha"],
+                                            row["proposal_id"], row["id"], row["incumbent_id"], row["summary"],
+                                            row["diff"])
+        src = (self.store.exp_dir(row["id"]) / "train.py").read_text()
+        (self.store.exp_dir(eid) / "train.py").write_text(src)
+
+    def _maybe_accept(self, confirm_row) -> None:
+        cand = self.store.experiment(confirm_row["parent"])
+        if cand["incumbent_id"] != self.incumbent.exp_id:
+            self.store.event("stale_confirmation", exp=cand["id"])
+            return
+        conf = self.store.experiment(confirm_row["id"])
+        vals = [cand["val_bpb"], conf["val_bpb"]]
+        if conf["status"] == "ok" and acceptance.confirmed(vals, self.incumbent.bpb, self.noise,
+                                                           self.cfg.search.margin_z, len(self.incumbent.values)):
+            self._accept(cand, vals)
+
+    def _accept(self, cand, vals: list) -> None:
+        value = statistics.fmean(vals)
+        prev = self.incumbent.bpb
+        with self.store.tx():
+            self.store.accept(cand["id"], value, prev)
+        src = (self.store.exp_dir(cand["id"]) / "train.py").read_text()
+        self.incumbent = Incumbent(cand["id"], src, list(vals))
+        self._commit(cand, value)
+        self.log(f"accepted exp {cand['id']}: val_bpb {prev:.4f} -> {value:.4f}  {cand['summary']}")
+        # proposals made for the old incumbent are stale now
+        while not self.proposals.empty():
+            self.proposals.get_nowait()
+
+    def _commit(self, cand, value: float) -> None:
+        src = (self.store.exp_dir(cand["id"]) / "train.py").read_text()
+        sha_ = self.branch.commit_once(cand["id"], src, f"exp {cand['id']}: val_bpb {value:.6f} | "
+                                       f"{cand['summary'] or ''}", cand["diff"] or "")
+        with self.store.tx():
+            self.store.set_commit(cand["id"], sha_)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def progress(self) -> oracle.Progress:
+        n, since = self._counted()
+        gpu_s = sum((r["wall_s"] or 0.0) for r in self.store.experiments("state='done'"))
+        return oracle.Progress(experiments=n, since_accept=since,
+                               wall_s=self.wall_before + time.time() - self.t_session,
+                               gpu_hours=gpu_s / 3600 * max(self.cfg.workers.gpus_per_worker, 1.0),
+                               incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
+                               stop_requested=(self.store.root / "STOP").exists())
+
+    def run(self) -> str:
+        self._restore()
+        self._schedule_baselines()
+        if self._baselines_done():
+            self._restore_baseline()
+        self.store.put("status", "running")
+        while True:
+            if self.stop_reason is None and self._baselines_done():
+                self.stop_reason = oracle.check(self.progress(), self.cfg.oracle)
+            if self.stop_reason and not self.inflight:
+                pending = self.store.experiments("state='pending'")
+                if not pending or "stop requested" in self.stop_reason or not self._baselines_done():
+                    break
+            if self._baselines_done() and not self.stop_reason:
+                self._prefetch()
+            self._fill()
+            if not self.inflight:
+                if self.stop_reason:
+                    continue
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._handle(ref)
+        with self.store.tx():
+            self.store.put("status", "finished")
+            self.store.put("stop_reason", self.stop_reason)
+            self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
+            self.store.event("stopped", reason=self.stop_reason)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        return self.stop_reason
+
+
+def _summary(text: str, res) -> str:
+    """One line saying what an edit does, for history and commit messages."""
+    t = text.strip()
+    if t.startswith("{"):
+        return " ".join(t.split())[:120]
+    if res.ok:
+        added = [ln[1:].strip() for ln in res.diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+        return ("; ".join(a for a in added if a)[:120]) or "deletes lines"
+    return " ".join(t.split())[:120]
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=1, default=str)

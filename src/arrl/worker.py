@@ -1,0 +1,114 @@
+"""ExperimentWorker: runs one experiment at a time in a sandbox on its node and returns the result.
+
+It receives the source (through the object store when it is a Ray actor), trains and
+evaluates it in the configured sandbox in a scratch directory on its own disk, keeps the
+live learning curve for `status()`, and returns a plain dict: the outcome plus the
+artifacts the driver stores (log tail, curve). No shared filesystem is needed; the data
+must be prepared on each node (the shakespeare profile is prepared on first use).
+It imports no torch: the training runs in the sandbox's own interpreter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from arrl import paths
+from arrl.sandbox import ProcessSandbox, SandboxConfig
+
+
+def host_gpus_present() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+class ExperimentWorker:
+    def __init__(self, name: str, profile: str, sandbox: dict, backend: str = "process",
+                 data_home: str | None = None, scratch: str | None = None, gpu_ids: list | None = None):
+        self.name = name
+        self.profile = profile
+        self.backend = backend
+        self.data_dir = paths.data_dir(profile, Path(data_home) if data_home else None)
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix=f"arrl-{name.replace('/', '-')}-"))
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        # Ray's GPU ids -> the host device the sandbox gets; fake GPUs (no /dev/nvidia*) run on CPU.
+        self.ray_gpus = list(gpu_ids or [])
+        gpu = str(self.ray_gpus[0]) if self.ray_gpus and host_gpus_present() else None
+        self.sandbox_config = SandboxConfig(**{**sandbox, "gpu": gpu})
+        self._sandbox = None
+        self._lock = threading.Lock()
+        self.current: dict | None = None  # exp id, started, budget, last progress record
+        self.done = 0
+        self.busy_s = 0.0
+        self.started = time.time()
+
+    def _ensure(self):
+        if self._sandbox is None:
+            self._ensure_data()
+            if self.backend == "process":
+                self._sandbox = ProcessSandbox(paths.env_dir(), self.data_dir, self.sandbox_config)
+            elif self.backend == "docker":
+                from arrl.docker_sandbox import DockerSandbox
+
+                self._sandbox = DockerSandbox(paths.env_dir(), self.data_dir, self.sandbox_config)
+            else:
+                raise ValueError(f"unknown sandbox backend {self.backend!r} (process, docker)")
+        return self._sandbox
+
+    def _ensure_data(self) -> None:
+        from env import manifest
+
+        if (self.data_dir / "manifest.json").is_file():
+            return
+        if self.profile != "shakespeare":
+            raise RuntimeError(f"{self.name}: no prepared data for profile {self.profile!r} at {self.data_dir}; run "
+                               f"`arrl prepare --profile {self.profile}` on every node")
+        from env import prepare
+
+        prepare.prepare("shakespeare", self.data_dir)
+        manifest.read(self.data_dir)
+
+    def env_hash(self) -> str:
+        from env import manifest
+
+        self._ensure()
+        return manifest.env_hash(manifest.read(self.data_dir))
+
+    def run(self, exp_id: int, source: str, seed: int) -> dict:
+        """Train and evaluate `source`; returns {"outcome": {...}, "worker": name, "curve": [...]}."""
+        sandbox = self._ensure()
+        run_dir = self.scratch / f"{exp_id:06d}-{int(time.time() * 1000) % 10**8}"
+        t0 = time.time()
+        with self._lock:
+            self.current = {"exp": exp_id, "started": t0, "budget_s": self.sandbox_config.budget_s, "last": None}
+
+        def on_progress(curve):
+            with self._lock:
+                if self.current is not None and curve:
+                    self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
+
+        try:
+            outcome = sandbox.run(source, run_dir, seed=seed, env_hash=self.env_hash(), on_progress=on_progress)
+        finally:
+            with self._lock:
+                self.current = None
+                self.busy_s += time.time() - t0
+            self.done += 1
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {"outcome": outcome.to_dict(), "worker": self.name, "isolation": getattr(sandbox, "isolation", "")}
+
+    def status(self) -> dict:
+        with self._lock:
+            cur = dict(self.current) if self.current else None
+        return {"name": self.name, "current": cur, "done": self.done, "busy_s": self.busy_s,
+                "alive_s": time.time() - self.started, "ray_gpus": self.ray_gpus,
+                "device": self.sandbox_config.gpu or "cpu"}
+
+    def __repr__(self) -> str:
+        cur = self.current
+        if cur:
+            return (f"ExperimentWorker({self.name}, gpu={self.ray_gpus[0] if self.ray_gpus else '-'}, "
+                    f"exp={cur['exp']}, {time.time() - cur['started']:.0f}/{cur['budget_s']:.0f} s)")
+        return f"ExperimentWorker({self.name}, idle, done={self.done})"

@@ -1,0 +1,85 @@
+"""The driver end to end on a real local Ray with 4 fake GPUs, the tiny target and a scripted policy."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+
+import pytest
+
+from arrl import config as config_mod
+from arrl.launch import launch
+from arrl import report
+
+
+def block(search: str, replace: str) -> str:
+    return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+START = "    run = progress.start()"
+# One scripted completion per status this stage can produce, in the order the policy gives them.
+SCRIPT = {
+    "ok": block("LEARNING_RATE = 3e-3  # peak AdamW learning rate", "LEARNING_RATE = 2e-3  # peak AdamW learning rate"),
+    "edit_failed": block("this line is not in train.py", "x = 1"),
+    "rejected": block(START, "    import socket\n" + START),
+    "crash": block(START, "    raise RuntimeError('scripted crash')"),
+    "timeout": block("    while not run.over_budget():", "    while True:"),
+    "nan": block("        loss = F.cross_entropy(model(x).view(-1, prof.vocab_size), y.reshape(-1))",
+                 "        loss = F.cross_entropy(model(x).view(-1, prof.vocab_size), y.reshape(-1)) * float('nan')"),
+    "invalid_metric": block("y = F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+                            "y = F.scaled_dot_product_attention(q, k, v, is_causal=False)"),
+    "oom": block(START, "    hog = []\n    while True:\n        hog.append(b'x' * (64 << 20))\n" + START),
+}
+
+
+@pytest.fixture
+def runs(tmp_path, shakespeare_dir, monkeypatch):
+    monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
+    return tmp_path / "runs"
+
+
+def test_full_run_with_every_status(runs):
+    cfg = config_mod.from_dict({
+        "target": "tiny", "name": "every-status",
+        "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 4,
+                   "completions": list(SCRIPT.values()) + [SCRIPT["ok"]]},  # the last one is a duplicate
+        "workers": {"count": 4, "gpus_per_worker": 1.0, "budget_s": 2.0, "grace_s": 30.0,
+                    "threads": 1},
+        "search": {"noise_runs": 2, "confirm": True},
+        "oracle": {"max_experiments": 7},
+    })
+    lines = []
+    reason, d = launch(cfg, runs=runs, log=lines.append)
+    assert reason.startswith("experiment budget reached"), lines
+    db = sqlite3.connect(d / "ledger.sqlite")
+    rows = db.execute("SELECT kind, status, reused_from, reward, state, worker FROM experiments ORDER BY id").fetchall()
+    statuses = {r[1] for r in rows if r[0] == "candidate"}
+    assert set(SCRIPT) <= statuses, (statuses, lines)
+    assert all(r[4] == "done" for r in rows)
+    assert sum(r[0] == "baseline" for r in rows) == 2
+    # the repeated completion was answered from the ledger, not re-run
+    assert any(r[2] is not None for r in rows), rows
+    # every candidate has a reward; failures get their configured penalty
+    assert all(r[3] is not None for r in rows if r[0] == "candidate")
+    assert {r[3] for r in rows if r[1] in ("crash", "timeout", "oom", "nan", "invalid_metric", "edit_failed")} == {-1.0}
+    # 4 workers were used (fake GPUs), and the proposals are in the ledger
+    assert len({r[5] for r in rows if r[5]}) >= 3
+    assert db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0] >= 8
+    # the git branch starts at the baseline and has one commit per acceptance
+    log = subprocess.run(["git", "-C", str(d / "git"), "log", "--format=%s", "arrl/every-status"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    n_acc = db.execute("SELECT COUNT(*) FROM accepted").fetchone()[0]
+    assert log[-1] == "baseline" and len(log) == 1 + n_acc
+    text, finished = report.status_text(d)
+    assert finished and "every-status" in text and "timeout 1" in text
+    paths = report.export(d)
+    tsv = (d / "exports" / "results.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    assert len(tsv) - 1 == len(rows)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(d / "exports" / "experiments.parquet").num_rows == len(rows)
+    assert len(paths) == 6
+    cfg_saved = json.loads((d / "config.json").read_text())
+    assert cfg_saved["workers"]["count"] == 4
