@@ -24,6 +24,13 @@ def _arrl(*args, env=None):
     (["run", "tiny", "--bogus"], {}, "unrecognized arguments: --bogus"),
     (["fly"], {}, "invalid choice: 'fly'"),
     (["prepare", "--profile", "moon"], {}, "invalid choice: 'moon'"),
+    (["launch", "/nonexistent.toml"], {}, "/nonexistent.toml: no such config file"),
+    (["launch", "--resume", "ghost"], {"ARRL_RUNS_DIR": "/tmp"}, "no run named 'ghost' to resume"),
+    (["launch", "--name", "a/b"], {}, "must be a plain folder name"),
+    (["status", "ghost"], {"ARRL_RUNS_DIR": "/tmp"}, "no run there"),
+    (["stop", "ghost"], {"ARRL_RUNS_DIR": "/tmp"}, "no run there"),
+    (["export", "ghost"], {"ARRL_RUNS_DIR": "/tmp"}, "no run there"),
+    (["launch", "--adress", "auto"], {}, "unrecognized arguments: --adress"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, env, message, shakespeare_dir):
     env = {"ARRL_DATA_HOME": str(shakespeare_dir.parent), **env}
@@ -74,3 +81,16 @@ def test_web_prepare_from_a_local_server(tmp_path, web_fixture):
     proc = _arrl("prepare", "--profile", "web", "--base-url", "http://127.0.0.1:9", "--shards", "1",
                  "--data-home", str(tmp_path / "other"))
     assert proc.returncode == 2 and proc.stderr.startswith("arrl: error: http://127.0.0.1:9/SHA256SUMS")
+
+
+def test_launch_config_errors_name_the_field(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('target = "tiny"\n[workers]\ncount = "two"\n')
+    proc = _arrl("launch", str(cfg))
+    assert proc.returncode == 2 and "[workers] count: expected int, got str 'two'" in proc.stderr
+    cfg.write_text('target = "tiny"\n[oracle]\nmax_experiment = 3\n')
+    proc = _arrl("launch", str(cfg))
+    assert proc.returncode == 2 and "[oracle] max_experiment: unknown field" in proc.stderr
+    cfg.write_text('target = "nope"\n')
+    proc = _arrl("launch", str(cfg), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "unknown target 'nope'" in proc.stderr and proc.stderr.count("\n") == 1

@@ -1,0 +1,134 @@
+"""Faults in the loop: the driver killed with SIGKILL and resumed; a worker actor killed mid-experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ray
+
+from arrl import config as config_mod
+from arrl.launch import launch
+
+LR = "LEARNING_RATE = 3e-3  # peak AdamW learning rate"
+
+
+def lr_edit(value: str) -> str:
+    return f"<<<<<<< SEARCH\n{LR}\n=======\n{LR.replace('3e-3', value)}\n>>>>>>> REPLACE\n"
+
+
+CONFIG = {
+    "target": "tiny",
+    "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 2,
+               "completions": [lr_edit(v) for v in ("1e-2", "2e-3", "5e-3", "1e-3", "4e-3", "6e-3", "8e-3")]},
+    "workers": {"count": 2, "gpus_per_worker": 1.0, "budget_s": 1.0, "grace_s": 30.0, "threads": 1},
+    "search": {"noise_runs": 2, "min_sigma": 0.001},
+    "oracle": {"max_experiments": 5},
+}
+
+
+def check_ledger(d, cap: int):
+    db = sqlite3.connect(d / "ledger.sqlite")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert json.loads(meta["status"]) == "finished"
+    assert json.loads(meta["stop_reason"]).startswith("experiment budget reached")
+    assert db.execute("SELECT COUNT(*) FROM experiments WHERE state!='done'").fetchone()[0] == 0
+    # each proposal ran at most once as a candidate, each candidate was confirmed at most once
+    assert db.execute("SELECT COUNT(*) FROM (SELECT proposal_id FROM experiments WHERE kind='candidate' "
+                      "GROUP BY proposal_id HAVING COUNT(*) > 1)").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM (SELECT parent FROM experiments WHERE kind='confirm' "
+                      "GROUP BY parent HAVING COUNT(*) > 1)").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM experiments WHERE kind='baseline'").fetchone()[0] == 2
+    ran = db.execute("SELECT COUNT(*) FROM experiments WHERE kind!='baseline'").fetchone()[0]
+    assert cap <= ran <= cap + 2  # the cap, plus at most the confirmation runs it triggered
+    # the git branch holds exactly the accepted edits, once each
+    acc = [r[0] for r in db.execute("SELECT exp_id FROM accepted ORDER BY created")]
+    log = subprocess.run(["git", "-C", str(d / "git"), "log", "--format=%s", f"arrl/{d.name}"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert log[-1] == "baseline"
+    assert [int(s.split(":")[0].split()[1]) for s in reversed(log[:-1])] == acc
+    return db
+
+
+@pytest.fixture
+def env(tmp_path, shakespeare_dir):
+    e = dict(os.environ, ARRL_DATA_HOME=str(shakespeare_dir.parent), ARRL_RUNS_DIR=str(tmp_path / "runs"),
+             RAY_ADDRESS="")
+    return e
+
+
+def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path, env):
+    rng = random.Random(7)
+    cfg_file = tmp_path / "launch.toml"
+    trials = 3
+    for trial in range(trials):
+        name = f"kill-{trial}"
+        cfg_file.write_text(_toml({**CONFIG, "name": name}))
+        cmd = [sys.executable, "-m", "arrl", "launch", str(cfg_file)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        time.sleep(rng.uniform(8.0, 25.0))
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+        proc.wait()
+        d = tmp_path / "runs" / name
+        db = sqlite3.connect(d / "ledger.sqlite")
+        status = db.execute("SELECT value FROM meta WHERE key='status'").fetchone()
+        db.close()
+        assert status is None or json.loads(status[0]) != "finished"  # it really was cut short
+        out = subprocess.run([sys.executable, "-m", "arrl", "launch", "--resume", name], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        check_ledger(d, CONFIG["oracle"]["max_experiments"])
+
+
+def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch):
+    monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
+    cfg = config_mod.from_dict({**CONFIG, "name": "worker-dies", "oracle": {"max_experiments": 3}})
+    killed = {}
+
+    def killer():
+        while "done" not in killed:
+            time.sleep(0.5)
+            try:
+                w = ray.get_actor("arrl/worker-dies/worker-0")
+                st = ray.get(w.status.remote(), timeout=5)
+            except Exception:  # noqa: BLE001 - not up yet
+                continue
+            if st["current"] and st["current"]["exp"] > 2:  # a candidate, after the baselines
+                killed["exp"] = st["current"]["exp"]
+                ray.kill(w)
+                return
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    lines = []
+    reason, d = launch(cfg, runs=tmp_path / "runs", log=lines.append)
+    killed["done"] = True
+    assert "exp" in killed, lines
+    db = check_ledger(d, 3)
+    attempts, worker = db.execute("SELECT attempts, worker FROM experiments WHERE id=?", (killed["exp"],)).fetchone()
+    assert attempts == 2, lines
+    events = [json.loads(r[0]) for r in db.execute("SELECT data FROM events WHERE kind='worker_died'")]
+    assert [e["exp"] for e in events] == [killed["exp"]]
+
+
+def _toml(d: dict, prefix: str = "") -> str:
+    """A tiny TOML writer for the config dicts above (strings, numbers, lists of strings, tables)."""
+    lines, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    for k, v in tables:
+        lines.append(f"[{k}]")
+        lines.extend(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items())
+    return "\n".join(lines) + "\n"
