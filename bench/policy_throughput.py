@@ -28,23 +28,6 @@ from arrl.policy import PolicyConfig, PolicyServer, Sampling, adapter_files  # n
 from arrl.prompt import PolicyState  # noqa: E402
 
 
-def make_adapter(model_dir: str, out: Path, rank: int, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.01)
-    model.save_pretrained(out)
-    return out
-
-
 def throughput(ps: PolicyServer, st: PolicyState, concurrency: int, n: int) -> dict:
     ps.propose(st, 1)  # warm: prefix cache, grammar compilation
     t0 = time.perf_counter()
@@ -60,7 +43,7 @@ def throughput(ps: PolicyServer, st: PolicyState, concurrency: int, n: int) -> d
 
 
 def swaps(ps: PolicyServer, st: PolicyState, model_dir: str, k: int, tmp: Path) -> dict:
-    files = [adapter_files(make_adapter(model_dir, tmp / f"a{i}", 16, i)) for i in range(k)]
+    files = [adapter_files(models.lora_adapter(model_dir, tmp / f"a{i}", 16, std=0.01, seed=i)) for i in range(k)]
     load, total = [], []
     for i, f in enumerate(files):
         t0 = time.perf_counter()

@@ -79,27 +79,11 @@ def tiny_model(tmp_path_factory) -> Path:
     return models.build_tiny(tmp_path_factory.mktemp("models") / "tiny-random")
 
 
-def _make_adapter(model_dir: Path, out: Path, zero: bool, rank: int = 16, seed: int = 0) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                     lora_dropout=0.0, init_lora_weights=True)
-    model = get_peft_model(base, cfg)
-    if not zero:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.normal_(0.0, 0.3)
-    model.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def make_adapter():
     """make_adapter(model_dir, out, zero, rank=16, seed=0): a PEFT LoRA adapter saved in `out`,
     with B = 0 (`zero`: the adapted model equals the base) or random A and B."""
-    return _make_adapter
+    from arrl import models
+
+    return lambda model_dir, out, zero, rank=16, seed=0: models.lora_adapter(model_dir, out, rank,
+                                                                           0.0 if zero else 0.3, seed)

@@ -170,6 +170,7 @@ class Driver:
                                                 summary)
                 r = compute_reward("edit_failed", None, inc.bpb, self.noise.sigma, self.cfg.reward)
                 self.store.finish(eid, status="edit_failed", message=f"{res.failure}: {res.message}", reward=r)
+                self.log(f"exp {eid:>4} candidate edit_failed    {res.failure}: {res.message}"[:160])
                 return -1
             verdict = edit_policy.check(inc.source, res.source, self.target.allow)
             norm = sha(normalize(res.source))
@@ -178,6 +179,7 @@ class Driver:
             if not verdict.ok:
                 r = compute_reward("rejected", None, inc.bpb, self.noise.sigma, self.cfg.reward)
                 self.store.finish(eid, status="rejected", message=verdict.reason[:500], reward=r)
+                self.log(f"exp {eid:>4} candidate rejected       {verdict.reason}"[:160])
                 return -1
             dup = self.store.done_with_norm(norm)
             if dup is not None:
@@ -186,6 +188,7 @@ class Driver:
                 self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
                                   reused_from=dup["id"], reward=r)
                 self.store.event("deduplicated", exp=eid, of=dup["id"])
+                self.log(f"exp {eid:>4} candidate {dup['status']:<14} (same source as exp {dup['id']}, not re-run)")
                 return -1
         d = self.store.exp_dir(eid)
         (d / "train.py").write_text(res.source)

@@ -198,3 +198,27 @@ def resolve(spec: str, home: Path | None = None, progress: bool = True) -> str:
     if spec.startswith(("/", ".", "~")):
         raise ModelError(f"{spec}: no such model directory")
     return spec  # a Hugging Face id; vLLM fetches it
+
+
+def lora_adapter(model_dir: str | Path, out: str | Path, rank: int = 16, std: float = 0.0, seed: int = 0) -> Path:
+    """Save a PEFT LoRA adapter for `model_dir` on the attention projections into `out`.
+
+    std = 0 keeps PEFT's init (B = 0: the adapted model equals the base); std > 0 draws
+    every LoRA weight from N(0, std), which moves the model. For tests and benchmarks of
+    adapter loading; the learner saves its own adapters.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    if std:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0.0, std)
+    model.save_pretrained(out)
+    return Path(out)

@@ -62,7 +62,7 @@ def status_text(d: Path) -> tuple[str, bool]:
                  f"pending {pending}; policy version {version or 0}")
     if wall:
         lines.append(f"wall {wall:.0f} s, worker busy fraction {busy / (workers * wall):.0%}")
-        if cap and ran:
+        if cap and 0 < ran < cap:
             lines.append(f"ETA to the experiment budget: {(cap - ran) * wall / ran:.0f} s")
     lines.append("by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
     for a in acc[-5:]:
