@@ -18,17 +18,13 @@ import ray
 from arrl import config as config_mod
 from arrl.launch import launch
 
-LR = "LEARNING_RATE = 3e-3  # peak AdamW learning rate"
-
-
-def lr_edit(value: str) -> str:
-    return f"<<<<<<< SEARCH\n{LR}\n=======\n{LR.replace('3e-3', value)}\n>>>>>>> REPLACE\n"
-
-
+# Catalog edits apply to any incumbent (a SEARCH/REPLACE of the original line would stop
+# applying once an edit of that line is accepted).
 CONFIG = {
     "target": "tiny",
-    "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 2,
-               "completions": [lr_edit(v) for v in ("1e-2", "2e-3", "5e-3", "1e-3", "4e-3", "6e-3", "8e-3")]},
+    "policy": {"kind": "scripted", "fmt": "catalog", "group_size": 2,
+               "completions": [json.dumps({"LEARNING_RATE": v}) for v in ("1e-2", "2e-3", "5e-3", "1e-3", "3e-4")]
+               + [json.dumps({"N_LAYER": "2"}), json.dumps({"BATCH_SIZE": "8"})]},
     "workers": {"count": 2, "gpus_per_worker": 1.0, "budget_s": 1.0, "grace_s": 30.0, "threads": 1},
     "search": {"noise_runs": 2, "min_sigma": 0.001},
     "oracle": {"max_experiments": 5},
@@ -89,14 +85,20 @@ def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path
         check_ledger(d, CONFIG["oracle"]["max_experiments"])
 
 
-def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch):
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch, backend, request):
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
-    cfg = config_mod.from_dict({**CONFIG, "name": "worker-dies", "oracle": {"max_experiments": 3}})
+    if backend == "docker":
+        request.getfixturevalue("docker_host")
+    cfg = config_mod.from_dict({**CONFIG, "name": "worker-dies", "oracle": {"max_experiments": 3},
+                                "workers": {**CONFIG["workers"], "sandbox": backend}})
     killed = {}
 
     def killer():
         while "done" not in killed:
             time.sleep(0.5)
+            if not ray.is_initialized():  # launch() starts Ray; calling into Ray first would start another
+                continue
             try:
                 w = ray.get_actor("arrl/worker-dies/worker-0")
                 st = ray.get(w.status.remote(), timeout=5)
@@ -118,6 +120,11 @@ def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_di
     assert attempts == 2, lines
     events = [json.loads(r[0]) for r in db.execute("SELECT data FROM events WHERE kind='worker_died'")]
     assert [e["exp"] for e in events] == [killed["exp"]]
+    if backend == "docker":
+        from arrl.docker_sandbox import client
+
+        left = client().containers.list(all=True, filters={"label": ["arrl.run=worker-dies"]})
+        assert not left, [c.name for c in left]  # not even the killed worker's container
 
 
 def _toml(d: dict, prefix: str = "") -> str:

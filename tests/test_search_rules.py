@@ -51,10 +51,11 @@ def test_reward_scales_by_noise_clips_and_penalises():
     ("max_gpu_hours", 1.0, dict(gpu_hours=1.5), "GPU-hour budget"),
     ("target_bpb", 3.4, dict(incumbent_bpb=3.39), "target val_bpb"),
     ("plateau", 5, dict(since_accept=5), "plateau"),
+    ("max_failed_edits", 50, dict(failed_edits_in_a_row=50), "edits all failed"),
 ])
 def test_each_oracle_rule(field, value, progress, expect):
     base = dict(experiments=0, since_accept=0, wall_s=0.0, gpu_hours=0.0, incumbent_bpb=3.5)
-    cfg = OracleSection(max_experiments=0)
+    cfg = OracleSection(max_experiments=0, max_failed_edits=0)
     assert oracle.check(oracle.Progress(**base), cfg) is None
     setattr(cfg, field, value)
     assert oracle.check(oracle.Progress(**base), cfg) is None

@@ -4,7 +4,8 @@
     name = "tiny-night-1"           # run name (default: <target>-<date>-<time>)
 
     [policy]
-    kind = "vllm"                   # vllm | external | scripted (tests: a list of completions)
+    kind = "vllm"                   # vllm | external | scripted (a list of completions) | random
+                                    # (uniform catalog edits: the random-search baseline)
     model = "smollm2"               # see arrl.models (vllm)
     fmt = "catalog"                 # search_replace | unified_diff | catalog
     group_size = 4                  # proposals per incumbent state
@@ -17,7 +18,7 @@
     [workers]
     count = 1
     gpus_per_worker = 0.0           # 1 on GPU clusters; fake GPUs work in tests
-    sandbox = "process"             # process | docker
+    sandbox = "process"             # process | docker | simulated (no training: arrl.simulated)
     isolation = "auto"              # process sandbox: auto | bwrap | none
     threads = 0                     # torch threads per run (0: cores / workers)
     budget_s = 0.0                  # 0: the target's budget
@@ -50,6 +51,7 @@
     max_gpu_hours = 0.0
     target_bpb = 0.0                # stop once the incumbent is at or below it (0: off)
     plateau = 0                     # stop after this many experiments without an acceptance (0: off)
+    max_failed_edits = 200          # stop after this many failed/rejected edits in a row (0: off)
 
 Unknown keys and wrong types are errors that name the field (`ConfigError`).
 """
@@ -122,6 +124,7 @@ class OracleSection:
     max_gpu_hours: float = 0.0
     target_bpb: float = 0.0
     plateau: int = 0
+    max_failed_edits: int = 200
 
 
 @dataclass
@@ -138,15 +141,15 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {("policy", "kind"): ("vllm", "external", "scripted"),
+CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("policy", "fmt"): ("search_replace", "unified_diff", "catalog"),
-           ("workers", "sandbox"): ("process", "docker"),
+           ("workers", "sandbox"): ("process", "docker", "simulated"),
            ("workers", "isolation"): ("auto", "bwrap", "none")}
 POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens")}
 NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
                 ("workers", "threads"), ("workers", "budget_s"), ("workers", "grace_s"), ("workers", "memory_mb"), ("oracle", "max_experiments"),
                 ("oracle", "max_wall_s"), ("oracle", "max_gpu_hours"), ("oracle", "target_bpb"),
-                ("oracle", "plateau"), ("search", "history_k")}
+                ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits")}
 
 
 def _check(value, default, where: str):

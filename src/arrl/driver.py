@@ -105,13 +105,16 @@ class Driver:
 
     def _counted(self) -> tuple[int, int]:
         """(experiments run, experiments since the last acceptance): candidates and confirmations that ran."""
-        rows = self.store.experiments("kind!='baseline' AND state='done' AND status NOT IN ('edit_failed', "
-                                      "'rejected')")
         last = self.incumbent.exp_id if self.store.accepted() else 0
-        return len(rows), sum(1 for r in rows if r["id"] > last)
+        n, since = self.store.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(id > ?), 0) FROM experiments WHERE kind!='baseline' AND state='done' "
+            "AND status NOT IN ('edit_failed', 'rejected')", (last,)).fetchone()
+        return n, since
 
     def _history(self) -> tuple[HistoryEntry, ...]:
-        rows = self.store.experiments("kind='candidate' AND state='done'")[-self.cfg.search.history_k:]
+        rows = self.store.db.execute("SELECT * FROM (SELECT * FROM experiments WHERE kind='candidate' AND "
+                                     "state='done' ORDER BY id DESC LIMIT ?) ORDER BY id",
+                                     (self.cfg.search.history_k,)).fetchall()
         return tuple(HistoryEntry(r["summary"] or "", r["status"], r["val_bpb"], r["reward"],
                                   r["message"] if r["status"] != "ok" else "") for r in rows)
 
@@ -121,11 +124,10 @@ class Driver:
         if acc:
             row = self.store.experiment(acc[-1]["exp_id"])
             best = f"{row['summary']} -> val_bpb {acc[-1]['val_bpb']:.4f} (from {acc[0]['prev_bpb']:.4f} at start)"
-        failures = self.store.experiments("kind='candidate' AND state='done' AND status NOT IN ('ok', "
-                                          "'edit_failed', 'rejected')")
+        last = self.store.db.execute("SELECT id FROM experiments WHERE kind='candidate' AND state='done' AND status "
+                                     "NOT IN ('ok', 'edit_failed', 'rejected') ORDER BY id DESC LIMIT 1").fetchone()
         diag = ""
-        if failures:
-            last = failures[-1]
+        if last:
             out = self.store.exp_dir(last["id"]) / "log_tail.txt"
             diag = out.read_text(errors="replace") if out.exists() else ""
         return PolicyState(target=self.target.name, program=self.target.program_md.read_text(),
@@ -221,10 +223,12 @@ class Driver:
         for w in range(len(self.workers)):
             if w in self.busy:
                 continue
-            pending = self.store.experiments("state='pending' AND id NOT IN (%s)" % ",".join(
-                str(e) for e, _ in self.inflight.values()) if self.inflight else "state='pending'")
+            running = {e for e, _ in self.inflight.values()}
+            pending = [r["id"] for r in self.store.db.execute(
+                "SELECT id FROM experiments WHERE state='pending' ORDER BY id LIMIT ?", (len(running) + 1,))
+                if r["id"] not in running]
             if pending:
-                self._submit(pending[0]["id"], w)
+                self._submit(pending[0], w)
                 continue
             if not self._baselines_done() or self.stop_reason or not self._budget_left():
                 return
@@ -380,8 +384,14 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------
     def progress(self) -> oracle.Progress:
         n, since = self._counted()
-        gpu_s = sum((r["wall_s"] or 0.0) for r in self.store.experiments("state='done'"))
-        return oracle.Progress(experiments=n, since_accept=since,
+        gpu_s = self.store.db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'"
+                                      ).fetchone()[0]
+        last_ran = self.store.db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE kind='candidate' AND (state!='done' OR status NOT IN "
+            "('edit_failed', 'rejected'))").fetchone()[0]
+        failed = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE kind='candidate' AND id > ?",
+                                       (last_ran,)).fetchone()[0]
+        return oracle.Progress(experiments=n, since_accept=since, failed_edits_in_a_row=failed,
                                wall_s=self.wall_before + time.time() - self.t_session,
                                gpu_hours=gpu_s / 3600 * max(self.cfg.workers.gpus_per_worker, 1.0),
                                incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,

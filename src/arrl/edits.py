@@ -177,6 +177,18 @@ def catalog_schema(catalog: tuple[Knob, ...]) -> dict:
     }
 
 
+def catalog_values(source: str, catalog: tuple[Knob, ...]) -> dict[str, str]:
+    """The current value (source text) of each catalog knob assigned at the top level of `source`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    names = {k.name for k in catalog}
+    return {n.targets[0].id: ast.get_source_segment(source, n.value) for n in tree.body
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+            and n.targets[0].id in names}
+
+
 def _apply_catalog(source: str, completion: str, catalog: tuple[Knob, ...]) -> str:
     text = completion.strip()
     if text.startswith("```"):  # a fenced JSON answer

@@ -46,13 +46,17 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
     return cfg, d
 
 
-def make_policy(cfg: Config, run: str, workdir: Path):
+def make_policy(cfg: Config, run: str, workdir: Path, tgt):
     p = cfg.policy
-    from arrl.policy import ExternalPolicy, PolicyConfig, Sampling, ScriptedPolicy
+    from arrl.policy import ExternalPolicy, PolicyConfig, RandomCatalogPolicy, Sampling, ScriptedPolicy
 
     sampling = Sampling(temperature=p.temperature, max_tokens=p.max_tokens)
     if p.kind == "scripted":
         return ScriptedPolicy(p.completions), None
+    if p.kind == "random":
+        if p.fmt != "catalog" or not tgt.catalog:
+            raise ConfigError("[policy] kind = 'random' needs fmt = 'catalog' and a target with a catalog")
+        return RandomCatalogPolicy(tgt.catalog, seed=hash(run) & 0xFFFF), None
     if p.kind == "external":
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
@@ -92,10 +96,11 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                "isolation": w.isolation, "threads": threads}
 
     def make_worker(i):
-        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker)
+        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,
+                                        catalog=tgt.catalog)
 
     workers = [make_worker(i) for i in range(w.count)]
-    policy, handle = make_policy(cfg, cfg.name, d)
+    policy, handle = make_policy(cfg, cfg.name, d, tgt)
     log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy {cfg.policy.kind}; "
         f"ledger {d / 'ledger.sqlite'}")
     try:
@@ -107,6 +112,10 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             except Exception:  # noqa: BLE001 - already gone
                 pass
         store.close()
+        if w.sandbox == "docker":
+            from arrl.docker_sandbox import sweep_run
+
+            sweep_run(cfg.name)
         if owns_ray:
             ray.shutdown()
     log(f"stopped: {reason}")

@@ -15,6 +15,7 @@ class Progress:
     gpu_hours: float  # worker-seconds spent in sandboxes / 3600, times GPUs per worker
     incumbent_bpb: float | None
     stop_requested: bool = False
+    failed_edits_in_a_row: int = 0  # candidates since the last one that ran (edit_failed / rejected)
 
 
 def check(p: Progress, cfg: OracleSection) -> str | None:
@@ -29,6 +30,8 @@ def check(p: Progress, cfg: OracleSection) -> str | None:
         return f"wall-clock budget reached ({p.wall_s:.0f} s)"
     if cfg.max_gpu_hours and p.gpu_hours >= cfg.max_gpu_hours:
         return f"GPU-hour budget reached ({p.gpu_hours:.2f} h)"
+    if cfg.max_failed_edits and p.failed_edits_in_a_row >= cfg.max_failed_edits:
+        return f"the policy's last {p.failed_edits_in_a_row} edits all failed or were rejected"
     if cfg.plateau and p.since_accept >= cfg.plateau:
         return f"plateau: no acceptance in {p.since_accept} experiments"
     return None

@@ -414,3 +414,43 @@ class ScriptedPolicy:
                 out.append(Proposal(text=text, fmt=state.fmt, state_key=state.key, policy=self.name,
                                     adapter_version=0, prompt_version="scripted"))
         return out
+
+
+class RandomCatalogPolicy:
+    """Uniformly random catalog edits: 1..max_knobs knobs set to random allowed values.
+
+    The random-search baseline (config `[policy] kind = "random"`), and a cheap policy for
+    benchmarks of the loop. Values equal to the incumbent's are avoided where possible.
+    """
+
+    def __init__(self, catalog, seed: int = 0, max_knobs: int = 2):
+        if not catalog:
+            raise PolicyError("random policy: the target has no catalog")
+        self.catalog, self.max_knobs = tuple(catalog), max_knobs
+        self.version = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "random"
+
+    def start(self) -> "RandomCatalogPolicy":
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
+        current = edits.catalog_values(state.source, self.catalog)
+        out = []
+        with self._lock:
+            for _ in range(n):
+                knobs = self._rng.sample(self.catalog, self._rng.randint(1, min(self.max_knobs, len(self.catalog))))
+                choice = {}
+                for k in knobs:
+                    other = [v for v in k.values if v != current.get(k.name)] or list(k.values)
+                    choice[k.name] = self._rng.choice(other)
+                out.append(Proposal(text=json.dumps(choice), fmt="catalog", state_key=state.key, policy=self.name,
+                                    adapter_version=0, prompt_version="random"))
+        return out

@@ -26,7 +26,8 @@ def host_gpus_present() -> bool:
 
 class ExperimentWorker:
     def __init__(self, name: str, profile: str, sandbox: dict, backend: str = "process",
-                 data_home: str | None = None, scratch: str | None = None, gpu_ids: list | None = None):
+                 data_home: str | None = None, scratch: str | None = None, gpu_ids: list | None = None,
+                 catalog: tuple = (), run: str = ""):
         self.name = name
         self.profile = profile
         self.backend = backend
@@ -38,23 +39,34 @@ class ExperimentWorker:
         gpu = str(self.ray_gpus[0]) if self.ray_gpus and host_gpus_present() else None
         self.sandbox_config = SandboxConfig(**{**sandbox, "gpu": gpu})
         self._sandbox = None
+        self.catalog = tuple(catalog)  # the simulated backend scores knobs from it
+        self.run_name = run
         self._lock = threading.Lock()
         self.current: dict | None = None  # exp id, started, budget, last progress record
         self.done = 0
         self.busy_s = 0.0
         self.started = time.time()
+        if backend == "docker":
+            self._ensure()  # builds the image once and sweeps containers a dead predecessor left
 
     def _ensure(self):
         if self._sandbox is None:
+            if self.backend == "simulated":
+                from arrl.simulated import SimulatedSandbox
+
+                self._sandbox = SimulatedSandbox(self.catalog, self.sandbox_config.budget_s)
+                return self._sandbox
             self._ensure_data()
             if self.backend == "process":
                 self._sandbox = ProcessSandbox(paths.env_dir(), self.data_dir, self.sandbox_config)
             elif self.backend == "docker":
                 from arrl.docker_sandbox import DockerSandbox
 
-                self._sandbox = DockerSandbox(paths.env_dir(), self.data_dir, self.sandbox_config)
+                # labels let a restarted worker sweep the containers its dead predecessor left
+                self._sandbox = DockerSandbox(paths.env_dir(), self.data_dir, self.sandbox_config,
+                                              labels={"arrl.run": self.run_name, "arrl.worker": self.name})
             else:
-                raise ValueError(f"unknown sandbox backend {self.backend!r} (process, docker)")
+                raise ValueError(f"unknown sandbox backend {self.backend!r} (process, docker, simulated)")
         return self._sandbox
 
     def _ensure_data(self) -> None:
@@ -73,6 +85,8 @@ class ExperimentWorker:
     def env_hash(self) -> str:
         from env import manifest
 
+        if self.backend == "simulated":
+            return "simulated"
         self._ensure()
         return manifest.env_hash(manifest.read(self.data_dir))
 

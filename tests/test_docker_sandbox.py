@@ -1,0 +1,127 @@
+"""The Docker sandbox against a real Docker engine that the test setup starts (scripts/dockerd.sh)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from arrl.sandbox import SandboxConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sandbox(data_dir, labels=None, **cfg):
+    from arrl import paths
+    from arrl.docker_sandbox import DockerSandbox
+
+    config = SandboxConfig(**{"budget_s": 2.0, "grace_s": 8.0, "memory_mb": 1024, "threads": 1, **cfg})
+    return DockerSandbox(paths.env_dir(), data_dir, config, labels=labels or {"arrl.run": "t", "arrl.worker": "w"})
+
+
+def containers(labels: dict) -> list:
+    from arrl.docker_sandbox import client
+
+    return client().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+
+
+def test_tiny_target_trains_and_evaluates_in_a_container(docker_host, shakespeare_dir, tmp_path):
+    from arrl import paths
+
+    box = sandbox(shakespeare_dir, budget_s=4.0, grace_s=30.0, memory_mb=3072)
+    out = box.run((paths.targets_dir() / "tiny" / "train.py").read_text(), tmp_path / "run")
+    assert out.status == "ok", out.message + out.log_tail
+    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith("docker")
+    assert "steps:" in out.log_tail and out.timings.train_s > 0 and out.timings.setup_s is not None
+    assert not containers({"arrl.run": "t", "arrl.worker": "w"})  # removed after the run
+
+
+SCRIPT = """
+import socket, sys
+from pathlib import Path
+from env import model_io, progress
+results = []
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2)
+    results.append("connect: ok")
+except OSError as e:
+    results.append(f"connect: refused {{type(e).__name__}}")
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    results.append("dns: ok")
+except OSError as e:
+    results.append("dns: failed")
+for path in ("/arrl/env/evaluate.py", "/arrl/data/manifest.json", "/usr/bin/owned"):
+    try:
+        open(path, "a").write("x")
+        results.append(f"write {{path}}: ok")
+    except OSError as e:
+        results.append(f"write {{path}}: refused")
+results.append("val visible: " + str(Path("/arrl/data/val").exists()))
+print("\\n".join(results), flush=True)
+"""
+
+
+def test_container_has_no_network_and_read_only_env_and_data(docker_host, shakespeare_dir, tmp_path):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    env_file = ROOT / "env" / "evaluate.py"
+    before = env_file.read_bytes()
+    from test_sandbox import UNIFORM_MODEL
+
+    script = textwrap.dedent(SCRIPT.format(port=port)) + textwrap.dedent(UNIFORM_MODEL)
+    out = sandbox(shakespeare_dir).run(script, tmp_path / "run")
+    listener.close()
+    log = out.log_tail
+    assert "connect: refused" in log and "dns: failed" in log, log
+    assert "write /arrl/env/evaluate.py: refused" in log and "write /arrl/data/manifest.json: refused" in log
+    assert "write /usr/bin/owned: refused" in log and "val visible: False" in log
+    assert out.status == "ok" and out.val_bpb == pytest.approx(8.0, abs=1e-9)  # the env's number, outside
+    assert env_file.read_bytes() == before
+
+
+def test_run_past_its_budget_is_killed_and_removed(docker_host, shakespeare_dir, tmp_path):
+    script = "import time\nfrom env import progress\nrun = progress.start()\nwhile True:\n    time.sleep(0.1)\n"
+    t0 = time.monotonic()
+    out = sandbox(shakespeare_dir, budget_s=1.0, grace_s=3.0).run(script, tmp_path / "run")
+    assert out.status == "timeout" and time.monotonic() - t0 < 20
+    assert not containers({"arrl.run": "t", "arrl.worker": "w"})
+
+
+def test_memory_hog_is_oom(docker_host, shakespeare_dir, tmp_path):
+    script = "chunks = []\nwhile True:\n    chunks.append(b'x' * (64 << 20))\n"
+    out = sandbox(shakespeare_dir, memory_mb=512).run(script, tmp_path / "run")
+    assert out.status == "oom", out.message + out.log_tail
+
+
+def test_orphans_of_a_dead_worker_are_swept_when_it_restarts(docker_host, shakespeare_dir, tmp_path):
+    from arrl.docker_sandbox import build_image, client
+
+    labels = {"arrl.run": "sweep", "arrl.worker": "worker-0"}
+    c = client()
+    orphan = c.containers.run(build_image(c), ["sleep", "300"], detach=True, network_mode="none",
+                              volumes={"/usr": {"bind": "/usr", "mode": "ro"}},
+                              labels={"arrl.sandbox": "1", **labels})
+    other = c.containers.run(build_image(c), ["sleep", "300"], detach=True, network_mode="none",
+                             volumes={"/usr": {"bind": "/usr", "mode": "ro"}},
+                             labels={"arrl.sandbox": "1", "arrl.run": "sweep", "arrl.worker": "worker-1"})
+    try:
+        assert containers(labels)
+        sandbox(shakespeare_dir, labels=labels)  # a new incarnation of worker-0 starts
+        assert not containers(labels)
+        other.reload()
+        assert other.status == "running"  # another worker's container is not touched
+    finally:
+        for ctr in (orphan, other):
+            try:
+                ctr.remove(force=True)
+            except Exception:  # noqa: BLE001 - already removed
+                pass
