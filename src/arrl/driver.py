@@ -60,7 +60,7 @@ class Incumbent:
 
     @property
     def bpb(self) -> float:
-        return statistics.fmean(self.values)
+        return statistics.fmean(self.values) if self.values else float("nan")
 
 
 class Driver:
@@ -186,7 +186,7 @@ class Driver:
             dup = self.store.done_with_norm(norm)
             if dup is not None:
                 r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
-                                   res.lines_added)
+                                   res.lines_added) if self._baselines_done() and inc.values else None
                 self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
                                   reused_from=dup["id"], reward=r)
                 self.store.event("deduplicated", exp=eid, of=dup["id"])
@@ -230,7 +230,7 @@ class Driver:
             if pending:
                 self._submit(pending[0], w)
                 continue
-            if not self._baselines_done() or self.stop_reason or not self._budget_left():
+            if self.stop_reason or not self._budget_left():
                 return
             while True:
                 eid = self._candidate()
@@ -285,7 +285,7 @@ class Driver:
         lines_added = sum(1 for ln in (row["diff"] or "").splitlines() if ln.startswith("+") and
                           not ln.startswith("+++"))
         r = None
-        if row["kind"] != "baseline" and inc_bpb is not None:
+        if row["kind"] != "baseline" and inc_bpb is not None and self._baselines_done():
             r = compute_reward(o["status"], o.get("val_bpb"), inc_bpb, self.noise.sigma, self.cfg.reward,
                                lines_added)
         t = o.get("timings") or {}
@@ -302,7 +302,7 @@ class Driver:
                  f"{'' if r is None else f'  reward {r:+.2f}'}  {row['summary'] or ''}"[:160])
         if row["kind"] == "baseline":
             self._restore_baseline()
-        elif row["kind"] == "candidate":
+        elif row["kind"] == "candidate" and r is not None:
             self._maybe_confirm(row, o)
         elif row["kind"] == "confirm":
             self._maybe_accept(row)
@@ -332,6 +332,28 @@ class Driver:
                 self.store.put("noise", {"sigma": self.noise.sigma, "raw": self.noise.raw, "runs": self.noise.runs})
                 self.log(f"baseline val_bpb {self.incumbent.bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
                          f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs)")
+                self._rederive()
+
+    def _rederive(self) -> None:
+        """Finish what results imply but a dead driver may not have done: score candidates that
+        finished before the baselines, confirm promising ones, accept confirmed ones (all idempotent)."""
+        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL"):
+            inc = self._incumbent_value(row["incumbent_id"])
+            if inc is None:
+                continue
+            added = sum(1 for ln in (row["diff"] or "").splitlines() if ln.startswith("+") and
+                        not ln.startswith("+++"))
+            r = compute_reward(row["status"], row["val_bpb"], inc, self.noise.sigma, self.cfg.reward, added)
+            with self.store.tx():
+                self.store.db.execute("UPDATE experiments SET reward=? WHERE id=?", (r, row["id"]))
+        for row in self.store.experiments("kind='candidate' AND state='done' AND status='ok' AND reused_from IS NULL "
+                                          "AND incumbent_id=?", (self.incumbent.exp_id,)):
+            self._maybe_confirm(row, {"status": "ok", "val_bpb": row["val_bpb"]})
+        for row in self.store.experiments("kind='confirm' AND state='done'"):
+            cand = self.store.experiment(row["parent"])
+            if cand["incumbent_id"] == self.incumbent.exp_id and not self.store.db.execute(
+                    "SELECT 1 FROM accepted WHERE exp_id=?", (cand["id"],)).fetchone():
+                self._maybe_accept(row)
 
     def _maybe_confirm(self, row, o: dict) -> None:
         if row["incumbent_id"] != self.incumbent.exp_id or o["status"] != "ok":
@@ -343,6 +365,8 @@ class Driver:
         if not self.cfg.search.confirm:
             self._accept(row, [o["val_bpb"]])
             return
+        if self.store.experiments("kind='confirm' AND parent=?", (row["id"],)):
+            return  # already scheduled (a resumed driver re-deriving)
         with self.store.tx():
             eid = self.store.add_experiment("confirm", row["seed"] + 7919, row["source_sha"], row["norm_sha"],
                                             row["proposal_id"], row["id"], row["incumbent_id"], row["summary"],
@@ -400,6 +424,8 @@ class Driver:
     def run(self) -> str:
         self._restore()
         self._schedule_baselines()
+        if not self.store.accepted():  # candidates may start while the baselines run
+            self.incumbent.exp_id = self.store.experiments("kind='baseline'")[0]["id"]
         if self._baselines_done():
             self._restore_baseline()
         self.store.put("status", "running")
@@ -410,7 +436,7 @@ class Driver:
                 pending = self.store.experiments("state='pending'")
                 if not pending or "stop requested" in self.stop_reason or not self._baselines_done():
                     break
-            if self._baselines_done() and not self.stop_reason:
+            if not self.stop_reason:
                 self._prefetch()
             self._fill()
             if not self.inflight:
