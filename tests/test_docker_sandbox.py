@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from arrl.sandbox import SandboxConfig
@@ -125,3 +126,16 @@ def test_orphans_of_a_dead_worker_are_swept_when_it_restarts(docker_host, shakes
                 ctr.remove(force=True)
             except Exception:  # noqa: BLE001 - already removed
                 pass
+
+
+def test_gpu_request_without_a_gpu_driver_fails_cleanly(docker_host, shakespeare_dir, tmp_path):
+    """On a CPU machine the GPU path can only show its error handling: a clear error, nothing left behind."""
+    from arrl.docker_sandbox import DockerUnavailable
+
+    labels = {"arrl.run": "gpu", "arrl.worker": "w"}
+    box = sandbox(shakespeare_dir, labels=labels, gpu="0")
+    with pytest.raises(DockerUnavailable, match="did not start.*(device driver|gpu)"):
+        box.run("print('never runs')\n", tmp_path / "run")
+    assert not containers(labels)
+    assert not any("env.evaluate" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(
+        p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))  # the evaluator did not leak

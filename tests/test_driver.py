@@ -116,3 +116,17 @@ def test_a_policy_whose_edits_all_fail_stops_the_run(runs):
     assert reason == "the policy's last 20 edits all failed or were rejected"
     db = sqlite3.connect(d / "ledger.sqlite")
     assert db.execute("SELECT COUNT(*) FROM experiments WHERE status='edit_failed'").fetchone()[0] >= 20
+
+
+def test_worker_process_imports_no_torch():
+    """Workers only launch sandboxes: importing and running one must not pull in torch (1 s, 300 MB)."""
+    import sys
+
+    code = ("import sys, arrl.worker, arrl.sandbox, arrl.docker_sandbox, arrl.simulated\n"
+            "from env import manifest, progress\n"
+            "w = arrl.worker.ExperimentWorker('w', 'shakespeare', {'budget_s': 0.01}, backend='simulated')\n"
+            "w.run(1, 'x = 1\\n', 0)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'peft') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

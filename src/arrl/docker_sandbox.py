@@ -224,7 +224,13 @@ class DockerSandbox(ProcessSandbox):
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65534:65534", init=True,
                 labels=labels, device_requests=devices, hostname="arrl-sandbox")
         except DockerException as e:
-            raise DockerUnavailable(f"the sandbox container did not start: {e}") from None
+            # a container whose start failed (e.g. no GPU driver) stays "Created": remove it
+            for ctr in self.client.containers.list(all=True, filters={"label": [f"arrl.run_dir={run_dir}"]}):
+                try:
+                    ctr.remove(force=True)
+                except (DockerException, RequestException):
+                    pass
+            raise DockerUnavailable(f"the sandbox container did not start: {str(e)[:400]}") from None
         self._containers.append(ctr)
         return _Container(ctr)
 

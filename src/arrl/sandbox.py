@@ -217,8 +217,13 @@ class ProcessSandbox:
              "--device", "cuda" if cfg.gpu is not None else "cpu"],
             "val", run_dir, work, False, token + "-eval", seed,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(run_dir / "eval.log", "wb"))
-        trainer = self._spawn([cfg.python, "-m", "env.launch", f"{work_path}/train.py"], "train", run_dir, work, True, token, seed,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            trainer = self._spawn([cfg.python, "-m", "env.launch", f"{work_path}/train.py"], "train", run_dir, work,
+                                  True, token, seed, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        except BaseException:
+            _kill(evaluator, token + "-eval")  # the waiting evaluator must not outlive a failed start
+            raise
         log = _Log(trainer.stdout, run_dir / "train.log", cfg.log_cap_bytes)
 
         killed_for, peak_rss = None, 0.0
