@@ -6,9 +6,12 @@
 `duty`: for each worker count, a run of the synthetic target on the `simulated` backend
 (each experiment "trains" for --budget seconds; fake GPUs, one per worker) with the
 random catalog policy, until rounds x workers experiments ran. Duty cycle = seconds spent
-training / (workers x wall seconds), overall (from the driver's start, baselines included)
-and in steady state (after the baselines). `driver`: the same with a 0.01 s budget and many
-experiments; the driver's CPU time per experiment and its resident memory over the run.
+training / (workers x wall seconds), overall (first start to last finish, baselines
+included) and while the driver was still handing out work (first start to last start;
+after that the run only drains: confirmations of the last candidates run while the other
+workers have nothing left under the experiment budget). Workers are all up before the
+clock starts (actor start-up is a one-time cost). `driver`: the same with a 0.01 s budget
+and many experiments; the driver's CPU time per experiment and its memory over the run.
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ def duty(d: Path, workers: int) -> dict:
     rows = db.execute("SELECT kind, started, finished, train_s FROM experiments WHERE train_s IS NOT NULL").fetchall()
     t_start = min(r[1] for r in rows)
     t_end = max(r[2] for r in rows)
-    base_end = max(r[2] for r in rows if r[0] == "baseline")
+    t_last = max(r[1] for r in rows)  # after the last start the run only drains
     train = sum(r[3] for r in rows)
-    steady = sum(r[3] for r in rows if r[1] >= base_end)
+    # training seconds inside [t_start, t_last]: the window in which the driver was handing out work
+    issuing = sum(max(0.0, min(r[2], t_last) - max(r[1], t_start)) for r in rows)
     return {"workers": workers, "experiments": len(rows), "wall_s": round(t_end - t_start, 1),
             "duty_overall": round(train / (workers * (t_end - t_start)), 4),
-            "duty_steady": round(steady / (workers * (t_end - base_end)), 4)}
+            "duty_while_issuing": round(issuing / (workers * (t_last - t_start)), 4) if t_last > t_start else None}
 
 
 def main() -> None:

@@ -110,5 +110,5 @@ def test_bad_target_manifests_name_the_problem(tmp_path, toml, message):
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(target.TargetError, match="unknown target 'nope' \\(known: nanochat, tiny\\)"):
+    with pytest.raises(target.TargetError, match="unknown target 'nope' \\(known: nanochat, synthetic, tiny\\)"):
         target.load("nope", paths.targets_dir())

@@ -75,6 +75,21 @@ class _ActorPolicy:
         return ray.get(self.handle.propose.remote(state, n))
 
 
+def _wait_ready(workers: list) -> None:
+    """Block until every worker actor is up (Ray starts actor processes a few at a time)."""
+    from tqdm import tqdm
+
+    pending = {w.status.remote(): w for w in workers}
+    with tqdm(total=len(workers), desc="workers starting", unit="worker", disable=len(workers) < 2) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=600)
+            if not ready:
+                raise RuntimeError("worker actors did not start within 10 minutes; is the cluster out of GPUs?")
+            ray.get(ready[0])
+            pending.pop(ready[0])
+            bar.update()
+
+
 def launch(cfg: Config, resume: str | None = None, address: str | None = None, runs: Path | None = None,
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
@@ -100,6 +115,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                                         catalog=tgt.catalog)
 
     workers = [make_worker(i) for i in range(w.count)]
+    _wait_ready(workers)
     policy, handle = make_policy(cfg, cfg.name, d, tgt)
     log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy {cfg.policy.kind}; "
         f"ledger {d / 'ledger.sqlite'}")
