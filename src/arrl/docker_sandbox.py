@@ -106,20 +106,24 @@ def build_image(c: docker.DockerClient) -> str:
     return tag
 
 
-def sweep_run(run: str) -> int:
-    """Remove every sandbox container of run `run` (the driver does this when it stops)."""
-    try:
-        c = client()
-    except DockerUnavailable:
-        return 0
+def remove_labelled(c: docker.DockerClient, labels: dict) -> int:
+    """Force-remove every container (running or not) carrying all of `labels`; returns how many."""
     n = 0
-    for ctr in c.containers.list(all=True, filters={"label": [f"{LABEL}=1", f"arrl.run={run}"]}):
+    for ctr in c.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
         try:
             ctr.remove(force=True)
             n += 1
         except (DockerException, RequestException):
-            pass
+            pass  # already gone
     return n
+
+
+def sweep_run(run: str) -> int:
+    """Remove every sandbox container of run `run` (the driver does this when it stops)."""
+    try:
+        return remove_labelled(client(), {LABEL: "1", "arrl.run": run})
+    except DockerUnavailable:
+        return 0
 
 
 class _Container:
@@ -185,15 +189,7 @@ class DockerSandbox(ProcessSandbox):
 
     def sweep(self) -> int:
         """Remove every container carrying this sandbox's labels (orphans of a dead worker)."""
-        n = 0
-        flt = {"label": [f"{k}={v}" for k, v in self.labels.items()]}
-        for ctr in self.client.containers.list(all=True, filters=flt):
-            try:
-                ctr.remove(force=True)
-                n += 1
-            except (DockerException, RequestException):
-                pass
-        return n
+        return remove_labelled(self.client, self.labels)
 
     def _spawn(self, cmd, split, run_dir, work, writable, token, seed, **popen):
         if split != "train":
@@ -225,11 +221,7 @@ class DockerSandbox(ProcessSandbox):
                 labels=labels, device_requests=devices, hostname="arrl-sandbox")
         except DockerException as e:
             # a container whose start failed (e.g. no GPU driver) stays "Created": remove it
-            for ctr in self.client.containers.list(all=True, filters={"label": [f"arrl.run_dir={run_dir}"]}):
-                try:
-                    ctr.remove(force=True)
-                except (DockerException, RequestException):
-                    pass
+            remove_labelled(self.client, {"arrl.run_dir": str(run_dir)})
             raise DockerUnavailable(f"the sandbox container did not start: {str(e)[:400]}") from None
         self._containers.append(ctr)
         return _Container(ctr)
