@@ -282,8 +282,7 @@ class Driver:
         (d / "curve.json").write_text(_json(o.get("curve") or []))
         (d / "outcome.json").write_text(_json(o))
         inc_bpb = self._incumbent_value(row["incumbent_id"])
-        lines_added = sum(1 for ln in (row["diff"] or "").splitlines() if ln.startswith("+") and
-                          not ln.startswith("+++"))
+        lines_added = edits.diff_size(row["diff"] or "")[0]
         r = None
         if row["kind"] != "baseline" and inc_bpb is not None and self._baselines_done():
             r = compute_reward(o["status"], o.get("val_bpb"), inc_bpb, self.noise.sigma, self.cfg.reward,
@@ -341,8 +340,7 @@ class Driver:
             inc = self._incumbent_value(row["incumbent_id"])
             if inc is None:
                 continue
-            added = sum(1 for ln in (row["diff"] or "").splitlines() if ln.startswith("+") and
-                        not ln.startswith("+++"))
+            added = edits.diff_size(row["diff"] or "")[0]
             r = compute_reward(row["status"], row["val_bpb"], inc, self.noise.sigma, self.cfg.reward, added)
             with self.store.tx():
                 self.store.db.execute("UPDATE experiments SET reward=? WHERE id=?", (r, row["id"]))

@@ -229,6 +229,13 @@ def _apply_catalog(source: str, completion: str, catalog: tuple[Knob, ...]) -> s
 
 
 # ---- the one entry point ---------------------------------------------------------------
+def diff_size(diff: str) -> tuple[int, int]:
+    """(lines added, lines removed) of a unified diff."""
+    lines = diff.splitlines()
+    return (sum(1 for ln in lines if ln.startswith("+") and not ln.startswith("+++")),
+            sum(1 for ln in lines if ln.startswith("-") and not ln.startswith("---")))
+
+
 def _changed_lines(old: str, new: str) -> list[int]:
     """1-based line numbers of `old` that the edit replaces or inserts next to."""
     sm = difflib.SequenceMatcher(a=old.split("\n"), b=new.split("\n"), autojunk=False)
@@ -279,6 +286,5 @@ def apply(source: str, completion: str, fmt: str = "search_replace", catalog: tu
     except RecursionError:
         return EditResult(None, "malformed", "the completion is nested too deeply to parse")
     diff = "".join(difflib.unified_diff(source.splitlines(True), new.splitlines(True), "a/train.py", "b/train.py"))
-    added = sum(1 for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
-    removed = sum(1 for line in diff.splitlines() if line.startswith("-") and not line.startswith("---"))
+    added, removed = diff_size(diff)
     return EditResult(new, None, f"applied: +{added} -{removed} lines", diff, added, removed)
