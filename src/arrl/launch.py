@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 import ray
@@ -56,7 +57,8 @@ def make_policy(cfg: Config, run: str, workdir: Path, tgt):
     if p.kind == "random":
         if p.fmt != "catalog" or not tgt.catalog:
             raise ConfigError("[policy] kind = 'random' needs fmt = 'catalog' and a target with a catalog")
-        return RandomCatalogPolicy(tgt.catalog, seed=hash(run) & 0xFFFF), None
+        # crc32, not hash(): str hashes are salted per process, so a resumed run would draw differently
+        return RandomCatalogPolicy(tgt.catalog, seed=zlib.crc32(run.encode())), None
     if p.kind == "external":
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
