@@ -104,7 +104,7 @@ class _ChatClient:
         if state.fmt == "catalog":
             schema = edits.catalog_schema(tuple(rng.sample(state.catalog, len(state.catalog))))
             if self.vllm:
-                b["structured_outputs"] = {"json": schema, "disable_any_whitespace": True}
+                b["structured_outputs"] = {"json": schema}
             else:
                 b["response_format"] = {"type": "json_schema",
                                         "json_schema": {"name": "catalog_edit", "schema": schema}}
@@ -135,7 +135,11 @@ class _ChatClient:
 
     @staticmethod
     def proposals(resp: dict, p: prompt.Prompt, state: prompt.PolicyState, s: Sampling, policy: str,
-                  version: int, t_prompt: float, t_gen: float, attempts: int) -> list[Proposal]:
+                  version: int, t_prompt: float, t_gen: float, attempts: int, body: dict,
+                  grammar: dict | None = None) -> list[Proposal]:
+        spec = body.get("structured_outputs") or body.get("response_format")
+        # key order kept: it is the grammar's property order
+        constraint = json.dumps({**spec, "server": grammar}) if spec else ""
         out = []
         for c in resp.get("choices", []):
             content = (c.get("message") or {}).get("content") or ""
@@ -145,7 +149,8 @@ class _ChatClient:
                 prompt_version=p.version, prompt_token_ids=list(resp.get("prompt_token_ids") or []),
                 token_ids=list(c.get("token_ids") or []), logprobs=[float(x) for x in lp if x is not None],
                 finish_reason=c.get("finish_reason") or "", temperature=s.temperature, top_p=s.top_p,
-                history_shown=p.history_shown, generate_s=t_gen, prompt_s=t_prompt, attempts=attempts))
+                history_shown=p.history_shown, generate_s=t_gen, prompt_s=t_prompt, attempts=attempts,
+                constraint=constraint))
         return out
 
 
@@ -291,9 +296,9 @@ class PolicyServer:
             if client is None:
                 raise PolicyError("the policy server is not started")
             t1 = time.perf_counter()
+            body = client.body(name, p, state, n, s, random.Random(self._rng.random()), True)
             try:
-                resp = client.post("/v1/chat/completions",
-                                   client.body(name, p, state, n, s, random.Random(self._rng.random()), True))
+                resp = client.post("/v1/chat/completions", body)
             except _RETRYABLE as e:
                 last = e
                 if isinstance(e, ServerFault):
@@ -304,7 +309,7 @@ class PolicyServer:
                     last = e2
                 continue
             return client.proposals(resp, p, state, s, self.name, version if model is None else -1, t_prompt,
-                                    time.perf_counter() - t1, attempt)
+                                    time.perf_counter() - t1, attempt, body, self.server.grammar())
         raise PolicyError(f"no answer after {self.config.max_attempts} attempts: {last}; server log "
                           f"{self.server.log_path}:\n{tail(self.server.log_path, 5)}")
 
@@ -349,16 +354,16 @@ class ExternalPolicy:
         last: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             t1 = time.perf_counter()
+            body = self._client.body(self.model, p, state, n, s, self._rng, self.logprobs)
             try:
                 resp = self._client.post("/chat/completions" if self._client.base_url.endswith("/v1")
-                                         else "/v1/chat/completions",
-                                         self._client.body(self.model, p, state, n, s, self._rng, self.logprobs))
+                                         else "/v1/chat/completions", body)
             except _RETRYABLE as e:
                 last = e
                 time.sleep(min(2 ** attempt, 10))
                 continue
             return self._client.proposals(resp, p, state, s, self.name, 0, t_prompt, time.perf_counter() - t1,
-                                          attempt)
+                                          attempt, body)
         raise PolicyError(f"external policy {self.name}: no answer after {self.max_attempts} attempts: {last}")
 
 

@@ -30,6 +30,8 @@ class Proposal:
     generate_s: float = 0.0  # the request (all n answers of it), server side included
     prompt_s: float = 0.0  # building the prompt
     attempts: int = 1  # >1 when the request was retried (server restart)
+    constraint: str = ""  # JSON of the structured-output request ({"json": schema}); "" = unconstrained.
+    # The learner rebuilds the server's token mask from it (arrl.grammar): reported logprobs are masked
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property

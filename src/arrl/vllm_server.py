@@ -13,6 +13,7 @@ names the log and quotes its last lines.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,8 @@ class ServerConfig:
     kv_cache_gib: int = 1  # CPU only
     gpu_memory_utilization: float | None = None  # default 0.3 on CPU, 0.85 on GPU
     threads: int | None = None  # CPU threads for the engine (OMP); default: all cores
+    json_whitespace: bool = False  # structured outputs: allow whitespace between JSON tokens (wasted
+    # decisions for a small policy); the grammar backend is pinned to xgrammar so arrl.grammar can rebuild its mask
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = 300.0
     env: dict[str, str] = field(default_factory=dict)
@@ -100,7 +103,12 @@ class VLLMServer:
             cmd += ["--enable-lora", "--max-lora-rank", str(c.max_lora_rank), "--max-loras", str(c.max_loras)]
         if c.api_key:
             cmd += ["--api-key", c.api_key]
+        cmd += ["--structured-outputs-config", json.dumps(self.grammar())]
         return cmd + list(c.extra_args)
+
+    def grammar(self) -> dict:
+        """The structured-output settings every constrained request is served with."""
+        return {"backend": "xgrammar", "disable_any_whitespace": not self.config.json_whitespace}
 
     def device(self) -> str:
         if self.config.device != "auto":
