@@ -1,0 +1,96 @@
+"""Trajectory batches: the learner's input, as Arrow record batches and as padded arrays.
+
+A sample is one proposal with the reward of its experiment. `from_ledger` reads samples
+from the run store into an Arrow `RecordBatch` (the form they travel in through the Ray
+object store and are kept in, as Parquet, under runs/<name>/trajectories/). `collate` turns
+one into the arrays a `LoraPolicyModule` consumes: prompts left-padded and responses
+right-padded so every prompt ends at the same column, the behaviour logprobs the server
+reported, the grammar masks (arrl.grammar), and which response tokens are decisions (more
+than one token allowed; a forced token has logprob 0 under any policy and carries nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from arrl.grammar import words
+
+SCHEMA = pa.schema([
+    ("exp_id", pa.int64()), ("proposal_id", pa.string()), ("group", pa.string()),
+    ("adapter_version", pa.int64()), ("reward", pa.float64()), ("status", pa.string()),
+    ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
+    ("logprobs", pa.list_(pa.float32())), ("constraint", pa.string()),
+])
+
+
+def from_ledger(store, exp_ids: list[int]) -> pa.RecordBatch:
+    """Samples of the given candidate experiments (each must have a reward and a learnable proposal)."""
+    cols = {f.name: [] for f in SCHEMA}
+    for eid in exp_ids:
+        row = store.db.execute("SELECT e.id, e.reward, e.status, p.record FROM experiments e JOIN proposals p ON "
+                               "p.id = e.proposal_id WHERE e.id=?", (eid,)).fetchone()
+        rec = json.loads(row["record"])
+        cols["exp_id"].append(row["id"])
+        cols["proposal_id"].append(rec["id"])
+        cols["group"].append(rec["state_key"])
+        cols["adapter_version"].append(rec["adapter_version"])
+        cols["reward"].append(row["reward"])
+        cols["status"].append(row["status"])
+        cols["prompt_ids"].append(rec["prompt_token_ids"])
+        cols["response_ids"].append(rec["token_ids"])
+        cols["logprobs"].append(rec["logprobs"])
+        cols["constraint"].append(rec.get("constraint") or "")
+    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
+
+
+def write_parquet(batch: pa.RecordBatch, directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_batches([batch]), tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_parquet(directory: Path) -> pa.Table:
+    files = sorted(Path(directory).glob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else SCHEMA.empty_table()
+
+
+def collate(batch: pa.RecordBatch, masks: list, vocab_size: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Padded arrays for the module; `masks[i]` is a (T_i, W) packed mask or None (unconstrained)."""
+    d = batch.to_pydict()
+    n = batch.num_rows
+    prompts, resps = d["prompt_ids"], d["response_ids"]
+    p_len = max(len(p) for p in prompts)
+    t_len = max(max(len(r) for r in resps), 1)
+    w = words(vocab_size)
+    ids = np.full((n, p_len + t_len), pad_id, dtype=np.int64)
+    attn = np.zeros((n, p_len + t_len), dtype=np.int64)
+    resp = np.full((n, t_len), pad_id, dtype=np.int64)
+    old = np.zeros((n, t_len), dtype=np.float32)
+    valid = np.zeros((n, t_len), dtype=np.float32)
+    decision = np.zeros((n, t_len), dtype=np.float32)
+    packed = np.full((n, t_len, w), -1, dtype=np.int32)  # all bits set: every token allowed
+    for i in range(n):
+        p, r = prompts[i], resps[i]
+        ids[i, p_len - len(p):p_len] = p
+        attn[i, p_len - len(p):p_len + len(r)] = 1
+        ids[i, p_len:p_len + len(r)] = r
+        resp[i, :len(r)] = r
+        old[i, :len(r)] = d["logprobs"][i]
+        valid[i, :len(r)] = 1
+        if masks[i] is not None:
+            packed[i, :len(r)] = masks[i]
+            allowed = np.unpackbits(masks[i].view(np.uint8), axis=-1, bitorder="little")[:, :vocab_size].sum(-1)
+            decision[i, :len(r)] = allowed > 1
+        else:
+            decision[i, :len(r)] = 1
+    pos = np.clip(np.cumsum(attn, axis=1) - 1, 0, None)
+    return {"input_ids": ids, "attention_mask": attn, "position_ids": pos, "response_ids": resp,
+            "behaviour_logp": old, "valid": valid, "decision": decision, "masks": packed}
