@@ -41,6 +41,55 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
     return handle
 
 
+class _LearnerActor:
+    """arrl.learner.Learner in an actor; adapter files leave it as object refs (no copy through the driver)."""
+
+    def __init__(self, model: str, settings: dict, ckpt_dir: str):
+        from arrl import models
+        from arrl.learner import Learner
+
+        self.inner = Learner(models.resolve(model, progress=False), settings, ckpt_dir)
+
+    def __repr__(self) -> str:
+        s = self.inner.s if hasattr(self, "inner") else {}
+        return (f"Learner(v{getattr(getattr(self, 'inner', None), 'version', '?')}, {s.get('advantage')}, "
+                f"learners={s.get('num_learners')})")
+
+    def ready(self) -> int:
+        return self.inner.version
+
+    def update(self, batch) -> dict:
+        from arrl.learning import sha256_files
+
+        res = self.inner.update(batch)
+        files = res.pop("files")
+        if files:
+            res["adapter_sha256"] = sha256_files(files)
+            res["files_ref"] = ray.put(files)
+        return res
+
+    def restore(self, version: int):
+        self.inner.restore(version)
+        return ray.put(self.inner.adapter_files())
+
+    def adapter(self):
+        return ray.put(self.inner.adapter_files())
+
+
+def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1):
+    """The learner actor `arrl/<run>/learner`, built (model loaded) before this returns.
+
+    With num_learners = 0 the one learner lives in this actor and holds `num_gpus`; with more,
+    RLlib starts that many learner actors (`num_gpus` each) and this one only coordinates.
+    """
+    gpus = settings.get("num_gpus", 0.0) if not settings.get("num_learners") else 0.0
+    cls = ray.remote(_LearnerActor)
+    handle = cls.options(name=actor_name(run, "learner"), num_gpus=gpus, num_cpus=num_cpus,
+                         max_concurrency=1).remote(model, settings, ckpt_dir)
+    ray.get(handle.ready.remote())
+    return handle
+
+
 class _WorkerActor(ExperimentWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, gpu_ids=ray.get_gpu_ids(), **kwargs)

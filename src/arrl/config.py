@@ -14,6 +14,7 @@
     base_url = ""                   # external
     api_key_env = "OPENAI_API_KEY"  # external
     completions = []                # scripted
+    num_gpus = -1.0                 # vllm: GPUs of the policy server (-1: 1 when workers have GPUs, else 0)
 
     [workers]
     count = 1
@@ -44,6 +45,29 @@
     aborted = -0.5
     suspicious = 0.0
     simplicity = 0.0                # subtracted per added line
+
+    [learner]                       # PPO on the policy's LoRA adapter (kind = "vllm" only; others are frozen)
+    enabled = true
+    advantage = "group"             # group (relative within a proposal group) | gae (value head, GAE)
+    batch_size = 16                 # samples (proposals with rewards) per update
+    epochs = 2                      # passes over each batch
+    minibatch_size = 0              # 0: the whole batch per optimizer step
+    lr = 2e-4
+    value_lr = 1e-3                 # value head (gae)
+    clip = 0.2
+    kl_coef = 0.05                  # KL to the base model (adapter disabled)
+    entropy_coef = 0.0
+    vf_coef = 0.5
+    gamma = 0.95                    # gae
+    lam = 0.95                      # gae
+    grad_clip = 1.0                 # global norm (0: off)
+    max_staleness = 1               # samples from adapters older than this many versions are dropped
+    rank = 16                       # LoRA rank (alpha below); the policy server allows up to max(16, rank)
+    alpha = 32.0
+    num_learners = 0                # 0: one learner in the learner actor; >1: DDP over that many
+    num_gpus = -1.0                 # per learner (-1: 1 when workers have GPUs, else 0); fractions share a GPU
+    threads = 0                     # torch threads of the learner (0: torch's default)
+    seed = 0
 
     [oracle]
     max_experiments = 20            # 0: unbounded
@@ -79,6 +103,7 @@ class PolicySection:
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     completions: list = field(default_factory=list)
+    num_gpus: float = -1.0
 
 
 @dataclass
@@ -118,6 +143,38 @@ class RewardSection:
 
 
 @dataclass
+class LearnerSection:
+    enabled: bool = True
+    advantage: str = "group"
+    batch_size: int = 16
+    epochs: int = 2
+    minibatch_size: int = 0
+    lr: float = 2e-4
+    value_lr: float = 1e-3
+    clip: float = 0.2
+    kl_coef: float = 0.05
+    entropy_coef: float = 0.0
+    vf_coef: float = 0.5
+    gamma: float = 0.95
+    lam: float = 0.95
+    grad_clip: float = 1.0
+    max_staleness: int = 1
+    rank: int = 16
+    alpha: float = 32.0
+    num_learners: int = 0
+    num_gpus: float = -1.0
+    threads: int = 0
+    seed: int = 0
+
+    def settings(self, gpus: float) -> dict:
+        """The arrl.learner.Learner settings, with num_gpus resolved."""
+        d = dataclasses.asdict(self)
+        d.pop("enabled")
+        d["num_gpus"] = gpus
+        return d
+
+
+@dataclass
 class OracleSection:
     max_experiments: int = 20
     max_wall_s: float = 0.0
@@ -135,6 +192,7 @@ class Config:
     workers: WorkersSection = field(default_factory=WorkersSection)
     search: SearchSection = field(default_factory=SearchSection)
     reward: RewardSection = field(default_factory=RewardSection)
+    learner: LearnerSection = field(default_factory=LearnerSection)
     oracle: OracleSection = field(default_factory=OracleSection)
 
     def to_dict(self) -> dict:
@@ -144,12 +202,18 @@ class Config:
 CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("policy", "fmt"): ("search_replace", "unified_diff", "catalog"),
            ("workers", "sandbox"): ("process", "docker", "simulated"),
-           ("workers", "isolation"): ("auto", "bwrap", "none")}
-POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens")}
+           ("workers", "isolation"): ("auto", "bwrap", "none"),
+           ("learner", "advantage"): ("group", "gae")}
+POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens"), ("learner", "batch_size"),
+            ("learner", "epochs"), ("learner", "lr"), ("learner", "rank"), ("learner", "alpha")}
 NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
                 ("workers", "threads"), ("workers", "budget_s"), ("workers", "grace_s"), ("workers", "memory_mb"), ("oracle", "max_experiments"),
                 ("oracle", "max_wall_s"), ("oracle", "max_gpu_hours"), ("oracle", "target_bpb"),
-                ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits")}
+                ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits"),
+                ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
+                ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
+                ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads")}
+UNIT = {("learner", "gamma"), ("learner", "lam")}  # within [0, 1]
 
 
 def _check(value, default, where: str):
@@ -170,7 +234,7 @@ def from_dict(data: dict, source: str = "config") -> Config:
     for key, value in data.items():
         if key not in {f.name for f in dataclasses.fields(Config)}:
             raise ConfigError(f"{source}: unknown field {key!r} (fields: target, name, policy, workers, search, "
-                              f"reward, oracle)")
+                              f"reward, learner, oracle)")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -187,12 +251,24 @@ def from_dict(data: dict, source: str = "config") -> Config:
                     raise ConfigError(f"{where}: must be > 0, got {v!r}")
                 if (key, k) in NON_NEGATIVE and v < 0:
                     raise ConfigError(f"{where}: must be >= 0, got {v!r}")
+                if (key, k) in UNIT and not 0.0 <= v <= 1.0:
+                    raise ConfigError(f"{where}: must be within [0, 1], got {v!r}")
+                if k == "num_gpus" and v < 0 and v != -1.0:
+                    raise ConfigError(f"{where}: must be >= 0, or -1 for automatic, got {v!r}")
                 setattr(current, k, v)
         else:
             setattr(cfg, key, _check(value, current, f"{source}: {key}"))
     if cfg.policy.kind == "external" and not cfg.policy.base_url:
         raise ConfigError(f"{source}: [policy] base_url: required when kind = 'external'")
+    if cfg.learner.minibatch_size > cfg.learner.batch_size:
+        raise ConfigError(f"{source}: [learner] minibatch_size: {cfg.learner.minibatch_size} is larger than "
+                          f"batch_size {cfg.learner.batch_size}")
     return cfg
+
+
+def auto_gpus(value: float, cfg: Config) -> float:
+    """A `num_gpus = -1` setting resolved: one GPU when the workers use GPUs, none on a CPU-only run."""
+    return value if value >= 0 else (1.0 if cfg.workers.gpus_per_worker > 0 else 0.0)
 
 
 def load(path: str | Path) -> Config:

@@ -65,11 +65,12 @@ class Incumbent:
 
 class Driver:
     def __init__(self, cfg: Config, store: Store, target: Target, policy, workers: list, make_worker=None,
-                 log=print):
+                 log=print, learning=None):
         self.cfg, self.store, self.target, self.policy = cfg, store, target, policy
         self.workers = list(workers)  # Ray actor handles of ExperimentWorker
         self.make_worker = make_worker  # index -> new handle, to replace a dead worker
         self.log = log
+        self.learning = learning  # arrl.learning.Learning, or None for a frozen policy
         self.branch = GitBranch(store.root / "git", cfg.name)
         self.inflight: dict = {}  # ObjectRef -> (exp_id, worker index)
         self.busy: set[int] = set()
@@ -436,15 +437,21 @@ class Driver:
                     break
             if not self.stop_reason:
                 self._prefetch()
+            if self.learning is not None:
+                self.learning.step()
             self._fill()
             if not self.inflight:
                 if self.stop_reason:
                     continue
                 time.sleep(0.2)
                 continue
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            extra = self.learning.refs() if self.learning is not None else []
+            ready, _ = ray.wait(list(self.inflight) + extra, num_returns=1, timeout=1.0)
             for ref in ready:
-                self._handle(ref)
+                if ref in self.inflight:
+                    self._handle(ref)
+        if self.learning is not None and "stop requested" not in self.stop_reason:
+            self.learning.drain()
         with self.store.tx():
             self.store.put("status", "finished")
             self.store.put("stop_reason", self.stop_reason)

@@ -62,8 +62,10 @@ def make_policy(cfg: Config, run: str, workdir: Path, tgt):
     if p.kind == "external":
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
-    handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k),
-                                  run=run, workdir=str(workdir / "policy"), progress=True)
+    handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k,
+                                               max_lora_rank=max(16, cfg.learner.rank)),
+                                  run=run, workdir=str(workdir / "policy"), progress=True,
+                                  num_gpus=config_mod.auto_gpus(p.num_gpus, cfg))
     return _ActorPolicy(handle), handle
 
 
@@ -102,7 +104,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
     (d / "STOP").unlink(missing_ok=True)
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        kw = {"address": address} if address else {"num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 1)}
+        kw = {"address": address} if address else {
+            "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 2 + cfg.learner.num_learners)}
         if not address and cfg.workers.gpus_per_worker:
             kw["num_gpus"] = int(cfg.workers.count * cfg.workers.gpus_per_worker + 0.999)
         ray.init(logging_level="ERROR", log_to_driver=False, **kw)
@@ -119,12 +122,25 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
     workers = [make_worker(i) for i in range(w.count)]
     _wait_ready(workers)
     policy, handle = make_policy(cfg, cfg.name, d, tgt)
+    learner, learning = None, None
+    if cfg.learner.enabled and handle is not None:
+        from arrl.learning import Learning
+
+        log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
+            f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
+        learner = actors.learner(cfg.name, cfg.policy.model,
+                                 cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
+                                 str(d / "learner"))
+        learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log)
+        learning.resume()
+    elif cfg.learner.enabled:
+        log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
     log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy {cfg.policy.kind}; "
         f"ledger {d / 'ledger.sqlite'}")
     try:
-        reason = Driver(cfg, store, tgt, policy, workers, make_worker, log).run()
+        reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning).run()
     finally:
-        for h in workers + ([handle] if handle else []):
+        for h in workers + [x for x in (handle, learner) if x is not None]:
             try:
                 ray.kill(h)
             except Exception:  # noqa: BLE001 - already gone

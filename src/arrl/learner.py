@@ -66,8 +66,8 @@ class Learner:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         import torch
 
-        if s["threads"]:
-            torch.set_num_threads(int(s["threads"]))
+        # Ray sets OMP_NUM_THREADS=1 in actors; a learner on CPU wants the cores (0: all of them)
+        torch.set_num_threads(int(s["threads"]) or os.cpu_count() or 1)
         torch.manual_seed(int(s["seed"]))
         self.gae = s["advantage"] == "gae"
         self.group = self._build()

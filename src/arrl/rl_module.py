@@ -6,9 +6,10 @@ value head) are trainable; with the adapter disabled the same object is the froz
 reference policy the KL term is measured against.
 
 A train batch (see arrl.trajectory.collate) holds one row per proposal: the prompt
-left-padded and the response right-padded so that every prompt ends at the same column.
-`forward_train` therefore asks the model for the logits of the last T+1 positions only (the
-vocabulary is 49k for SmolLM2; logits over whole prompts would not fit) and returns, per
+left-padded, the response right-padded. Proposals of one group share their prompt, which
+is most of the tokens, so each distinct prompt is run once (its key/value cache, with
+gradients, is indexed out to its rows) and only response positions get logits (SmolLM2's
+vocabulary is 49k; logits over whole prompts would not fit). `forward_train` returns, per
 response token, the log-probability of the sampled token and the entropy, both under the
 grammar mask the server sampled with, plus the value of the state (the hidden state of the
 last prompt token) when the module has a value head.
@@ -71,26 +72,50 @@ class LoraPolicyModule(TorchRLModule):
         return self.score(batch, adapter=True, value=self.value_head is not None)
 
     def score(self, batch, adapter: bool = True, value: bool = False) -> dict:
-        """Per response token: logp of the sampled token and entropy (masked); the state value if asked."""
-        ids, attn, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-        resp = batch["response_ids"]
-        t = resp.shape[1]
-        kw = dict(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1)
+        """Per response token: logp of the sampled token and entropy (masked); the state value if asked.
+
+        Rows with the same prompt (a proposal group) share one forward pass over it: the
+        prompt's key/value cache is computed once per distinct prompt, with gradients, and
+        indexed out to its rows for the responses.
+        """
+        if adapter:
+            return self._score(batch, value)
+        with self.model.disable_adapter():
+            return self._score(batch, value)
+
+    def _score(self, batch, value: bool) -> dict:
+        keys = batch["prompt_key"]
+        _, inv = torch.unique(keys, return_inverse=True)
+        rows = torch.arange(len(keys), device=keys.device)
+        first = torch.full((int(inv.max()) + 1,), len(keys), device=keys.device, dtype=torch.long)
+        first = first.scatter_reduce(0, inv, rows, reduce="amin")  # one representative row per prompt
+        pids, pmask = batch["prompt_ids"][first], batch["prompt_mask"][first]
+        ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
         seen = {}
         hook = None
-        if value:  # the LM head's input is the final hidden state of the kept positions; [:, 0] = last prompt token
+        if value:  # the LM head's input at the last prompt position is the state's hidden vector
             hook = self.model.get_output_embeddings().register_forward_hook(
                 lambda mod, args, out: seen.__setitem__("h", args[0]))
         try:
-            if adapter:
-                out = self.model(**kw)
-            else:
-                with self.model.disable_adapter():
-                    out = self.model(**kw)
+            pout = self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True,
+                              logits_to_keep=1)
         finally:
             if hook is not None:
                 hook.remove()
-        logits = out.logits[:, :-1].float()
+        resp = batch["response_ids"]
+        t = resp.shape[1]
+        first_logits = pout.logits[:, -1][inv].unsqueeze(1)  # predicts each row's first response token
+        if t > 1:
+            cache = pout.past_key_values
+            cache.batch_select_indices(inv)
+            rmask = batch["valid"][:, :t - 1].to(pmask.dtype)
+            attn = torch.cat([pmask[inv], rmask], dim=1)
+            rpos = ppos[inv][:, -1:] + 1 + torch.arange(t - 1, device=resp.device)
+            rout = self.model(input_ids=resp[:, :t - 1], attention_mask=attn, position_ids=rpos,
+                              past_key_values=cache, use_cache=True)
+            logits = torch.cat([first_logits, rout.logits], dim=1).float()
+        else:
+            logits = first_logits.float()
         allowed = unpack(batch["masks"], logits.shape[-1])
         logits = logits.masked_fill(~allowed, float("-inf"))
         logp_all = torch.log_softmax(logits, dim=-1)
@@ -99,7 +124,7 @@ class LoraPolicyModule(TorchRLModule):
         entropy = -(p * logp_all.masked_fill(~allowed, 0.0)).sum(-1)
         res = {"logp": logp, "entropy": entropy}
         if value:
-            res["value"] = self.value_head(seen["h"][:, 0].float()).squeeze(-1)
+            res["value"] = self.value_head(seen["h"][:, -1].float()).squeeze(-1)[inv]
         return res
 
     # Only the trainable tensors travel (LoRA, value head): kilobytes, not the whole model.

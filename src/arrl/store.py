@@ -5,6 +5,8 @@
       ledger.sqlite        SQLite in WAL mode: every proposal, experiment, reward, acceptance,
                            policy version and event; a row is committed before it counts
       experiments/<id>/    train.py, diff, log tail, curve, outcome.json of each experiment
+      trajectories/        the learner's input: one Parquet file per update (arrl.trajectory)
+      learner/             learner checkpoints ckpt-<version>/ (LoRA, value head, optimizer) and adapters
       git/                 a git repository whose branch arrl/<name> has one commit per accepted edit
       exports/             ledger.parquet tables and results.tsv (autoresearch's columns)
       STOP                 present when `arrl stop <name>` asked the driver to stop
@@ -40,6 +42,9 @@ CREATE TABLE IF NOT EXISTS accepted (
     exp_id INTEGER PRIMARY KEY, created REAL NOT NULL, val_bpb REAL NOT NULL, prev_bpb REAL NOT NULL,
     commit_sha TEXT);
 CREATE TABLE IF NOT EXISTS policy_versions (version INTEGER PRIMARY KEY, created REAL NOT NULL, info TEXT);
+CREATE TABLE IF NOT EXISTS samples (                                         -- each learnable result, once
+    exp_id INTEGER PRIMARY KEY, version INTEGER NOT NULL,                    -- the update that consumed it
+    used INTEGER NOT NULL, staleness INTEGER);                               -- used=0: dropped (stale/invalid)
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, data TEXT);
 """
 
@@ -155,6 +160,19 @@ class Store:
     def add_policy_version(self, version: int, **info) -> None:
         self.db.execute("INSERT OR IGNORE INTO policy_versions(version, created, info) VALUES(?,?,?)",
                         (version, time.time(), json.dumps(info)))
+
+    def update_policy_version(self, version: int, **info) -> None:
+        row = self.db.execute("SELECT info FROM policy_versions WHERE version=?", (version,)).fetchone()
+        if row is not None:
+            self.db.execute("UPDATE policy_versions SET info=? WHERE version=?",
+                            (json.dumps({**json.loads(row[0]), **info}), version))
+
+    def policy_versions(self) -> list[dict]:
+        return [{"version": r[0], "created": r[1], **json.loads(r[2])}
+                for r in self.db.execute("SELECT version, created, info FROM policy_versions ORDER BY version")]
+
+    def policy_version(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM policy_versions").fetchone()[0]
 
     # -- artifacts ---------------------------------------------------------------------------
     def exp_dir(self, exp_id: int) -> Path:

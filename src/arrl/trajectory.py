@@ -11,6 +11,7 @@ than one token allowed; a forced token has logprob 0 under any policy and carrie
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -62,26 +63,37 @@ def read_parquet(directory: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else SCHEMA.empty_table()
 
 
+def prompt_key(tokens) -> int:
+    """A 63-bit key of a prompt's tokens: rows with equal keys share one prompt forward pass."""
+    h = hashlib.blake2b(np.asarray(tokens, dtype=np.int32).tobytes(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
 def collate(batch: pa.RecordBatch, masks: list, vocab_size: int, pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Padded arrays for the module; `masks[i]` is a (T_i, W) packed mask or None (unconstrained)."""
+    """Padded arrays for the module; `masks[i]` is a (T_i, W) packed mask or None (unconstrained).
+
+    Prompts are left-padded (every prompt ends at column P-1), responses right-padded; every
+    array has one row per sample so RLlib can slice minibatches and shard across learners.
+    """
     d = batch.to_pydict()
     n = batch.num_rows
     prompts, resps = d["prompt_ids"], d["response_ids"]
     p_len = max(len(p) for p in prompts)
     t_len = max(max(len(r) for r in resps), 1)
     w = words(vocab_size)
-    ids = np.full((n, p_len + t_len), pad_id, dtype=np.int64)
-    attn = np.zeros((n, p_len + t_len), dtype=np.int64)
+    pids = np.full((n, p_len), pad_id, dtype=np.int64)
+    pmask = np.zeros((n, p_len), dtype=np.int64)
     resp = np.full((n, t_len), pad_id, dtype=np.int64)
     old = np.zeros((n, t_len), dtype=np.float32)
     valid = np.zeros((n, t_len), dtype=np.float32)
     decision = np.zeros((n, t_len), dtype=np.float32)
     packed = np.full((n, t_len, w), -1, dtype=np.int32)  # all bits set: every token allowed
+    keys = np.zeros(n, dtype=np.int64)
     for i in range(n):
         p, r = prompts[i], resps[i]
-        ids[i, p_len - len(p):p_len] = p
-        attn[i, p_len - len(p):p_len + len(r)] = 1
-        ids[i, p_len:p_len + len(r)] = r
+        pids[i, p_len - len(p):] = p
+        pmask[i, p_len - len(p):] = 1
+        keys[i] = prompt_key(p)
         resp[i, :len(r)] = r
         old[i, :len(r)] = d["logprobs"][i]
         valid[i, :len(r)] = 1
@@ -91,6 +103,5 @@ def collate(batch: pa.RecordBatch, masks: list, vocab_size: int, pad_id: int = 0
             decision[i, :len(r)] = allowed > 1
         else:
             decision[i, :len(r)] = 1
-    pos = np.clip(np.cumsum(attn, axis=1) - 1, 0, None)
-    return {"input_ids": ids, "attention_mask": attn, "position_ids": pos, "response_ids": resp,
+    return {"prompt_ids": pids, "prompt_mask": pmask, "prompt_key": keys, "response_ids": resp,
             "behaviour_logp": old, "valid": valid, "decision": decision, "masks": packed}

@@ -1,0 +1,163 @@
+"""The driver's side of learning: results -> trajectory batches -> learner -> adapter -> policy server.
+
+`Learning.step()` is called from the driver's loop and never blocks:
+
+  * when no update is in flight and `batch_size` learnable results wait in the ledger (a
+    candidate whose proposal carries token ids and logprobs, with its reward), they become an
+    Arrow record batch, written to runs/<name>/trajectories/ as Parquet and put in the
+    object store; the learner actor's `update` gets the reference;
+  * when an update returns, one transaction records the new policy version (metrics, counts,
+    timings) and which samples it used or dropped (`samples`); the adapter files go from the
+    learner to the policy server through the object store (`load_adapter`);
+  * when the load returns, the version's record gets the sync latency (update done -> served).
+
+Nothing is marked consumed before its update is recorded, so a driver killed mid-update
+sends the same samples again after `--resume`; the learner restores the checkpoint of the
+last recorded version (`resume`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import ray
+
+from arrl import trajectory
+from arrl.store import Store
+
+LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND "
+             "json_array_length(p.record, '$.token_ids') > 0 AND "
+             "json_array_length(p.record, '$.token_ids') = json_array_length(p.record, '$.logprobs') AND "
+             "json_array_length(p.record, '$.prompt_token_ids') > 0")
+
+
+class Learning:
+    def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print):
+        self.store, self.learner, self.policy = store, learner, policy  # actor handles
+        self.batch_size, self.max_staleness = batch_size, max_staleness
+        self.log = log
+        self.update_ref = None  # (ref, exp ids, t_sent)
+        self.load_ref = None  # (ref, version, t_update_done)
+        self.version = store.policy_version()
+
+    # -- start / resume ---------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Bring the learner and the policy server to the ledger's last version."""
+        if not self.version:
+            return
+        files_ref = ray.get(self.learner.restore.remote(self.version))
+        ray.get(self.policy.load_adapter.remote(self.version, files_ref))
+        self.log(f"learner: resumed at adapter version {self.version}")
+
+    # -- the loop's hook ---------------------------------------------------------------------------
+    def refs(self) -> list:
+        """Object refs the driver may wait on (so it wakes up when an update or a load is done)."""
+        return [x[0] for x in (self.update_ref, self.load_ref) if x is not None]
+
+    def ready_samples(self, limit: int) -> list[int]:
+        """The oldest unconsumed learnable results; those already too stale are recorded as dropped first."""
+        floor = self.version - self.max_staleness
+        stale = self.store.db.execute(
+            f"SELECT e.id, p.adapter_version FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
+            f"{LEARNABLE} AND p.adapter_version < ? AND e.id NOT IN (SELECT exp_id FROM samples)", (floor,)).fetchall()
+        if stale:
+            with self.store.tx():
+                for eid, v in stale:
+                    self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
+                                          "VALUES(?,?,0,?)", (eid, self.version + 1, self.version - v))
+        rows = self.store.db.execute(
+            f"SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {LEARNABLE} AND "
+            f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
+        return [r[0] for r in rows]
+
+    def step(self) -> None:
+        if self.update_ref is not None and _done(self.update_ref[0]):
+            self._finish_update()
+        if self.load_ref is not None and _done(self.load_ref[0]):
+            self._finish_load()
+        if self.update_ref is None and self.load_ref is None:
+            ids = self.ready_samples(self.batch_size)
+            if len(ids) >= self.batch_size:
+                self._send(ids)
+
+    def drain(self, timeout_s: float = 600.0) -> None:
+        """At stop: let the update and the adapter load in flight finish and be recorded."""
+        deadline = time.monotonic() + timeout_s
+        while (self.update_ref or self.load_ref) and time.monotonic() < deadline:
+            ray.wait(self.refs(), num_returns=1, timeout=max(0.1, deadline - time.monotonic()))
+            if self.update_ref is not None and _done(self.update_ref[0]):
+                self._finish_update()
+            if self.load_ref is not None and _done(self.load_ref[0]):
+                self._finish_load()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _send(self, ids: list[int]) -> None:
+        batch = trajectory.from_ledger(self.store, ids)
+        trajectory.write_parquet(batch, self.store.root / "trajectories", f"update-{self.version + 1:06d}")
+        ref = ray.put(batch)
+        self.update_ref = (self.learner.update.remote(ref), ids, time.time())
+
+    def _finish_update(self) -> None:
+        ref, ids, t_sent = self.update_ref
+        self.update_ref = None
+        try:
+            res = ray.get(ref)
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            with self.store.tx():
+                self.store.event("learner_error", error=str(e)[:1000], samples=len(ids))
+            self.log(f"learner error (its samples stay unconsumed and are sent again): {str(e)[:300]}")
+            time.sleep(1.0)
+            return
+        used = dict(zip(res["exp_ids"], res["staleness"]))
+        version = res["version"] if res["updated"] else self.version + 1  # a record even when nothing was usable
+        info = {k: res.get(k) for k in ("samples_in", "dropped_stale", "dropped_invalid", "tokens", "decisions",
+                                        "reward_mean", "advantage_abs_mean", "update_s", "metrics")}
+        info["staleness_max"] = max(used.values(), default=None)
+        info["sent_s"] = time.time() - t_sent
+        with self.store.tx():
+            for eid in ids:
+                self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
+                                      "VALUES(?,?,?,?)", (eid, version, int(eid in used), used.get(eid)))
+            if res["updated"]:
+                files = res["files_ref"]
+                self.store.add_policy_version(version, **info, adapter_sha256=res.get("adapter_sha256"))
+            else:
+                self.store.event("update_skipped", samples=len(ids), **{k: info[k] for k in
+                                                                          ("dropped_stale", "dropped_invalid")})
+        if not res["updated"]:
+            self.log(f"learner: all {len(ids)} samples were stale or invalid; nothing to train on")
+            return
+        self.version = version
+        m = res["metrics"]
+        self.log(f"learner: v{version} from {len(used)} samples ({res['dropped_stale']} stale dropped), "
+                 f"reward {res['reward_mean']:+.2f}, loss {m.get('total_loss', float('nan')):+.4f}, "
+                 f"kl {m.get('kl', float('nan')):.4f}, clip {m.get('clip_fraction', float('nan')):.2f}, "
+                 f"{res['update_s']:.1f}s")
+        self.load_ref = (self.policy.load_adapter.remote(version, files), version, time.time())
+
+    def _finish_load(self) -> None:
+        ref, version, t_done = self.load_ref
+        self.load_ref = None
+        try:
+            swap_s = ray.get(ref)
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            with self.store.tx():
+                self.store.event("adapter_load_error", version=version, error=str(e)[:1000])
+            self.log(f"policy server could not load adapter v{version}: {str(e)[:300]}")
+            return
+        with self.store.tx():
+            self.store.update_policy_version(version, loaded_at=time.time(), swap_s=swap_s,
+                                             sync_s=time.time() - t_done)
+
+
+def _done(ref) -> bool:
+    ready, _ = ray.wait([ref], timeout=0)
+    return bool(ready)
+
+
+def sha256_files(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name])
+    return h.hexdigest()
