@@ -15,6 +15,7 @@
     api_key_env = "OPENAI_API_KEY"  # external
     completions = []                # scripted
     num_gpus = -1.0                 # vllm: GPUs of the policy server (-1: 1 when workers have GPUs, else 0)
+    seed = 0                        # vllm: the server's sampling seed (and the prompt builder's)
 
     [workers]
     count = 1
@@ -104,6 +105,7 @@ class PolicySection:
     api_key_env: str = "OPENAI_API_KEY"
     completions: list = field(default_factory=list)
     num_gpus: float = -1.0
+    seed: int = 0
 
 
 @dataclass

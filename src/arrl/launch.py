@@ -63,7 +63,7 @@ def make_policy(cfg: Config, run: str, workdir: Path, tgt):
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
     handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k,
-                                               max_lora_rank=max(16, cfg.learner.rank)),
+                                               max_lora_rank=max(16, cfg.learner.rank), server={"seed": p.seed}),
                                   run=run, workdir=str(workdir / "policy"), progress=True,
                                   num_gpus=config_mod.auto_gpus(p.num_gpus, cfg))
     return _ActorPolicy(handle), handle

@@ -44,6 +44,8 @@ def status_text(d: Path) -> tuple[str, bool]:
                          "('edit_failed','rejected')").fetchone()[0]
         busy = db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'").fetchone()[0]
         version = db.execute("SELECT MAX(adapter_version) FROM proposals").fetchone()[0]
+        learned = db.execute("SELECT version, info FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
+        used = db.execute("SELECT COALESCE(SUM(used), 0), COUNT(*) - COALESCE(SUM(used), 0) FROM samples").fetchone()
         wall = _meta(db, "wall_s", 0.0) or 0.0
         noise = _meta(db, "noise")
         reason = _meta(db, "stop_reason")
@@ -59,7 +61,14 @@ def status_text(d: Path) -> tuple[str, bool]:
                      + (f", noise sigma {noise['sigma']:.4f}" if noise else "") + f"), {len(acc)} accepted")
     cap = cfg["oracle"]["max_experiments"]
     lines.append(f"experiments run {ran}" + (f" / {cap}" if cap else "") + f", in flight {inflight}, "
-                 f"pending {pending}; policy version {version or 0}")
+                 f"pending {pending}; proposals from policy version {version or 0}")
+    if learned:
+        info = json.loads(learned[1])
+        m = info.get("metrics") or {}
+        lines.append(f"learner: adapter v{learned[0]} ({'served' if info.get('loaded_at') else 'not yet served'}), "
+                     f"{used[0]} samples trained, {used[1]} dropped; last update: reward {info.get('reward_mean', 0):+.2f}"
+                     f", kl {m.get('kl', float('nan')):.4f}, clip {m.get('clip_fraction', float('nan')):.2f}, "
+                     f"{info.get('update_s', 0):.1f} s")
     if wall:
         lines.append(f"wall {wall:.0f} s, worker busy fraction {busy / (workers * wall):.0%}")
         if cap and 0 < ran < cap:
