@@ -110,7 +110,6 @@ def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     assert version >= 2, proc.stdout.read() if proc.poll() is not None else "no version 2 within 400 s"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
     out = subprocess.run(arrl + ["launch", "--resume", "e2e", "--runs-dir", str(runs)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
