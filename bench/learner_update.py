@@ -1,0 +1,101 @@
+"""Learner update cost on this machine: seconds per PPO update and per 1,000 response tokens.
+
+    .venv/bin/python bench/learner_update.py [--models tiny-random smollm2] [--batch 16] [--group 4]
+
+For each model: real prompts (the tiny target's catalog-edit prompt, rendered with the
+model's chat template and tokenizer, as the policy server would send it) and catalog
+answers tokenized the same way, `--batch` samples in groups of `--group` sharing a prompt;
+one `Learner.update` = reference/value scoring + `--epochs` PPO passes + adapter export +
+checkpoint. Reports the median of `--updates` updates after one warm-up. No server is
+needed: the cost depends on the shapes, not on who sampled the tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from arrl import models, paths, target
+from arrl.learner import Learner
+from arrl.prompt import PolicyState, build
+from arrl.trajectory import SCHEMA
+
+
+def make_batch(model_dir: str, n: int, group: int, version: int, seed: int) -> pa.RecordBatch:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    t = target.load("tiny", paths.targets_dir())
+    rng = random.Random(seed)
+    cols = {f.name: [] for f in SCHEMA}
+    for i in range(n):
+        if i % group == 0:
+            st = PolicyState(target=t.name, program=t.program_md.read_text(), source=t.source(), fmt="catalog",
+                             catalog=t.catalog, incumbent_bpb=3.5 + rng.random())
+            p = build(st, 100_000, lambda s: len(tok.encode(s)), seed=rng.randrange(1 << 30))
+            prompt = tok.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(prompt, dict):
+                prompt = prompt["input_ids"]
+        knob = rng.choice(t.catalog)
+        answer = json.dumps({knob.name: rng.choice(knob.values)}, separators=(",", ":"))
+        ids = tok.encode(answer, add_special_tokens=False)
+        cols["exp_id"].append(i)
+        cols["proposal_id"].append(f"b{seed}-{i}")
+        cols["group"].append(f"g{i // group}")
+        cols["adapter_version"].append(version)
+        cols["reward"].append(rng.gauss(0.0, 1.0))
+        cols["status"].append("ok")
+        cols["prompt_ids"].append(list(prompt))
+        cols["response_ids"].append(ids)
+        cols["logprobs"].append([-1.0] * len(ids))
+        cols["constraint"].append("")
+    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
+
+
+def bench(model: str, args) -> dict:
+    model_dir = models.resolve(model)
+    t0 = time.perf_counter()
+    lrn = Learner(model_dir, {"epochs": args.epochs, "threads": args.threads, "advantage": args.advantage},
+                  tempfile.mkdtemp(prefix="arrl-bench-learner-"))
+    build_s = time.perf_counter() - t0
+    times, res = [], None
+    for u in range(args.updates + 1):
+        batch = make_batch(model_dir, args.batch, args.group, lrn.version, seed=u)
+        t = time.perf_counter()
+        res = lrn.update(batch)
+        if u:  # the first update is a warm-up
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    prompt_tokens = int(np.mean([len(p) for p in batch.column("prompt_ids").to_pylist()]))
+    return {"model": model, "batch": args.batch, "group": args.group, "epochs": args.epochs,
+            "advantage": args.advantage, "prompt_tokens": prompt_tokens, "response_tokens": res["tokens"],
+            "update_s_median": round(med, 2), "update_s_all": [round(x, 2) for x in times],
+            "s_per_1k_response_tokens": round(med / res["tokens"] * 1000, 2), "learner_build_s": round(build_s, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["tiny-random", "smollm2"])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--group", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--updates", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--advantage", default="group", choices=["group", "gae"])
+    args = ap.parse_args()
+    for m in args.models:
+        print(json.dumps(bench(m, args)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
