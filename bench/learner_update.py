@@ -42,9 +42,8 @@ def make_batch(model_dir: str, n: int, group: int, version: int, seed: int) -> p
             st = PolicyState(target=t.name, program=t.program_md.read_text(), source=t.source(), fmt="catalog",
                              catalog=t.catalog, incumbent_bpb=3.5 + rng.random())
             p = build(st, 100_000, lambda s: len(tok.encode(s)), seed=rng.randrange(1 << 30))
-            prompt = tok.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)
-            if isinstance(prompt, dict):
-                prompt = prompt["input_ids"]
+            text = tok.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False)
+            prompt = tok.encode(text, add_special_tokens=False)
         knob = rng.choice(t.catalog)
         answer = json.dumps({knob.name: rng.choice(knob.values)}, separators=(",", ":"))
         ids = tok.encode(answer, add_special_tokens=False)

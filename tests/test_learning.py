@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -118,6 +119,13 @@ def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     assert len(versions) > version
     status = subprocess.run(arrl + ["status", "e2e", "--runs-dir", str(runs)], capture_output=True, text=True)
     assert f"adapter v{len(versions)}" in status.stdout, status.stdout
+    # without its checkpoints the learner cannot resume: one line, exit 2, nothing left running
+    shutil.rmtree(runs / "e2e" / "learner")
+    out = subprocess.run(arrl + ["launch", "--resume", "e2e", "--runs-dir", str(runs)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"no learner checkpoint for adapter version {len(versions)}" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def _toml(d: dict) -> str:

@@ -169,6 +169,7 @@ def cmd_launch(args) -> int:
     from arrl import config as config_mod
     from arrl.config import ConfigError
     from arrl.launch import launch
+    from arrl.learner import LearnerError
     from arrl.store import StoreError
     from arrl.target import TargetError
 
@@ -177,7 +178,7 @@ def cmd_launch(args) -> int:
         if args.name:
             cfg.name = args.name
         reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
-    except (ConfigError, StoreError, TargetError) as e:
+    except (ConfigError, StoreError, TargetError, LearnerError) as e:
         raise UsageError(str(e)) from None
     print(f"run directory: {d}")
     return 0

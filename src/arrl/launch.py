@@ -119,25 +119,26 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,
                                         catalog=tgt.catalog)
 
-    workers = [make_worker(i) for i in range(w.count)]
-    _wait_ready(workers)
-    policy, handle = make_policy(cfg, cfg.name, d, tgt)
-    learner, learning = None, None
-    if cfg.learner.enabled and handle is not None:
-        from arrl.learning import Learning
-
-        log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
-            f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
-        learner = actors.learner(cfg.name, cfg.policy.model,
-                                 cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
-                                 str(d / "learner"))
-        learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log)
-        learning.resume()
-    elif cfg.learner.enabled:
-        log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
-    log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy {cfg.policy.kind}; "
-        f"ledger {d / 'ledger.sqlite'}")
+    workers, handle, learner = [], None, None
     try:
+        workers += [make_worker(i) for i in range(w.count)]
+        _wait_ready(workers)
+        policy, handle = make_policy(cfg, cfg.name, d, tgt)
+        learning = None
+        if cfg.learner.enabled and handle is not None:
+            from arrl.learning import Learning
+
+            log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
+                f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
+            learner = actors.learner(cfg.name, cfg.policy.model,
+                                     cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
+                                     str(d / "learner"))
+            learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log)
+            learning.resume()
+        elif cfg.learner.enabled:
+            log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
+        log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy "
+            f"{cfg.policy.kind}; ledger {d / 'ledger.sqlite'}")
         reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning).run()
     finally:
         for h in workers + [x for x in (handle, learner) if x is not None]:

@@ -32,13 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from arrl import advantages as adv_mod
+from arrl.config import LearnerSection
 from arrl.grammar import GrammarError, Masks
 from arrl.trajectory import collate
 
-DEFAULTS = {"batch_size": 16, "epochs": 2, "minibatch_size": 0, "lr": 2e-4, "advantage": "group", "clip": 0.2,
-            "kl_coef": 0.05, "entropy_coef": 0.0, "vf_coef": 0.5, "gamma": 0.95, "lam": 0.95, "grad_clip": 1.0,
-            "max_staleness": 1, "value_lr": 1e-3, "rank": 16, "alpha": 32.0, "num_learners": 0, "num_gpus": 0.0, "threads": 0,
-            "seed": 0, "keep_checkpoints": 2}
+# the [learner] config section's defaults (one source of truth), with GPUs resolved to none
+DEFAULTS = {**LearnerSection().settings(0.0), "keep_checkpoints": 2}
 
 
 class LearnerError(Exception):

@@ -24,6 +24,7 @@ import time
 import ray
 
 from arrl import trajectory
+from arrl.learner import LearnerError
 from arrl.store import Store
 
 LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND "
@@ -40,13 +41,19 @@ class Learning:
         self.update_ref = None  # (ref, exp ids, t_sent)
         self.load_ref = None  # (ref, version, t_update_done)
         self.version = store.policy_version()
+        self.dead: str | None = None  # why the learner actor is gone; the search goes on with a frozen policy
 
     # -- start / resume ---------------------------------------------------------------------------
     def resume(self) -> None:
         """Bring the learner and the policy server to the ledger's last version."""
         if not self.version:
             return
-        files_ref = ray.get(self.learner.restore.remote(self.version))
+        try:
+            files_ref = ray.get(self.learner.restore.remote(self.version))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            raise LearnerError(str(cause) if isinstance(cause, LearnerError) else
+                               f"the learner could not restore version {self.version}: {str(e)[:300]}") from None
         ray.get(self.policy.load_adapter.remote(self.version, files_ref))
         self.log(f"learner: resumed at adapter version {self.version}")
 
@@ -72,6 +79,8 @@ class Learning:
         return [r[0] for r in rows]
 
     def step(self) -> None:
+        if self.dead:
+            return
         if self.update_ref is not None and _done(self.update_ref[0]):
             self._finish_update()
         if self.load_ref is not None and _done(self.load_ref[0]):
@@ -103,7 +112,14 @@ class Learning:
         self.update_ref = None
         try:
             res = ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+        except ray.exceptions.RayActorError as e:
+            self.dead = str(e)[:300]
+            with self.store.tx():
+                self.store.event("learner_died", error=str(e)[:1000], samples=len(ids))
+            self.log(f"learner died ({self.dead}); the search goes on with adapter v{self.version}, frozen. "
+                     f"`arrl launch --resume` restarts it from its last checkpoint")
+            return
+        except ray.exceptions.RayTaskError as e:
             with self.store.tx():
                 self.store.event("learner_error", error=str(e)[:1000], samples=len(ids))
             self.log(f"learner error (its samples stay unconsumed and are sent again): {str(e)[:300]}")

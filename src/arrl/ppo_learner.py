@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-DEFAULTS = {"clip": 0.2, "kl_coef": 0.05, "entropy_coef": 0.0, "vf_coef": 0.5, "weight_decay": 0.0, "value_lr": 1e-3}
+from arrl.config import LearnerSection
+
+DEFAULTS = {**LearnerSection().settings(0.0), "weight_decay": 0.0}
 
 
 def _mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,13 @@ reference policy the KL term is measured against.
 
 A train batch (see arrl.trajectory.collate) holds one row per proposal: the prompt
 left-padded, the response right-padded. Proposals of one group share their prompt, which
-is most of the tokens, so each distinct prompt is run once (its key/value cache, with
-gradients, is indexed out to its rows) and only response positions get logits (SmolLM2's
-vocabulary is 49k; logits over whole prompts would not fit). `forward_train` returns, per
+is most of the tokens, so each distinct prompt is run once, unpadded (so SDPA can use its
+memory-efficient causal kernel instead of materialising T x T attention weights), and its
+key/value cache, with gradients, is repeated for the group's responses; only response
+positions get logits (SmolLM2's vocabulary is 49k). With gradients on, each group runs
+under activation checkpointing: its activations are recomputed in the backward pass, so
+memory holds one group's graph at a time (a SmolLM2 update on a 2,000-token prompt would
+otherwise need tens of GB on CPU). `forward_train` returns, per
 response token, the log-probability of the sampled token and the entropy, both under the
 grammar mask the server sampled with, plus the value of the state (the hidden state of the
 last prompt token) when the module has a value head.
@@ -21,6 +25,7 @@ PPO ratio differ from 1 on data the policy itself just produced.
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from arrl.grammar import unpack
@@ -86,46 +91,58 @@ class LoraPolicyModule(TorchRLModule):
     def _score(self, batch, value: bool) -> dict:
         keys = batch["prompt_key"]
         _, inv = torch.unique(keys, return_inverse=True)
-        rows = torch.arange(len(keys), device=keys.device)
-        first = torch.full((int(inv.max()) + 1,), len(keys), device=keys.device, dtype=torch.long)
-        first = first.scatter_reduce(0, inv, rows, reduce="amin")  # one representative row per prompt
-        pids, pmask = batch["prompt_ids"][first], batch["prompt_mask"][first]
-        ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+        resp, valid, masks = batch["response_ids"], batch["valid"], batch["masks"]
+        order, parts = [], []
+        for u in range(int(inv.max()) + 1):
+            rows = torch.nonzero(inv == u).squeeze(1)
+            r0 = int(rows[0])
+            plen = int(batch["prompt_mask"][r0].sum())
+            prompt = batch["prompt_ids"][r0, batch["prompt_ids"].shape[1] - plen:].unsqueeze(0)
+            args = (prompt, resp[rows], valid[rows], masks[rows])
+            if torch.is_grad_enabled():  # keep one group's activations at a time: recompute it in backward
+                out = checkpoint(self._group, *args, value, use_reentrant=False)
+            else:
+                out = self._group(*args, value)
+            order.append(rows)
+            parts.append(out)
+        back = torch.argsort(torch.cat(order))
+        res = {"logp": torch.cat([p[0] for p in parts])[back], "entropy": torch.cat([p[1] for p in parts])[back]}
+        if value:
+            res["value"] = torch.cat([p[2] for p in parts])[back]
+        return res
+
+    def _group(self, prompt, resp, valid, masks, value: bool):
+        """One prompt (no padding: SDPA may use its memory-efficient causal kernel) and its n responses."""
+        n, t = resp.shape
         seen = {}
         hook = None
         if value:  # the LM head's input at the last prompt position is the state's hidden vector
             hook = self.model.get_output_embeddings().register_forward_hook(
                 lambda mod, args, out: seen.__setitem__("h", args[0]))
         try:
-            pout = self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True,
-                              logits_to_keep=1)
+            pout = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
         finally:
             if hook is not None:
                 hook.remove()
-        resp = batch["response_ids"]
-        t = resp.shape[1]
-        first_logits = pout.logits[:, -1][inv].unsqueeze(1)  # predicts each row's first response token
+        first = pout.logits[:, -1:].expand(n, 1, -1)  # predicts each response's first token
         if t > 1:
             cache = pout.past_key_values
-            cache.batch_select_indices(inv)
-            rmask = batch["valid"][:, :t - 1].to(pmask.dtype)
-            attn = torch.cat([pmask[inv], rmask], dim=1)
-            rpos = ppos[inv][:, -1:] + 1 + torch.arange(t - 1, device=resp.device)
-            rout = self.model(input_ids=resp[:, :t - 1], attention_mask=attn, position_ids=rpos,
-                              past_key_values=cache, use_cache=True)
-            logits = torch.cat([first_logits, rout.logits], dim=1).float()
+            cache.batch_repeat_interleave(n)
+            p = prompt.shape[1]
+            attn = torch.cat([torch.ones(n, p, dtype=torch.long, device=resp.device), valid[:, :t - 1].long()], 1)
+            pos = (p + torch.arange(t - 1, device=resp.device)).unsqueeze(0).expand(n, -1)
+            rout = self.model(input_ids=resp[:, :t - 1], attention_mask=attn, position_ids=pos, past_key_values=cache,
+                              use_cache=True)
+            logits = torch.cat([first, rout.logits], dim=1).float()
         else:
-            logits = first_logits.float()
-        allowed = unpack(batch["masks"], logits.shape[-1])
+            logits = first.float()
+        allowed = unpack(masks, logits.shape[-1])
         logits = logits.masked_fill(~allowed, float("-inf"))
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, resp.long().unsqueeze(-1)).squeeze(-1)
-        p = logp_all.exp()
-        entropy = -(p * logp_all.masked_fill(~allowed, 0.0)).sum(-1)
-        res = {"logp": logp, "entropy": entropy}
-        if value:
-            res["value"] = self.value_head(seen["h"][:, -1].float()).squeeze(-1)[inv]
-        return res
+        entropy = -(logp_all.exp() * logp_all.masked_fill(~allowed, 0.0)).sum(-1)
+        v = self.value_head(seen["h"][:, -1].float()).squeeze(-1).expand(n) if value else torch.zeros(n)
+        return logp, entropy, v
 
     # Only the trainable tensors travel (LoRA, value head): kilobytes, not the whole model.
     def trainable_names(self) -> list[str]:
