@@ -1,7 +1,7 @@
 """Reading a run back: the status view (`arrl status`) and the exports (`arrl export`).
 
 Exports go to `runs/<name>/exports/`: one Parquet file per ledger table (experiments,
-proposals, accepted, policy_versions, events) and `results.tsv` in autoresearch's column
+proposals, accepted, policy_versions, samples, events) and `results.tsv` in autoresearch's column
 layout `commit val_bpb memory_gb status description`, where status is keep (accepted),
 discard (ran, not accepted) or crash (anything that did not produce a val_bpb), and
 commit is the short git sha of an accepted edit or `e<experiment id>` otherwise.
@@ -14,13 +14,17 @@ import sqlite3
 import time
 from pathlib import Path
 
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "events")
+TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events")
 
 
 def _connect(d: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
     db.row_factory = sqlite3.Row
     return db
+
+
+def _has(db, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
 
 
 def _meta(db, key, default=None):
@@ -45,7 +49,8 @@ def status_text(d: Path) -> tuple[str, bool]:
         busy = db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'").fetchone()[0]
         version = db.execute("SELECT MAX(adapter_version) FROM proposals").fetchone()[0]
         learned = db.execute("SELECT version, info FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
-        used = db.execute("SELECT COALESCE(SUM(used), 0), COUNT(*) - COALESCE(SUM(used), 0) FROM samples").fetchone()
+        used = db.execute("SELECT COALESCE(SUM(used), 0), COUNT(*) - COALESCE(SUM(used), 0) FROM samples").fetchone() \
+            if _has(db, "samples") else (0, 0)
         wall = _meta(db, "wall_s", 0.0) or 0.0
         noise = _meta(db, "noise")
         reason = _meta(db, "stop_reason")
@@ -89,7 +94,7 @@ def export(d: Path) -> list[Path]:
     db = _connect(d)
     paths = []
     try:
-        for table in TABLES:
+        for table in (t for t in TABLES if _has(db, t)):  # a ledger from an older arrl may lack a table
             rows = [dict(r) for r in db.execute(f"SELECT * FROM {table}")]
             cols = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
             arrays = {c: [r[c] for r in rows] for c in cols}
