@@ -79,6 +79,16 @@ class _ActorPolicy:
         return ray.get(self.handle.propose.remote(state, n))
 
 
+def _gpus_needed(cfg: Config) -> float:
+    """GPUs the run's actors ask for: workers, the policy server, the learner(s)."""
+    n = cfg.workers.count * cfg.workers.gpus_per_worker
+    if cfg.policy.kind == "vllm":
+        n += config_mod.auto_gpus(cfg.policy.num_gpus, cfg)
+        if cfg.learner.enabled:
+            n += config_mod.auto_gpus(cfg.learner.num_gpus, cfg) * max(1, cfg.learner.num_learners)
+    return n
+
+
 def _wait_ready(workers: list) -> None:
     """Block until every worker actor is up (Ray starts actor processes a few at a time)."""
     from tqdm import tqdm
@@ -107,7 +117,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         kw = {"address": address} if address else {
             "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 2 + cfg.learner.num_learners)}
         if not address and cfg.workers.gpus_per_worker:
-            kw["num_gpus"] = int(cfg.workers.count * cfg.workers.gpus_per_worker + 0.999)
+            kw["num_gpus"] = int(_gpus_needed(cfg) + 0.999)
         ray.init(logging_level="ERROR", log_to_driver=False, **kw)
     w = cfg.workers
     threads = w.threads or max(1, (os.cpu_count() or 1) // w.count)
