@@ -286,3 +286,76 @@ def test_first_update_is_on_policy_and_the_adapter_round_trips(served, tiny_mode
         err = np.abs(mine[i, :n].numpy() - np.array(p.logprobs)).max()
         moved = np.abs(base[i, :n].numpy() - mine[i, :n].numpy()).max()
         assert err < 0.03 and moved > 3 * err, (err, moved)
+
+
+# -- the driver's side -----------------------------------------------------------------------------
+def add_results(store, batch: pa.RecordBatch) -> list[int]:
+    """Ledger rows for each sample: a learnable proposal and its finished, rewarded candidate."""
+    ids = []
+    with store.tx():
+        for r in batch.to_pylist():
+            store.add_proposal({"id": r["proposal_id"], "state_key": r["group"], "policy": "vllm:tiny",
+                                "adapter_version": r["adapter_version"], "fmt": "catalog", "text": "{}",
+                                "prompt_token_ids": r["prompt_ids"], "token_ids": r["response_ids"],
+                                "logprobs": r["logprobs"], "constraint": ""})
+            eid = store.add_experiment("candidate", 0, "src", "norm", r["proposal_id"])
+            store.finish(eid, status="ok", val_bpb=1.0, reward=r["reward"])
+            ids.append(eid)
+    return ids
+
+
+def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_model, tmp_path, ray_local):
+    import ray
+
+    from arrl import actors
+    from arrl.learning import Learning
+    from arrl.store import Store
+
+    @ray.remote
+    class Loads:  # stands in for the policy server: records what it was asked to load
+        def __init__(self):
+            self.loaded = []
+
+        def load_adapter(self, version, files):
+            self.loaded.append((version, sorted(files)))
+            return 0.01
+
+        def get(self):
+            return self.loaded
+
+    store = Store(tmp_path / "run")
+    learner = actors.learner("lt", str(tiny_model), {"threads": 1, "epochs": 1}, str(tmp_path / "run" / "learner"))
+    policy = Loads.remote()
+    logs = []
+    lrn = Learning(store, learner, policy, batch_size=4, max_staleness=1, log=logs.append)
+    add_results(store, fake_batch(6, version=0, seed=1))
+    for _ in range(2):
+        lrn.step()
+        lrn.drain()
+    assert lrn.version == 1  # 6 results: one batch of 4, two wait for more
+    add_results(store, fake_batch(3, version=1, seed=2))
+    lrn.step()
+    lrn.drain()
+    assert lrn.version == 2
+    assert ray.get(policy.get.remote()) == [(1, ["adapter_config.json", "adapter_model.safetensors"]),
+                                            (2, ["adapter_config.json", "adapter_model.safetensors"])]
+    versions = store.policy_versions()
+    assert [v["version"] for v in versions] == [1, 2]
+    assert all(v["loaded_at"] and v["adapter_sha256"] for v in versions)
+    assert versions[0]["metrics"]["first_kl"] == 0.0 < versions[1]["metrics"]["first_kl"]  # v2 starts from v1
+    assert len(list((tmp_path / "run" / "trajectories").glob("*.parquet"))) == 2
+    used = store.db.execute("SELECT version, COUNT(*) FROM samples WHERE used=1 GROUP BY version").fetchall()
+    assert [tuple(r) for r in used] == [(1, 4), (2, 4)]
+    # results of version 0 are two versions behind now: dropped before they travel, and counted
+    add_results(store, fake_batch(2, version=0, seed=3))
+    assert len(lrn.ready_samples(10)) == 1  # the one fresh result left over
+    assert store.db.execute("SELECT COUNT(*) FROM samples WHERE used=0 AND staleness=2").fetchone()[0] == 2
+    # a learner that dies leaves a frozen search, not a crashed one
+    add_results(store, fake_batch(3, version=2, seed=4))
+    ray.kill(learner)
+    lrn.step()
+    lrn.drain()
+    assert lrn.dead and any("learner died" in m for m in logs)
+    assert store.db.execute("SELECT COUNT(*) FROM events WHERE kind='learner_died'").fetchone()[0] == 1
+    lrn.step()  # no-op from now on
+    assert lrn.version == 2

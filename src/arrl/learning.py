@@ -41,6 +41,7 @@ class Learning:
         self.update_ref = None  # (ref, exp ids, t_sent)
         self.load_ref = None  # (ref, version, t_update_done)
         self.version = store.policy_version()
+        self._checked = (-1, -1)  # (finished experiments, version) at the last look for samples
         self.dead: str | None = None  # why the learner actor is gone; the search goes on with a frozen policy
 
     # -- start / resume ---------------------------------------------------------------------------
@@ -86,6 +87,10 @@ class Learning:
         if self.load_ref is not None and _done(self.load_ref[0]):
             self._finish_load()
         if self.update_ref is None and self.load_ref is None:
+            done = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE state='done'").fetchone()[0]
+            if (done, self.version) == self._checked:
+                return  # nothing new since the last look: spare the driver the join
+            self._checked = (done, self.version)
             ids = self.ready_samples(self.batch_size)
             if len(ids) >= self.batch_size:
                 self._send(ids)
