@@ -81,7 +81,7 @@ def test_full_run_with_every_status(runs):
     import pyarrow.parquet as pq
 
     assert pq.read_table(d / "exports" / "experiments.parquet").num_rows == len(rows)
-    assert len(paths) == 6
+    assert sorted(p.name for p in paths) == sorted([f"{t}.parquet" for t in report.TABLES] + ["results.tsv"])
     cfg_saved = json.loads((d / "config.json").read_text())
     assert cfg_saved["workers"]["count"] == 4
 
