@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from arrl.grammar import words
+from arrl.grammar import unpack, words
 
 SCHEMA = pa.schema([
     ("exp_id", pa.int64()), ("proposal_id", pa.string()), ("group", pa.string()),
@@ -99,8 +99,7 @@ def collate(batch: pa.RecordBatch, masks: list, vocab_size: int, pad_id: int = 0
         valid[i, :len(r)] = 1
         if masks[i] is not None:
             packed[i, :len(r)] = masks[i]
-            allowed = np.unpackbits(masks[i].view(np.uint8), axis=-1, bitorder="little")[:, :vocab_size].sum(-1)
-            decision[i, :len(r)] = allowed > 1
+            decision[i, :len(r)] = unpack(masks[i], vocab_size).sum(-1) > 1
         else:
             decision[i, :len(r)] = 1
     return {"prompt_ids": pids, "prompt_mask": pmask, "prompt_key": keys, "response_ids": resp,
