@@ -6,6 +6,7 @@
     arrl status [NAME] [--watch]                 a run's state from its ledger
     arrl stop NAME                               ask a run's driver to stop
     arrl export NAME                             Parquet tables and results.tsv of a run
+    arrl report NAME                             progress.png, reward/KL plots, summary.html of a run
 
 Exit codes: 0 success (for `run`: status ok), 1 the run ended in another status,
 2 bad input (unknown target, missing data, unreadable file, bad option): one line on
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a run's ledger as Parquet tables and results.tsv")
     ex.add_argument("name")
     ex.add_argument("--runs-dir", type=Path)
+
+    rp = sub.add_parser("report", help="write a run's figures and a self-contained HTML summary")
+    rp.add_argument("name", nargs="?", help="run name (default: the most recent run)")
+    rp.add_argument("--out", type=Path, help="output folder (default: runs/<name>/report)")
+    rp.add_argument("--runs-dir", type=Path)
     return ap
 
 
@@ -214,11 +220,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from arrl import summary
+
+    d = _existing_run(args)
+    try:
+        written = summary.write_report(d, args.out)
+    except summary.ReportError as e:
+        raise UsageError(str(e)) from None
+    for path in written:
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"prepare": cmd_prepare, "run": cmd_run, "launch": cmd_launch, "status": cmd_status,
-                "stop": cmd_stop, "export": cmd_export}[args.command](args)
+                "stop": cmd_stop, "export": cmd_export, "report": cmd_report}[args.command](args)
     except UsageError as e:
         print(f"arrl: error: {e}", file=sys.stderr)
         return 2
