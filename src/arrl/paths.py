@@ -4,6 +4,10 @@ Each location can be moved with an environment variable; the defaults suit a che
     ARRL_TARGETS_DIR  targets              (default: <checkout>/targets)
     ARRL_DATA_HOME    prepared data        (default: ~/.cache/arrl/data), one folder per profile
     ARRL_RUNS_DIR     run directories      (default: ./runs)
+    ARRL_ENV_DIR      the frozen env that sandboxes mount (default: the imported `env` package);
+                      on a cluster a copy at a path the host's Docker engine also sees
+    ARRL_SCRATCH_DIR  experiment scratch folders (default: the system temp dir); on a cluster
+                      a path valid on the host too, for sibling sandbox containers
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ import env
 
 
 def env_dir() -> Path:
-    return Path(env.__file__).resolve().parent
+    override = os.environ.get("ARRL_ENV_DIR")
+    return Path(override).resolve() if override else Path(env.__file__).resolve().parent
 
 
 def checkout() -> Path:
-    return env_dir().parent
+    return Path(env.__file__).resolve().parent.parent
+
+
+def scratch_dir() -> Path | None:
+    """Where experiment scratch folders go (None: the system temp dir)."""
+    override = os.environ.get("ARRL_SCRATCH_DIR")
+    return Path(override) if override else None
 
 
 def targets_dir() -> Path:
