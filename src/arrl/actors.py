@@ -16,6 +16,18 @@ def actor_name(run: str, role: str) -> str:
     return f"arrl/{run}/{role}"
 
 
+def wait_for(ref, desc: str, progress: bool = True):
+    """ray.get(ref) with a progress bar of the elapsed seconds (the actor's own output stays on its node)."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="s", total=None, disable=not progress, bar_format="{desc}: {elapsed}") as bar:
+        while True:
+            ready, _ = ray.wait([ref], timeout=1.0)
+            if ready:
+                return ray.get(ref)
+            bar.update()
+
+
 class _PolicyActor(PolicyServer):
     def __repr__(self) -> str:  # shown in the dashboard's actor table
         state = "up" if self.server.alive() else "down"
@@ -37,7 +49,7 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
     cls = ray.remote(_PolicyActor)
     handle = cls.options(name=actor_name(run, "policy"), num_gpus=num_gpus, num_cpus=num_cpus,
                          max_concurrency=max_concurrency).remote(config, workdir, progress)
-    ray.get(handle.start.remote())
+    wait_for(handle.start.remote(), "policy server starting (model, vLLM)", progress)
     return handle
 
 
@@ -76,7 +88,7 @@ class _LearnerActor:
         return ray.put(self.inner.adapter_files())
 
 
-def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1):
+def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1, progress: bool = False):
     """The learner actor `arrl/<run>/learner`, built (model loaded) before this returns.
 
     With num_learners = 0 the one learner lives in this actor and holds `num_gpus`; with more,
@@ -86,7 +98,7 @@ def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float
     cls = ray.remote(_LearnerActor)
     handle = cls.options(name=actor_name(run, "learner"), num_gpus=gpus, num_cpus=num_cpus,
                          max_concurrency=1).remote(model, settings, ckpt_dir)
-    ray.get(handle.ready.remote())
+    wait_for(handle.ready.remote(), "learner starting (model, LoRA, RLlib)", progress)
     return handle
 
 

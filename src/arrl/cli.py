@@ -2,7 +2,7 @@
 
     arrl prepare [--profile P]                   prepare a profile's data (hashes, manifest)
     arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
-    arrl launch [CONFIG] [--name N] [--address A] [--resume NAME]   the research loop
+    arrl launch [CONFIG] [--name N] [--address A] [--submit] [--resume NAME]   the research loop
     arrl status [NAME] [--watch]                 a run's state from its ledger
     arrl stop NAME                               ask a run's driver to stop
     arrl export NAME                             Parquet tables and results.tsv of a run
@@ -63,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="run the research loop (no CONFIG: the embedded CPU default)")
     la.add_argument("config", nargs="?", type=Path, help="launch config (TOML); see arrl.config")
     la.add_argument("--name", help="run name (default: <target>-<date>-<time>)")
-    la.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    la.add_argument("--address", help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray);"
+                                      " with --submit the dashboard, http://HOST:8265")
+    la.add_argument("--submit", action="store_true", help="run on the cluster as a Ray job that survives this client "
+                                                         "disconnecting; prints the job id and how to follow it")
     la.add_argument("--resume", metavar="NAME", help="continue the run NAME from its ledger")
     la.add_argument("--runs-dir", type=Path, help="where runs live (default: $ARRL_RUNS_DIR or ./runs)")
 
@@ -171,7 +174,22 @@ def _existing_run(args) -> Path:
     return d
 
 
+def _client_auth(address: str | None, submit: bool) -> None:
+    """Ray Client and the Jobs client send the cluster's auth token only when RAY_AUTH_MODE=token in
+    their own process (read when ray is imported); a head started with `ray start` on a machine with a
+    token (~/.ray/auth_token) requires it. Turn it on when a token is at hand and the user has not
+    chosen a mode."""
+    import os
+
+    if not (submit or (address or "").startswith("ray://")) or "RAY_AUTH_MODE" in os.environ:
+        return
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def cmd_launch(args) -> int:
+    _client_auth(args.address, args.submit)  # before ray is imported
     from arrl import config as config_mod
     from arrl.config import ConfigError
     from arrl.launch import launch
@@ -183,10 +201,30 @@ def cmd_launch(args) -> int:
         cfg = config_mod.load(args.config) if args.config else config_mod.Config()
         if args.name:
             cfg.name = args.name
+        if args.submit:
+            return _submit(cfg, args)
         reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
     except (ConfigError, StoreError, TargetError, LearnerError) as e:
         raise UsageError(str(e)) from None
+    except ConnectionError as e:  # Ray could not be reached at --address
+        raise UsageError(f"cannot connect to Ray at {args.address or 'a local Ray'}: {str(e).splitlines()[0][:200]}") \
+            from None
     print(f"run directory: {d}")
+    return 0
+
+
+def _submit(cfg, args) -> int:
+    from arrl import jobs
+
+    try:
+        job_id, name, url = jobs.submit(cfg, args.config, args.resume, args.address, args.runs_dir)
+    except jobs.SubmitError as e:
+        raise UsageError(str(e)) from None
+    print(f"submitted run {name} as Ray job {job_id} to {url}\n"
+          f"  follow its log:  ray job logs --follow {job_id} --address {url}\n"
+          f"  its state:       ray job status {job_id} --address {url}   (or the dashboard's Jobs tab)\n"
+          f"  stop it:         ray job stop {job_id} --address {url}\n"
+          f"  on the head:     arrl status {name}")
     return 0
 
 

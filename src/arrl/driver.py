@@ -32,6 +32,7 @@ import ray
 from arrl import acceptance, edit_policy, edits, oracle
 from arrl.branch import GitBranch
 from arrl.config import Config
+from arrl.metrics import RunMetrics
 from arrl.prompt import HistoryEntry, PolicyState
 from arrl.reward import reward as compute_reward
 from arrl.store import Store
@@ -79,6 +80,7 @@ class Driver:
         self.fetch: Future | None = None
         self.stop_reason: str | None = None
         self.t_session = time.time()
+        self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
     def _restore(self) -> None:
@@ -143,7 +145,9 @@ class Driver:
             if not self.fetch.done():
                 return
             try:
-                for p in self.fetch.result():
+                props, seconds = self.fetch.result()
+                self.metrics.proposals(len(props), seconds)
+                for p in props:
                     self.proposals.put((p, self.incumbent.exp_id))
             except Exception as e:  # noqa: BLE001 - a policy failure is recorded and retried
                 self.store.event("policy_error", error=str(e)[:500])
@@ -152,7 +156,12 @@ class Driver:
             self.fetch = None
         if self.proposals.qsize() < len(self.workers):
             st = self.state()
-            self.fetch = self.pool.submit(self.policy.propose, st, self.cfg.policy.group_size)
+            self.fetch = self.pool.submit(self._propose, st, self.cfg.policy.group_size)
+
+    def _propose(self, st, n: int) -> tuple[list, float]:
+        t0 = time.monotonic()
+        props = self.policy.propose(st, n)
+        return props, time.monotonic() - t0
 
     def _candidate(self) -> int | None:
         """Turn the next proposal into an experiment row; None when no proposal is ready."""
@@ -207,7 +216,10 @@ class Driver:
         row = self.store.experiment(exp_id)
         src = (self.store.exp_dir(exp_id) / "train.py").read_text()
         self.store.mark_running(exp_id, f"worker-{w}")
-        ref = self.workers[w].run.remote(exp_id, src, row["seed"])
+        # the task's name is what the dashboard shows for the worker's live state (Ray keeps an
+        # actor's repr from when it started)
+        ref = self.workers[w].run.options(name=f"exp {exp_id} {row['kind']}: {(row['summary'] or '')[:60]}").remote(
+            exp_id, src, row["seed"])
         self.inflight[ref] = (exp_id, w)
         self.busy.add(w)
 
@@ -420,6 +432,9 @@ class Driver:
                                incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
                                stop_requested=(self.store.root / "STOP").exists())
 
+    def _best(self) -> float | None:
+        return self.incumbent.bpb if self.incumbent.values else None
+
     def run(self) -> str:
         self._restore()
         self._schedule_baselines()
@@ -440,6 +455,7 @@ class Driver:
             if self.learning is not None:
                 self.learning.step()
             self._fill()
+            self.metrics.publish(self.store.db, self._best())
             if not self.inflight:
                 if self.stop_reason:
                     continue
@@ -457,6 +473,7 @@ class Driver:
             self.store.put("stop_reason", self.stop_reason)
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
             self.store.event("stopped", reason=self.stop_reason)
+        self.metrics.publish(self.store.db, self._best(), force=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         return self.stop_reason
 

@@ -114,7 +114,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
     (d / "STOP").unlink(missing_ok=True)
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        kw = {"address": address} if address else {
+        # "local": a new Ray of our own even where `ray start` left a cluster running on this machine
+        kw = {"address": address} if address else {"address": "local",
             "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 2 + cfg.learner.num_learners)}
         if not address and cfg.workers.gpus_per_worker:
             kw["num_gpus"] = int(_gpus_needed(cfg) + 0.999)
@@ -142,7 +143,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                 f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
             learner = actors.learner(cfg.name, cfg.policy.model,
                                      cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
-                                     str(d / "learner"))
+                                     str(d / "learner"), progress=True)
             learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log)
             learning.resume()
         elif cfg.learner.enabled:

@@ -32,7 +32,10 @@ class ExperimentWorker:
         self.profile = profile
         self.backend = backend
         self.data_dir = paths.data_dir(profile, Path(data_home) if data_home else None)
-        self.scratch = Path(scratch or tempfile.mkdtemp(prefix=f"arrl-{name.replace('/', '-')}-"))
+        base = paths.scratch_dir()
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix=f"arrl-{name.replace('/', '-')}-", dir=base))
         self.scratch.mkdir(parents=True, exist_ok=True)
         # Ray's GPU ids -> the host device the sandbox gets; fake GPUs (no /dev/nvidia*) run on CPU.
         self.ray_gpus = list(gpu_ids or [])
@@ -46,6 +49,9 @@ class ExperimentWorker:
         self.done = 0
         self.busy_s = 0.0
         self.started = time.time()
+        from arrl.metrics import WorkerMetrics
+
+        self.metrics = WorkerMetrics(run, name)
         if backend == "docker":
             self._ensure()  # builds the image once and sweeps containers a dead predecessor left
 
@@ -110,19 +116,24 @@ class ExperimentWorker:
                 self.current = None
                 self.busy_s += time.time() - t0
             self.done += 1
+            self.metrics.update(self.busy_s, time.time() - self.started)
         shutil.rmtree(run_dir, ignore_errors=True)
         return {"outcome": outcome.to_dict(), "worker": self.name, "isolation": getattr(sandbox, "isolation", "")}
 
     def status(self) -> dict:
         with self._lock:
             cur = dict(self.current) if self.current else None
+        busy = self.busy_s + (time.time() - cur["started"] if cur else 0.0)
+        self.metrics.update(busy, time.time() - self.started)
         return {"name": self.name, "current": cur, "done": self.done, "busy_s": self.busy_s,
                 "alive_s": time.time() - self.started, "ray_gpus": self.ray_gpus,
                 "device": self.sandbox_config.gpu or "cpu"}
 
     def __repr__(self) -> str:
+        # Ray's dashboard shows the repr taken when the actor started; later calls show live state
+        gpu = ",".join(str(g) for g in self.ray_gpus) or "-"
         cur = self.current
         if cur:
-            return (f"ExperimentWorker({self.name}, gpu={self.ray_gpus[0] if self.ray_gpus else '-'}, "
-                    f"exp={cur['exp']}, {time.time() - cur['started']:.0f}/{cur['budget_s']:.0f} s)")
-        return f"ExperimentWorker({self.name}, idle, done={self.done})"
+            return (f"ExperimentWorker({self.name}, gpu={gpu}, {self.backend}, exp={cur['exp']}, "
+                    f"{time.time() - cur['started']:.0f}/{cur['budget_s']:.0f} s)")
+        return f"ExperimentWorker({self.name}, gpu={gpu}, {self.backend}, idle, done={self.done})"

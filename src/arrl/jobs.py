@@ -1,0 +1,91 @@
+"""`arrl launch --submit`: the research loop as a Ray job, so it outlives the client.
+
+The job's entrypoint is `arrl launch` itself, run on the head node with `--address auto`;
+the launch config travels in the job's working directory (runtime_env `working_dir`), and
+the run is named here so the client can print how to follow it. The runs directory is the
+head's: `--runs-dir` when given (an absolute path on the head), otherwise `$ARRL_RUNS_DIR`
+there (cluster.yaml sets /mnt/arrl/runs), otherwise `~/arrl-runs` on the head.
+
+Address: the Ray Jobs API talks to the dashboard's HTTP port (8265). `--address` may be
+that URL, `ray://host:10001` (its host, port 8265) or `auto`/empty ($RAY_ADDRESS when it
+is an http URL, else http://127.0.0.1:8265 - e.g. through `ray dashboard cluster.yaml`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from arrl.config import Config
+
+
+class SubmitError(RuntimeError):
+    """The job could not be submitted; the message names why."""
+
+
+def dashboard_url(address: str | None) -> str:
+    a = (address or "").strip()
+    if a in ("", "auto"):
+        env = os.environ.get("RAY_ADDRESS", "")
+        return env if env.startswith(("http://", "https://")) else "http://127.0.0.1:8265"
+    if a.startswith(("http://", "https://")):
+        return a.rstrip("/")
+    if a.startswith("ray://"):
+        host = urlparse(a).hostname or "127.0.0.1"
+        return f"http://{host}:8265"
+    host = a.split(":")[0]  # host:port of the GCS: the dashboard listens on the same host
+    return f"http://{host}:8265"
+
+
+def entrypoint(name: str, config_file: str | None, resume: str | None, runs_dir: Path | None) -> str:
+    args = ["arrl", "launch"]
+    if config_file:
+        args.append(config_file)
+    args += ["--resume", resume] if resume else ["--name", name]
+    args += ["--address", "auto"]
+    cmd = " ".join(shlex.quote(a) for a in args)
+    runs = shlex.quote(str(runs_dir)) if runs_dir else '"${ARRL_RUNS_DIR:-$HOME/arrl-runs}"'
+    return f"{cmd} --runs-dir {runs}"
+
+
+def submit(cfg: Config, config_path: Path | None, resume: str | None, address: str | None,
+           runs_dir: Path | None) -> tuple[str, str, str]:
+    """Submit the run; returns (job id, run name, dashboard URL)."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = dashboard_url(address)
+    name = resume or cfg.name or f"{Path(cfg.target).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if runs_dir is not None and not runs_dir.is_absolute():
+        raise SubmitError(f"--runs-dir {runs_dir}: must be an absolute path on the head node with --submit")
+    try:
+        client = JobSubmissionClient(url)
+    except Exception as e:  # noqa: BLE001 - connection errors come in many types
+        if "uthentication" in str(e):
+            raise SubmitError(f"the Ray dashboard at {url} needs the cluster's auth token: set RAY_AUTH_TOKEN to the "
+                              f"output of `ray get-auth-token` on the head") from None
+        raise SubmitError(f"no Ray dashboard answers at {url} ({str(e).splitlines()[0][:200]}); start the cluster "
+                          f"(`ray up cluster.yaml`) and forward it (`ray dashboard cluster.yaml`), or pass "
+                          f"--address http://HEAD:8265") from None
+    work = Path(tempfile.mkdtemp(prefix="arrl-submit-"))
+    try:
+        config_file = None
+        if config_path is not None:
+            config_file = "launch.toml"
+            shutil.copyfile(config_path, work / config_file)
+        else:
+            (work / "README").write_text("arrl launch with the embedded CPU default\n")
+        job_id = f"arrl-{name}-{os.urandom(3).hex()}"
+        try:
+            client.submit_job(entrypoint=entrypoint(name, config_file, resume, runs_dir), submission_id=job_id,
+                              runtime_env={"working_dir": str(work)},
+                              metadata={"arrl_run": name}, entrypoint_num_cpus=0)
+        except Exception as e:  # noqa: BLE001
+            raise SubmitError(f"the job was refused by {url}: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return job_id, name, url
