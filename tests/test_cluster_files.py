@@ -73,3 +73,19 @@ def test_validation_catches_a_broken_file():
     bad["docker"]["gpus"] = "all"
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(bad))
+
+
+def test_grafana_dashboard_charts_exactly_the_metrics_arrl_exports():
+    import json
+    import re
+
+    from arrl import metrics
+
+    dash = json.loads((ROOT / "dashboards" / "grafana_arrl.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    charted = set(re.findall(r"ray_(arrl_\w+)", " ".join(exprs)))
+    defined = set(re.findall(r'_make\("\w+", "(arrl_\w+)"', Path(metrics.__file__).read_text()))
+    assert charted == defined, (charted ^ defined)
+    assert all('run=~"$run"' in e for e in exprs)  # every panel follows the run selector
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))

@@ -29,9 +29,10 @@ def wait_for(ref, desc: str, progress: bool = True):
 
 
 class _PolicyActor(PolicyServer):
-    def __repr__(self) -> str:  # shown in the dashboard's actor table
-        state = "up" if self.server.alive() else "down"
-        return f"PolicyServer({self.name}, v{self.version}, {state}, restarts={self.restarts})"
+    def __repr__(self) -> str:  # the dashboard shows the repr taken when the actor started
+        state = "up" if self.server.alive() else ("starting" if not self.server.starts else "down")
+        gpus = ",".join(str(g) for g in ray.get_gpu_ids()) or "-"
+        return f"PolicyServer({self.name}, gpu={gpus}, v{self.version}, {state}, restarts={self.restarts})"
 
     def start(self) -> int:  # the plain class returns self, which must not travel back to the caller
         super().start()
@@ -64,7 +65,8 @@ class _LearnerActor:
 
     def __repr__(self) -> str:
         s = self.inner.s if hasattr(self, "inner") else {}
-        return (f"Learner(v{getattr(getattr(self, 'inner', None), 'version', '?')}, {s.get('advantage')}, "
+        gpus = ",".join(str(g) for g in ray.get_gpu_ids()) or "-"
+        return (f"Learner(v{getattr(getattr(self, 'inner', None), 'version', '?')}, gpu={gpus}, {s.get('advantage')}, "
                 f"learners={s.get('num_learners')})")
 
     def ready(self) -> int:

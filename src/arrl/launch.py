@@ -76,7 +76,7 @@ class _ActorPolicy:
         self.handle = handle
 
     def propose(self, state, n):
-        return ray.get(self.handle.propose.remote(state, n))
+        return ray.get(self.handle.propose.options(name=f"propose {n}").remote(state, n))
 
 
 def _gpus_needed(cfg: Config) -> float:

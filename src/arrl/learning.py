@@ -110,7 +110,9 @@ class Learning:
         batch = trajectory.from_ledger(self.store, ids)
         trajectory.write_parquet(batch, self.store.root / "trajectories", f"update-{self.version + 1:06d}")
         ref = ray.put(batch)
-        self.update_ref = (self.learner.update.remote(ref), ids, time.time())
+        # task names are the dashboard's live view of the learner and the policy server
+        task = self.learner.update.options(name=f"update to v{self.version + 1} ({len(ids)} samples)")
+        self.update_ref = (task.remote(ref), ids, time.time())
 
     def _finish_update(self) -> None:
         ref, ids, t_sent = self.update_ref
@@ -155,7 +157,8 @@ class Learning:
                  f"reward {res['reward_mean']:+.2f}, loss {m.get('total_loss', float('nan')):+.4f}, "
                  f"kl {m.get('kl', float('nan')):.4f}, clip {m.get('clip_fraction', float('nan')):.2f}, "
                  f"{res['update_s']:.1f}s")
-        self.load_ref = (self.policy.load_adapter.remote(version, files), version, time.time())
+        task = self.policy.load_adapter.options(name=f"load adapter v{version}")
+        self.load_ref = (task.remote(version, files), version, time.time())
 
     def _finish_load(self) -> None:
         ref, version, t_done = self.load_ref
