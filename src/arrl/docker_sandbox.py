@@ -1,17 +1,30 @@
 """The Docker sandbox: training runs in a container, evaluation stays outside it.
 
-The training script runs in a container of the image built from `docker/sandbox-host/`
-(host /usr, the Python installation and arrl's venv mounted read-only at their own paths;
-GPU clusters use the self-contained image of docker/sandbox) with:
+The image is chosen per sandbox (`image`; default: $ARRL_SANDBOX_IMAGE, else "host"):
+- "host": the host-mount image built from docker/sandbox-host (arrl.images), an almost
+  empty root with the host's /usr, /etc/ld.so.cache, the Python installation and arrl's
+  venv mounted read-only at their own paths; the script runs with the host's interpreter.
+  Cheap and exact on one machine; not usable where the engine's host is another file
+  system (a Ray node container talking to the host's engine).
+- any other tag: a self-contained image (`arrl-sandbox:cpu` from docker/sandbox-cpu,
+  `arrl-sandbox:cuda` from docker/sandbox, or one of your own) with python3 on its PATH
+  and torch, numpy and pyarrow installed. Nothing of the host is mounted but the three
+  folders below, and the script runs with the image's `python3`. The image must exist in
+  the engine: `python -m arrl.images build-cpu` builds the CPU one; a missing tag is an error.
+Either way the container runs with:
   network_mode "none"; a read-only root; the env at /arrl/env and the *train* split at
-  /arrl/data read-only; the run's own work dir at /arrl/work writable; /tmp a small tmpfs;
-  user 65534; all capabilities dropped, no-new-privileges; memory (= swap) and pids limits;
-  the GPU through a DeviceRequest; `init` so signals reach the script; labels naming the
+  /arrl/data read-only (the val split is never mounted); the run's own work dir at
+  /arrl/work writable; /tmp a small tmpfs; user 65534; all capabilities dropped,
+  no-new-privileges; memory (= swap) and pids limits; the GPU through a DeviceRequest
+  (inside, it is CUDA device 0); `init` so signals reach the script; labels naming the
   run, the worker and the run directory; an in-container `timeout -s KILL` as a backstop.
-The host watches it like the process sandbox does (the container's processes are visible
-from the host: resident memory, process count, budget + grace) and kills it from outside.
-The evaluator is the process sandbox's: a separate bwrap sandbox on the host with the val
-split, so the container never sees validation data and never computes its own metric.
+The host watches it like the process sandbox does (resident memory, process count, budget
++ grace) and kills it from outside; that needs the container's processes visible, i.e.
+arrl in the engine's pid namespace (on the host, or a node container run with
+`--pid=host`), and a container whose init is not visible is refused. A run killed by the
+container's own memory limit is `oom`. The evaluator is the process sandbox's: a separate
+bwrap sandbox on the host with the val split, so the container never sees validation data
+and never computes its own metric.
 
 Containers are removed after each run and, when a worker starts, every container left by
 an earlier incarnation of the same worker of the same run (a worker that died mid-run).
@@ -20,11 +33,8 @@ an earlier incarnation of the same worker of the same run (a worker that died mi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import os
 import sys
-import tarfile
 import threading
 from pathlib import Path
 
@@ -33,17 +43,17 @@ from docker.errors import DockerException, NotFound
 from docker.types import DeviceRequest
 from requests.exceptions import RequestException
 
-from arrl import paths
+from arrl import images
 from arrl.outcome import Outcome
 from arrl.sandbox import DATA_MOUNT, ENV_MOUNT, WORK_MOUNT, ProcessSandbox, SandboxConfig
 
-IMAGE = "arrl-sandbox-host"
-DOCKERFILE_DIR = Path(__file__).resolve().parents[2] / "docker" / "sandbox-host"
+HOST_IMAGE = "host"  # the host-mount image (docker/sandbox-host)
+IMAGE_PYTHON = "python3"  # a self-contained image's interpreter, found on the sandbox's PATH
 LABEL = "arrl.sandbox"
 
 
 class DockerUnavailable(RuntimeError):
-    """No Docker engine answers, or the sandbox image cannot be built."""
+    """No Docker engine answers, the sandbox image is missing or cannot be built, or a container cannot start."""
 
 
 def client() -> docker.DockerClient:
@@ -55,55 +65,6 @@ def client() -> docker.DockerClient:
         raise DockerUnavailable(f"no Docker engine answers at {os.environ.get('DOCKER_HOST') or 'the default socket'}"
                                 f" ({e}); start one with `bash scripts/dockerd.sh start` and export DOCKER_HOST") \
             from None
-
-
-def _rootfs() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(name: str, kind: bytes, mode: int = 0o755, target: str = "", data: bytes = b""):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.mtime = kind, mode, 0
-            if kind == tarfile.SYMTYPE:
-                info.linkname = target
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data else None)
-        for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
-            add(link, tarfile.SYMTYPE, 0o777, target)
-        # a real /sbin: the engine mounts its init (docker-init) there, which a link into the
-        # read-only /usr mount would refuse
-        for d in ("sbin", "tmp", "etc", "arrl", "arrl/env", "arrl/data", "arrl/work", "usr", "proc", "dev", "sys"):
-            add(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755)
-        add("etc/passwd", tarfile.REGTYPE, 0o644, data=b"root:x:0:0::/root:/bin/false\n"
-                                                       b"nobody:x:65534:65534::/arrl/work:/bin/false\n")
-        add("etc/group", tarfile.REGTYPE, 0o644, data=b"root:x:0:\nnogroup:x:65534:\n")
-    return buf.getvalue()
-
-
-def image_tag() -> str:
-    spec = (DOCKERFILE_DIR / "Dockerfile").read_bytes() + _rootfs()
-    return f"{IMAGE}:{hashlib.sha256(spec).hexdigest()[:12]}"
-
-
-def build_image(c: docker.DockerClient) -> str:
-    """Build the host-mount sandbox image once per content hash; returns its tag."""
-    tag = image_tag()
-    try:
-        c.images.get(tag)
-        return tag
-    except NotFound:
-        pass
-    ctx = io.BytesIO()
-    with tarfile.open(fileobj=ctx, mode="w") as tar:
-        for name, data in (("Dockerfile", (DOCKERFILE_DIR / "Dockerfile").read_bytes()), ("rootfs.tar", _rootfs())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    ctx.seek(0)
-    try:
-        c.images.build(fileobj=ctx, custom_context=True, tag=tag, rm=True, forcerm=True)
-    except DockerException as e:
-        raise DockerUnavailable(f"building the sandbox image {tag} failed: {e}") from None
-    return tag
 
 
 def remove_labelled(c: docker.DockerClient, labels: dict) -> int:
@@ -126,13 +87,31 @@ def sweep_run(run: str) -> int:
         return 0
 
 
+_NO_PID = (1 << 22) + 1  # above any pid_max: no process has it, so signalling it reaches nobody
+
+
+def _ours(pid: int, container_id: str) -> bool:
+    """Whether `pid` here is a process of that container (its cgroup path names the container)."""
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
 class _Container:
     """A running container seen through the small part of subprocess.Popen the sandbox uses."""
 
     def __init__(self, container):
         self.container = container
         container.reload()
-        self.pid = container.attrs["State"]["Pid"]  # its init, on the host
+        pid = container.attrs["State"]["Pid"]  # its init, in the engine's pid namespace; 0 once it exited
+        if pid and not _ours(pid, container.id):
+            raise DockerUnavailable(
+                f"the sandbox container's processes are not visible here (pid {pid} is not in container "
+                f"{container.id[:12]}): run arrl in the Docker engine's pid namespace (a node container needs "
+                "`--pid=host`), or the watchdog could neither measure nor kill it")
+        # the sandbox signals this pid's group: never 0 (that would be our own group)
+        self.pid = pid or _NO_PID
         self.returncode = None
         self.oom_killed = False
         r, w = os.pipe()
@@ -177,11 +156,27 @@ class _Container:
 
 class DockerSandbox(ProcessSandbox):
     def __init__(self, env_dir: Path, data_dir: Path, config: SandboxConfig, labels: dict | None = None,
-                 docker_client: docker.DockerClient | None = None):
+                 docker_client: docker.DockerClient | None = None, image: str | None = None):
         # the evaluator uses the process sandbox's isolation (bwrap where available)
         super().__init__(env_dir, data_dir, config)
         self.client = docker_client or client()
-        self.image = build_image(self.client)
+        image = image or os.environ.get("ARRL_SANDBOX_IMAGE") or HOST_IMAGE
+        self.self_contained = image != HOST_IMAGE
+        if self.self_contained:
+            try:
+                self.client.images.get(image)
+            except NotFound:
+                raise DockerUnavailable(f"the sandbox image {image} is not in the Docker engine; build it (CPU: "
+                                        "`python -m arrl.images build-cpu`; CUDA: docker/sandbox) or pull it") \
+                    from None
+            except (DockerException, RequestException) as e:
+                raise DockerUnavailable(f"the Docker engine did not answer about {image}: {e}") from None
+            self.image = image
+        else:
+            try:
+                self.image = images.build_host_sandbox(self.client)
+            except images.ImageBuildError as e:
+                raise DockerUnavailable(str(e)) from None
         self.labels = {LABEL: "1", **(labels or {})}
         self.isolation_eval = self.isolation
         self._containers: list = []
@@ -191,23 +186,32 @@ class DockerSandbox(ProcessSandbox):
         """Remove every container carrying this sandbox's labels (orphans of a dead worker)."""
         return remove_labelled(self.client, self.labels)
 
+    def _host_mounts(self) -> dict:
+        """The host-mount image's software: /usr, the loader cache, the interpreter's and the venv's prefixes."""
+        vols = {"/usr": {"bind": "/usr", "mode": "ro"}}
+        if os.path.exists("/etc/ld.so.cache"):
+            vols["/etc/ld.so.cache"] = {"bind": "/etc/ld.so.cache", "mode": "ro"}
+        for prefix in {sys.base_prefix, sys.prefix, str(Path(self.config.python).resolve().parent.parent)}:
+            if not prefix.startswith("/usr"):
+                vols[prefix] = {"bind": prefix, "mode": "ro"}
+        return vols
+
     def _spawn(self, cmd, split, run_dir, work, writable, token, seed, **popen):
         if split != "train":
             return super()._spawn(cmd, split, run_dir, work, writable, token, seed, **popen)
         cfg = self.config
         env = self._env_vars(token, DATA_MOUNT, WORK_MOUNT, str(Path(ENV_MOUNT).parent), seed)
         env["HOME"], env["TMPDIR"] = WORK_MOUNT, "/tmp"
+        if cfg.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = "0"  # the container sees only the requested GPU
         os.chmod(work, 0o777)  # the container's user 65534 writes the model and progress here
-        vols = {"/usr": {"bind": "/usr", "mode": "ro"},
-                str(self.env_dir): {"bind": ENV_MOUNT, "mode": "ro"},
-                str(work): {"bind": WORK_MOUNT, "mode": "rw"}}
-        if os.path.exists("/etc/ld.so.cache"):
-            vols["/etc/ld.so.cache"] = {"bind": "/etc/ld.so.cache", "mode": "ro"}
-        for prefix in {sys.base_prefix, sys.prefix, str(Path(cfg.python).resolve().parent.parent)}:
-            if not prefix.startswith("/usr"):
-                vols[prefix] = {"bind": prefix, "mode": "ro"}
+        vols = {} if self.self_contained else self._host_mounts()
+        vols[str(self.env_dir)] = {"bind": ENV_MOUNT, "mode": "ro"}
+        vols[str(work)] = {"bind": WORK_MOUNT, "mode": "rw"}
         for item in self._data_items("train"):
             vols[str(item)] = {"bind": f"{DATA_MOUNT}/{item.name}", "mode": "ro"}
+        if self.self_contained:
+            cmd = [IMAGE_PYTHON, *cmd[1:]]  # cmd[0] is the host's interpreter (cfg.python)
         backstop = ["timeout", "-s", "KILL", str(int(cfg.budget_s + cfg.grace_s + 10))]
         devices = [DeviceRequest(device_ids=[str(cfg.gpu)], capabilities=[["gpu"]])] if cfg.gpu is not None else []
         labels = {**self.labels, "arrl.run_dir": str(run_dir)}
@@ -223,7 +227,7 @@ class DockerSandbox(ProcessSandbox):
             # a container whose start failed (e.g. no GPU driver) stays "Created": remove it
             remove_labelled(self.client, {"arrl.run_dir": str(run_dir)})
             raise DockerUnavailable(f"the sandbox container did not start: {str(e)[:400]}") from None
-        self._containers.append(ctr)
+        self._containers.append(ctr)  # removed after the run, whatever happens next
         return _Container(ctr)
 
     def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:

@@ -1,0 +1,120 @@
+"""arrl.images: the self-contained CPU sandbox image, built offline against the local engine.
+
+The cold build (debootstrap, import, docker build) takes about two minutes on 2 cores; the
+session fixture builds once and the builder skips an image whose content-hash tag exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from importlib import metadata
+
+import pytest
+
+
+@functools.cache
+def build_cpu_sandbox_once() -> str:
+    """The `arrl-sandbox:cpu-<hash>` tag, built (or found) once per test session, whichever module asks first."""
+    from arrl import images
+    from arrl.docker_sandbox import client
+
+    t0 = time.monotonic()
+    tag = images.build_cpu_sandbox(client(), progress=True)
+    print(f"{tag} ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def cpu_sandbox_image(docker_host) -> str:
+    return build_cpu_sandbox_once()
+
+
+def test_debian_mirror_from_either_sources_format(tmp_path, monkeypatch):
+    from arrl.images import DEFAULT_MIRROR, debian_mirror
+
+    monkeypatch.delenv("ARRL_DEBIAN_MIRROR", raising=False)
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert debian_mirror(apt) == DEFAULT_MIRROR  # nothing configured
+    (apt / "sources.list.d" / "other.sources").write_text(
+        "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\nComponents: main\n")
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n")
+    assert debian_mirror(apt) == "http://mirror.example/debian"
+    (apt / "sources.list").write_text("# a comment\ndeb [arch=amd64] http://old.example/debian bookworm main\n")
+    assert debian_mirror(apt) == "http://old.example/debian"  # sources.list is read first
+    monkeypatch.setenv("ARRL_DEBIAN_MIRROR", "http://override.example/debian")
+    assert debian_mirror(apt) == "http://override.example/debian"
+
+
+def test_wheel_pins_are_the_venvs_own_versions():
+    import torch
+
+    from arrl.images import wheel_pins
+
+    pins = wheel_pins()
+    assert pins["torch"] == torch.__version__
+    assert pins["numpy"] == metadata.version("numpy") and pins["pyarrow"] == metadata.version("pyarrow")
+    assert "sympy" in pins and "mpmath" in pins  # torch's requirements, and theirs
+    assert "optree" not in pins  # only behind an extra
+
+
+def test_the_tag_follows_the_recipe(tmp_path, monkeypatch):
+    from arrl import images
+
+    pins = {"torch": "2.13.0+cpu", "numpy": "2.3.5"}
+    tag = images.cpu_sandbox_tag(pins)
+    assert tag.startswith("arrl-sandbox:cpu-") and images.cpu_sandbox_tag(dict(pins)) == tag
+    assert images.cpu_sandbox_tag({**pins, "numpy": "2.3.4"}) != tag
+    copy = tmp_path / "docker" / "sandbox-cpu"
+    copy.mkdir(parents=True)
+    (copy / "Dockerfile").write_text((images.docker_dir() / "sandbox-cpu" / "Dockerfile").read_text() + "# edit\n")
+    monkeypatch.setattr(images, "docker_dir", lambda: tmp_path / "docker")
+    assert images.cpu_sandbox_tag(pins) != tag  # a changed Dockerfile builds a new image
+
+
+def test_cpu_image_is_self_contained(cpu_sandbox_image):
+    """No mounts at all: the image's own python3 imports what training needs, at the venv's versions."""
+    import numpy
+    import pyarrow
+    import torch
+
+    from arrl.docker_sandbox import client
+
+    code = ("import sys, os, torch, numpy, pyarrow.parquet; print(torch.__version__, numpy.__version__, "
+            f"pyarrow.__version__, sys.executable, os.getuid(), os.getcwd(), os.path.exists({sys.prefix!r}))")
+    out = client().containers.run(cpu_sandbox_image, ["python3", "-c", code], network_mode="none", read_only=True,
+                                  remove=True).decode().split()
+    assert out == [torch.__version__, numpy.__version__, pyarrow.__version__, "/usr/bin/python3", "65534",
+                   "/arrl/work", "False"]
+
+
+def test_build_is_skipped_when_the_tag_exists(cpu_sandbox_image):
+    from arrl import images
+    from arrl.docker_sandbox import client
+
+    c = client()
+    t0 = time.monotonic()
+    assert images.build_cpu_sandbox(c, progress=False) == cpu_sandbox_image
+    assert time.monotonic() - t0 < 10
+    assert c.images.get(images.CPU_SANDBOX).id == c.images.get(cpu_sandbox_image).id
+
+
+def test_tiny_target_trains_in_the_cpu_image(cpu_sandbox_image, shakespeare_dir, tmp_path):
+    from arrl import paths
+    from arrl.docker_sandbox import DockerSandbox
+    from arrl.sandbox import SandboxConfig
+
+    box = DockerSandbox(paths.env_dir(), shakespeare_dir, SandboxConfig(budget_s=4.0, grace_s=30.0, memory_mb=3072,
+                                                                        threads=1),
+                        labels={"arrl.run": "t", "arrl.worker": "img"}, image=cpu_sandbox_image)
+    assert box.self_contained
+    out = box.run((paths.targets_dir() / "tiny" / "train.py").read_text(), tmp_path / "run")
+    assert out.status == "ok", out.message + out.log_tail
+    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith("docker")
+    assert "steps:" in out.log_tail and out.timings.train_s > 0
+    assert not box.client.containers.list(all=True, filters={"label": ["arrl.worker=img"]})
