@@ -91,6 +91,22 @@ def make_adapter():
 
 
 @pytest.fixture(scope="session")
+def cpu_sandbox_image(docker_host) -> str:
+    """The self-contained CPU sandbox image `arrl-sandbox:cpu-<hash>`, built offline once per session
+    (about two minutes cold on 2 cores; found in a fraction of a second when its tag exists)."""
+    import sys
+    import time
+
+    from arrl import images
+    from arrl.docker_sandbox import client
+
+    t0 = time.monotonic()
+    tag = images.build_cpu_sandbox(client(), progress=True)
+    print(f"{tag} ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return tag
+
+
+@pytest.fixture(scope="session")
 def docker_host():
     """Start (or find) an engine; skip only where none can be started at all (not root, no apt)."""
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh"), "start"], capture_output=True, text=True,

@@ -15,14 +15,8 @@ import psutil
 import pytest
 
 from arrl.sandbox import SandboxConfig
-from test_images import build_cpu_sandbox_once
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def cpu_sandbox_image(docker_host) -> str:
-    return build_cpu_sandbox_once()
 
 
 def sandbox(data_dir, image, labels=None, **cfg):

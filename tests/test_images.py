@@ -6,29 +6,10 @@ session fixture builds once and the builder skips an image whose content-hash ta
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from importlib import metadata
 
-import pytest
-
-
-@functools.cache
-def build_cpu_sandbox_once() -> str:
-    """The `arrl-sandbox:cpu-<hash>` tag, built (or found) once per test session, whichever module asks first."""
-    from arrl import images
-    from arrl.docker_sandbox import client
-
-    t0 = time.monotonic()
-    tag = images.build_cpu_sandbox(client(), progress=True)
-    print(f"{tag} ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    return tag
-
-
-@pytest.fixture(scope="session")
-def cpu_sandbox_image(docker_host) -> str:
-    return build_cpu_sandbox_once()
 
 
 def test_debian_mirror_from_either_sources_format(tmp_path, monkeypatch):
@@ -115,6 +96,30 @@ def test_tiny_target_trains_in_the_cpu_image(cpu_sandbox_image, shakespeare_dir,
     assert box.self_contained
     out = box.run((paths.targets_dir() / "tiny" / "train.py").read_text(), tmp_path / "run")
     assert out.status == "ok", out.message + out.log_tail
-    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith("docker")
+    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith(f"docker[{cpu_sandbox_image}]+")
     assert "steps:" in out.log_tail and out.timings.train_s > 0
     assert not box.client.containers.list(all=True, filters={"label": ["arrl.worker=img"]})
+
+
+def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shakespeare_dir, tmp_path, monkeypatch):
+    """`[workers] image = "arrl-sandbox:cpu"`: the loop's experiments train in the self-contained image."""
+    import json
+    import sqlite3
+
+    from arrl import config as config_mod
+    from arrl.launch import launch
+
+    monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
+    edit = ("<<<<<<< SEARCH\nLEARNING_RATE = 3e-3  # peak AdamW learning rate\n=======\n"
+            "LEARNING_RATE = 2e-3  # peak AdamW learning rate\n>>>>>>> REPLACE\n")
+    cfg = config_mod.from_dict({
+        "target": "tiny", "name": "in-image",
+        "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 1, "completions": [edit]},
+        "workers": {"count": 1, "gpus_per_worker": 1.0, "sandbox": "docker", "image": "arrl-sandbox:cpu",
+                    "budget_s": 2.0, "grace_s": 30.0, "threads": 1},
+        "search": {"noise_runs": 1, "confirm": False}, "oracle": {"max_experiments": 1}})
+    reason, d = launch(cfg, runs=tmp_path / "runs", log=lambda s: None)
+    assert reason.startswith("experiment budget reached")
+    rows = sqlite3.connect(d / "ledger.sqlite").execute("SELECT status, outcome FROM experiments").fetchall()
+    assert [r[0] for r in rows] == ["ok", "ok"]  # the baseline and the edit
+    assert {json.loads(r[1])["isolation"].split("+")[0] for r in rows} == {"docker[arrl-sandbox:cpu]"}

@@ -110,7 +110,8 @@ class _WorkerActor(ExperimentWorker):
 
 
 def experiment_worker(run: str, index: int, profile: str, sandbox: dict, backend: str = "process",
-                      num_gpus: float = 1, num_cpus: float = 0, data_home: str | None = None, catalog: tuple = ()):
+                      num_gpus: float = 1, num_cpus: float = 0, data_home: str | None = None, catalog: tuple = (),
+                      image: str = ""):
     """An ExperimentWorker actor `arrl/<run>/worker-<index>` holding `num_gpus` (fake GPUs work in tests).
 
     Threaded with 2 slots: `run` and `status` can be called at the same time.
@@ -118,4 +119,5 @@ def experiment_worker(run: str, index: int, profile: str, sandbox: dict, backend
     cls = ray.remote(_WorkerActor)
     return cls.options(name=actor_name(run, f"worker-{index}"), num_gpus=num_gpus, num_cpus=num_cpus,
                        max_concurrency=2, max_restarts=0).remote(f"worker-{index}", profile, sandbox, backend,
-                                                                  data_home, catalog=catalog, run=run)
+                                                                  data_home, catalog=catalog, run=run,
+                                                                  image=image)

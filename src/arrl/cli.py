@@ -7,6 +7,7 @@
     arrl stop NAME                               ask a run's driver to stop
     arrl export NAME                             Parquet tables and results.tsv of a run
     arrl report NAME                             progress.png, reward/KL plots, summary.html of a run
+    arrl image build                             build the self-contained CPU sandbox image (arrl-sandbox:cpu)
 
 Exit codes: 0 success (for `run`: status ok), 1 the run ended in another status,
 2 bad input (unknown target, missing data, unreadable file, bad option): one line on
@@ -87,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("name", nargs="?", help="run name (default: the most recent run)")
     rp.add_argument("--out", type=Path, help="output folder (default: runs/<name>/report)")
     rp.add_argument("--runs-dir", type=Path)
+
+    im = sub.add_parser("image", help="build arrl's sandbox images on the local Docker engine")
+    im.add_argument("action", choices=["build"], help="build: the self-contained CPU sandbox image, offline")
+    im.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
 
@@ -271,11 +276,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_image(args) -> int:
+    from arrl import docker_sandbox, images
+
+    try:
+        tag = images.build_cpu_sandbox(docker_sandbox.client(), progress=not args.quiet)
+    except (images.ImageBuildError, docker_sandbox.DockerUnavailable) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    print(tag)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"prepare": cmd_prepare, "run": cmd_run, "launch": cmd_launch, "status": cmd_status,
-                "stop": cmd_stop, "export": cmd_export, "report": cmd_report}[args.command](args)
+                "stop": cmd_stop, "export": cmd_export, "report": cmd_report,
+                "image": cmd_image}[args.command](args)
     except UsageError as e:
         print(f"arrl: error: {e}", file=sys.stderr)
         return 2

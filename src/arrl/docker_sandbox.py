@@ -239,7 +239,8 @@ class DockerSandbox(ProcessSandbox):
                 ctr.reload()
                 if ctr.attrs["State"].get("OOMKilled"):
                     out = dataclasses.replace(out, status="oom", message="killed by the container's memory limit")
-            return dataclasses.replace(out, isolation=f"docker+{self.isolation}-eval")
+            # the image is part of what produced the number: docker[<tag>]+<evaluator isolation>-eval
+            return dataclasses.replace(out, isolation=f"docker[{self.image}]+{self.isolation}-eval")
         finally:
             for ctr in self._containers:
                 try:

@@ -22,7 +22,6 @@ import ast
 import hashlib
 import queue
 import statistics
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ray
 
-from arrl import actors, config as config_mod, paths, target as target_mod
+from arrl import actors, config as config_mod, images as images_mod, paths, target as target_mod
 from arrl.config import Config, ConfigError
 from arrl.driver import Driver
 from arrl.store import Store
@@ -128,7 +128,16 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
 
     def make_worker(i):
         return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,
-                                        catalog=tgt.catalog)
+                                        catalog=tgt.catalog, image=w.image)
+
+    if w.sandbox == "docker" and w.image == images_mod.CPU_SANDBOX and not address:
+        # the self-contained CPU image is built here, once, before the workers look for it
+        from arrl.docker_sandbox import DockerUnavailable, client
+
+        try:
+            images_mod.build_cpu_sandbox(client(), progress=True)
+        except (images_mod.ImageBuildError, DockerUnavailable) as e:
+            raise ConfigError(f"[workers] image = {w.image!r}: {e}") from None
 
     workers, handle, learner = [], None, None
     try:

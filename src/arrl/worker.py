@@ -27,7 +27,7 @@ def host_gpus_present() -> bool:
 class ExperimentWorker:
     def __init__(self, name: str, profile: str, sandbox: dict, backend: str = "process",
                  data_home: str | None = None, scratch: str | None = None, gpu_ids: list | None = None,
-                 catalog: tuple = (), run: str = ""):
+                 catalog: tuple = (), run: str = "", image: str = ""):
         self.name = name
         self.profile = profile
         self.backend = backend
@@ -44,6 +44,7 @@ class ExperimentWorker:
         self._sandbox = None
         self.catalog = tuple(catalog)  # the simulated backend scores knobs from it
         self.run_name = run
+        self.image = image  # docker sandbox image ("" = $ARRL_SANDBOX_IMAGE, else the host-mount image)
         self._lock = threading.Lock()
         self.current: dict | None = None  # exp id, started, budget, last progress record
         self.done = 0
@@ -70,7 +71,8 @@ class ExperimentWorker:
 
                 # labels let a restarted worker sweep the containers its dead predecessor left
                 self._sandbox = DockerSandbox(paths.env_dir(), self.data_dir, self.sandbox_config,
-                                              labels={"arrl.run": self.run_name, "arrl.worker": self.name})
+                                              labels={"arrl.run": self.run_name, "arrl.worker": self.name},
+                                              image=self.image or None)
             else:
                 raise ValueError(f"unknown sandbox backend {self.backend!r} (process, docker, simulated)")
         return self._sandbox
