@@ -104,6 +104,20 @@ def _wait_ready(workers: list) -> None:
             bar.update()
 
 
+def _init_ray(kw: dict, log, attempts: int = 3) -> None:
+    """ray.init; a Ray Client connection (ray://) is tried up to `attempts` times: the head's proxy
+    sometimes fails to start the per-client server (seen under load), and a new try gets a new one."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(logging_level="ERROR", log_to_driver=False, **kw)
+            return
+        except ConnectionError as e:
+            if not str(kw.get("address", "")).startswith("ray://") or attempt == attempts:
+                raise
+            log(f"Ray Client connection to {kw['address']} failed ({str(e).splitlines()[0][:120]}); retrying")
+            time.sleep(2.0 * attempt)
+
+
 def launch(cfg: Config, resume: str | None = None, address: str | None = None, runs: Path | None = None,
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
@@ -119,7 +133,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 2 + cfg.learner.num_learners)}
         if not address and cfg.workers.gpus_per_worker:
             kw["num_gpus"] = int(_gpus_needed(cfg) + 0.999)
-        ray.init(logging_level="ERROR", log_to_driver=False, **kw)
+        _init_ray(kw, log)
     w = cfg.workers
     threads = w.threads or max(1, (os.cpu_count() or 1) // w.count)
     sandbox = {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
