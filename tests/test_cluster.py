@@ -207,3 +207,27 @@ def test_submit_without_a_cluster_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "no Ray dashboard answers" in out.stderr, out.stderr
+
+
+def test_a_cluster_node_refuses_unsandboxed_untrusted_code(tmp_path, monkeypatch):
+    """ARRL_CLUSTER_NODE=1 (the node image): the process sandbox would run agent code next to the host's
+    Docker socket; the worker refuses at start-up and launch says so in one line, leaving nothing running."""
+    from arrl import config as config_mod
+    from arrl.config import ConfigError
+    from arrl.launch import launch
+    from arrl.worker import UnsafeNode, check_node
+
+    check_node("process")  # not a cluster node: anything goes
+    monkeypatch.setenv("ARRL_CLUSTER_NODE", "1")
+    with pytest.raises(UnsafeNode, match='sandbox = "docker"'):
+        check_node("process")
+    with pytest.raises(UnsafeNode, match="bwrap"):
+        check_node("docker", evaluator_isolation="none")
+    check_node("docker", evaluator_isolation="bwrap")
+
+    cfg = config_mod.load(write_config(tmp_path, budget=0.2, n=4))
+    cfg.workers.sandbox = "process"
+    cfg.name = "unsafe"
+    with pytest.raises(ConfigError, match='a worker could not start: .*sandbox = "docker"'):
+        launch(cfg, runs=tmp_path / "runs", log=lambda s: None)
+    assert not ray.is_initialized()  # the failed launch shut its Ray down

@@ -43,6 +43,7 @@ def test_aws_cluster_validates_against_rays_schema():
     assert "/var/run/docker.sock:/var/run/docker.sock" in opts  # sibling experiment containers
     assert "-v /mnt/arrl:/mnt/arrl" in opts  # same path on host and in the node container
     assert "--pid=host" in opts  # the watchdog sees sibling containers' processes
+    assert "ARRL_CLUSTER_NODE=1" in opts and "seccomp=unconfined" in opts  # bwrap for the evaluator
     assert cfg["idle_timeout_minutes"] > 0
     assert any("--metrics-export-port" in c for c in cfg["head_start_ray_commands"])
     # setup_commands are merged into both node kinds: the env copy reaches every node

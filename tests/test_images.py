@@ -96,7 +96,7 @@ def test_tiny_target_trains_in_the_cpu_image(cpu_sandbox_image, shakespeare_dir,
     assert box.self_contained
     out = box.run((paths.targets_dir() / "tiny" / "train.py").read_text(), tmp_path / "run")
     assert out.status == "ok", out.message + out.log_tail
-    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith(f"docker[{cpu_sandbox_image}]+")
+    assert 3.0 < out.val_bpb < 8.0 and out.isolation.startswith(f"docker[{cpu_sandbox_image}@")
     assert "steps:" in out.log_tail and out.timings.train_s > 0
     assert not box.client.containers.list(all=True, filters={"label": ["arrl.worker=img"]})
 
@@ -107,6 +107,7 @@ def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shak
     import sqlite3
 
     from arrl import config as config_mod
+    from arrl.docker_sandbox import client as docker_client
     from arrl.launch import launch
 
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
@@ -122,4 +123,5 @@ def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shak
     assert reason.startswith("experiment budget reached")
     rows = sqlite3.connect(d / "ledger.sqlite").execute("SELECT status, outcome FROM experiments").fetchall()
     assert [r[0] for r in rows] == ["ok", "ok"]  # the baseline and the edit
-    assert {json.loads(r[1])["isolation"].split("+")[0] for r in rows} == {"docker[arrl-sandbox:cpu]"}
+    image_id = docker_client().images.get("arrl-sandbox:cpu").id.split(":")[-1][:12]
+    assert {json.loads(r[1])["isolation"].split("+")[0] for r in rows} == {f"docker[arrl-sandbox:cpu@{image_id}]"}

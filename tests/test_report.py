@@ -359,3 +359,19 @@ def test_figures_from_plain_tables():
     assert learn["updates"][0]["kl"] is None  # a version without metrics is drawn without them
     assert figures.png_metadata(figures.png_bytes(figures.learning_figure(tables), learn["counts"])) == \
         {"rewards": 3, "versions": 1}
+
+
+def test_policy_text_with_dollar_signs_is_drawn_verbatim():
+    """Edit summaries are the policy's text: `$...$` must not reach matplotlib's mathtext parser."""
+    import io
+
+    tables = {"experiments": [
+        {"id": 1, "kind": "baseline", "state": "done", "status": "ok", "val_bpb": 1.2, "summary": "baseline",
+         "parent": None, "reward": None, "created": 1.0, "adapter_version": None},
+        {"id": 2, "kind": "candidate", "state": "done", "status": "ok", "val_bpb": 1.1,
+         "summary": "x = cost_$ * 2  # in $^", "parent": None, "reward": 3.0, "created": 2.0},
+    ], "accepted": [{"exp_id": 2, "val_bpb": 1.1, "prev_bpb": 1.2, "created": 3.0, "commit_sha": "abc"}],
+        "proposals": [], "policy_versions": [], "samples": [], "events": []}
+    fig = figures.progress_figure(tables)
+    fig.savefig(io.BytesIO(), format="png")  # mathtext would raise ParseException while drawing
+    assert any("cost_$ * 2" in t.get_text() for t in fig.axes[0].texts)

@@ -282,7 +282,7 @@ def cmd_image(args) -> int:
     try:
         tag = images.build_cpu_sandbox(docker_sandbox.client(), progress=not args.quiet)
     except (images.ImageBuildError, docker_sandbox.DockerUnavailable) as e:
-        raise UsageError(str(e).splitlines()[0]) from None
+        raise UsageError(" ".join(str(e).split())[:600]) from None  # the reason is often on a later line
     print(tag)
     return 0
 

@@ -22,8 +22,8 @@
     gpus_per_worker = 0.0           # 1 on GPU clusters; fake GPUs work in tests
     sandbox = "process"             # process | docker | simulated (no training: arrl.simulated)
     isolation = "auto"              # process sandbox: auto | bwrap | none
-    image = ""                      # docker sandbox: "host" | "arrl-sandbox:cpu" (built on first use) | any tag;
-                                    # empty: $ARRL_SANDBOX_IMAGE on the worker's node, else "host"
+    image = ""                      # docker sandbox: "host" | "arrl-sandbox:cpu" (a local launch builds it) | any
+                                    # tag present on the workers' nodes; empty: $ARRL_SANDBOX_IMAGE there, else "host"
     threads = 0                     # torch threads per run (0: cores / workers)
     budget_s = 0.0                  # 0: the target's budget
     grace_s = 0.0                   # 0: the target's grace before the hard kill

@@ -7,7 +7,8 @@ The image is chosen per sandbox (`image`; default: $ARRL_SANDBOX_IMAGE, else "ho
   Cheap and exact on one machine; not usable where the engine's host is another file
   system (a Ray node container talking to the host's engine).
 - any other tag: a self-contained image (`arrl-sandbox:cpu` from docker/sandbox-cpu,
-  `arrl-sandbox:cuda` from docker/sandbox, or one of your own) with python3 on its PATH
+  `arrl-sandbox:cuda` from docker/sandbox, or one of your own) with python3 in /usr/local/bin, /usr/bin or /bin
+  (the sandbox sets PATH to those three)
   and torch, numpy and pyarrow installed. Nothing of the host is mounted but the three
   folders below, and the script runs with the image's `python3`. The image must exist in
   the engine: `python -m arrl.images build-cpu` builds the CPU one; a missing tag is an error.
@@ -106,6 +107,10 @@ class _Container:
         container.reload()
         pid = container.attrs["State"]["Pid"]  # its init, in the engine's pid namespace; 0 once it exited
         if pid and not _ours(pid, container.id):
+            container.reload()
+            if container.attrs["State"]["Status"] in ("exited", "dead"):
+                pid = 0  # it finished between the two looks: nothing left to watch
+        if pid and not _ours(pid, container.id):
             raise DockerUnavailable(
                 f"the sandbox container's processes are not visible here (pid {pid} is not in container "
                 f"{container.id[:12]}): run arrl in the Docker engine's pid namespace (a node container needs "
@@ -164,17 +169,20 @@ class DockerSandbox(ProcessSandbox):
         self.self_contained = image != HOST_IMAGE
         if self.self_contained:
             try:
-                self.client.images.get(image)
+                found = self.client.images.get(image)
             except NotFound:
                 raise DockerUnavailable(f"the sandbox image {image} is not in the Docker engine; build it (CPU: "
                                         "`python -m arrl.images build-cpu`; CUDA: docker/sandbox) or pull it") \
                     from None
             except (DockerException, RequestException) as e:
                 raise DockerUnavailable(f"the Docker engine did not answer about {image}: {e}") from None
-            self.image = image
+            # containers run from the image id this sandbox resolved (a moved tag changes nothing mid-run);
+            # outcomes record tag and id: what produced the number
+            self.image = found.id
+            self.image_ref = f"{image}@{found.id.split(':')[-1][:12]}"
         else:
             try:
-                self.image = images.build_host_sandbox(self.client)
+                self.image = self.image_ref = images.build_host_sandbox(self.client)  # its tag is a content hash
             except images.ImageBuildError as e:
                 raise DockerUnavailable(str(e)) from None
         self.labels = {LABEL: "1", **(labels or {})}
@@ -239,8 +247,8 @@ class DockerSandbox(ProcessSandbox):
                 ctr.reload()
                 if ctr.attrs["State"].get("OOMKilled"):
                     out = dataclasses.replace(out, status="oom", message="killed by the container's memory limit")
-            # the image is part of what produced the number: docker[<tag>]+<evaluator isolation>-eval
-            return dataclasses.replace(out, isolation=f"docker[{self.image}]+{self.isolation}-eval")
+            # the image is part of what produced the number: docker[<tag>@<id>]+<evaluator isolation>-eval
+            return dataclasses.replace(out, isolation=f"docker[{self.image_ref}]+{self.isolation}-eval")
         finally:
             for ctr in self._containers:
                 try:

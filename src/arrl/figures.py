@@ -246,7 +246,7 @@ def progress_figure(tables: dict, name: str = "", target: str = ""):
                 color=COLORS["incumbent"], lw=1.6, zorder=1, label="incumbent (running best)")
     for i, a in enumerate(data["accepted"][-MAX_LABELS:]):
         ax.annotate(shorten(a["summary"]), (a["exp_id"], a["val_bpb"]), xytext=(6, 10 if i % 2 == 0 else -14),
-                    textcoords="offset points", fontsize=7.5, color="#1b5e20",
+                    textcoords="offset points", fontsize=7.5, color="#1b5e20", parse_math=False,  # policy text
                     arrowprops={"arrowstyle": "-", "color": "#1b5e20", "lw": 0.5})
     ax.set_ylim(lo - 0.08 * span, top if pts["failed"] else hi + 0.08 * span)
     ax.set_xlabel("experiment id (order of creation)")

@@ -125,6 +125,8 @@ def _exists(client, tag: str):
         return client.images.get(tag)
     except NotFound:
         return None
+    except (DockerException, RequestException) as e:
+        raise ImageBuildError(f"the Docker engine did not answer about {tag}: {e}") from None
 
 
 # ---- the base: debootstrap + import -----------------------------------------------------
@@ -218,6 +220,7 @@ def _import(client, rootfs: Path, spec: str, progress: bool) -> None:
     for d, dirs, files in os.walk(rootfs):
         total += 512 * (1 + len(dirs))
         total += sum(512 + -(-os.lstat(os.path.join(d, f)).st_size // 512) * 512 for f in files)
+    partial = f"partial-{spec}"  # imported under this tag, renamed to the base only when complete
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _say(progress, f"importing the root file system as {BASE}")
@@ -227,16 +230,31 @@ def _import(client, rootfs: Path, spec: str, progress: bool) -> None:
                 bar.update(len(block))
                 yield block
         try:
-            answer = client.api.import_image(src=chunks(), repository=BASE_REPO, tag=BASE_SUITE, stream_src=True,
+            answer = client.api.import_image(src=chunks(), repository=BASE_REPO, tag=partial, stream_src=True,
                                              changes=[f"LABEL arrl.base={spec}", 'CMD ["/bin/bash"]'])
         except (DockerException, RequestException) as e:
             tar.kill()
             raise ImageBuildError(f"docker import of the base failed: {e}") from None
         bar.total = bar.n  # the header estimate is close, not exact
     if tar.wait() != 0:
+        _untag(client, f"{BASE_REPO}:{partial}")
         raise ImageBuildError(f"tar of the base root file system failed: {tar.stderr.read().decode()[-400:]}")
     if '"error' in str(answer):
+        _untag(client, f"{BASE_REPO}:{partial}")
         raise ImageBuildError(f"docker import of the base failed: {str(answer)[-400:]}")
+    # only a complete import becomes the base (a torn one under the real tag would be reused forever)
+    try:
+        client.images.get(f"{BASE_REPO}:{partial}").tag(BASE_REPO, BASE_SUITE)
+    except (DockerException, RequestException) as e:
+        raise ImageBuildError(f"tagging the base {BASE} failed: {e}") from None
+    _untag(client, f"{BASE_REPO}:{partial}")
+
+
+def _untag(client, tag: str) -> None:
+    try:
+        client.images.remove(tag)
+    except (DockerException, RequestException):
+        pass
 
 
 def _remove_tree(path: Path) -> None:

@@ -60,6 +60,9 @@ def submit(cfg: Config, config_path: Path | None, resume: str | None, address: s
 
     url = dashboard_url(address)
     name = resume or cfg.name or f"{Path(cfg.target).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in cfg.target or cfg.target.startswith("."):
+        raise SubmitError(f"target {cfg.target!r} is a path on this machine; with --submit name a target installed "
+                          f"on the head (a folder of its targets/, or set ARRL_TARGETS_DIR there)")
     if runs_dir is not None and not runs_dir.is_absolute():
         raise SubmitError(f"--runs-dir {runs_dir}: must be an absolute path on the head node with --submit")
     try:

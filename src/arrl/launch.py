@@ -99,7 +99,11 @@ def _wait_ready(workers: list) -> None:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=600)
             if not ready:
                 raise RuntimeError("worker actors did not start within 10 minutes; is the cluster out of GPUs?")
-            ray.get(ready[0])
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayActorError as e:  # its __init__ raised: bad image, unsafe node, no data
+                cause = getattr(e, "cause", None) or e
+                raise ConfigError(f"a worker could not start: {str(cause).strip().splitlines()[-1][:300]}") from None
             pending.pop(ready[0])
             bar.update()
 
@@ -122,6 +126,15 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
     tgt = target_mod.load(cfg.target, paths.targets_dir())
+    if cfg.workers.sandbox == "docker" and cfg.workers.image == images_mod.CPU_SANDBOX and not address:
+        # a local Ray's workers use this machine's engine: build the self-contained CPU image once, before
+        # they look for it (and before anything is started that a failed build would have to stop)
+        from arrl.docker_sandbox import DockerUnavailable, client
+
+        try:
+            images_mod.build_cpu_sandbox(client(), progress=True)
+        except (images_mod.ImageBuildError, DockerUnavailable) as e:
+            raise ConfigError(f"[workers] image = {cfg.workers.image!r}: {e}") from None
     store = Store(d)
     if not resume:
         (d / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
@@ -144,14 +157,6 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,
                                         catalog=tgt.catalog, image=w.image)
 
-    if w.sandbox == "docker" and w.image == images_mod.CPU_SANDBOX and not address:
-        # the self-contained CPU image is built here, once, before the workers look for it
-        from arrl.docker_sandbox import DockerUnavailable, client
-
-        try:
-            images_mod.build_cpu_sandbox(client(), progress=True)
-        except (images_mod.ImageBuildError, DockerUnavailable) as e:
-            raise ConfigError(f"[workers] image = {w.image!r}: {e}") from None
 
     workers, handle, learner = [], None, None
     try:
@@ -175,6 +180,11 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             f"{cfg.policy.kind}; ledger {d / 'ledger.sqlite'}")
         reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning).run()
     finally:
+        if w.sandbox == "docker" and workers:  # each worker removes its containers on its own node
+            try:
+                ray.get([h.sweep.remote() for h in workers], timeout=30)
+            except Exception:  # noqa: BLE001 - a dead worker's node is swept by its successor or below
+                pass
         for h in workers + [x for x in (handle, learner) if x is not None]:
             try:
                 ray.kill(h)

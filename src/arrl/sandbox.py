@@ -363,6 +363,8 @@ def _kill(proc: subprocess.Popen, token: str) -> None:
     no pid namespace to tear down.
     """
     victims = {p.pid for p in _tree(proc.pid)}
+    if not isinstance(proc, subprocess.Popen):
+        proc.kill()  # a container: the engine kills it even where its uid is not ours to signal
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -10,6 +10,7 @@ It imports no torch: the training runs in the sandbox's own interpreter.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -22,6 +23,25 @@ from arrl.sandbox import ProcessSandbox, SandboxConfig
 
 def host_gpus_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+class UnsafeNode(RuntimeError):
+    """This node may not run untrusted code the way the run asks (see ARRL_CLUSTER_NODE)."""
+
+
+def check_node(backend: str, evaluator_isolation: str | None = None) -> None:
+    """On a cluster node (ARRL_CLUSTER_NODE=1, set by the node image) the node container holds the
+    host's Docker socket: untrusted code must not run in it unsandboxed. Training must use the docker
+    sandbox, and the evaluator (which loads the untrusted model file there) needs bwrap."""
+    if not os.environ.get("ARRL_CLUSTER_NODE"):
+        return
+    if backend == "process":
+        raise UnsafeNode("on a cluster node set [workers] sandbox = \"docker\": the process sandbox would run "
+                         "untrusted code in the node container, which holds the host's Docker socket")
+    if evaluator_isolation == "none":
+        raise UnsafeNode("the evaluator has no bwrap isolation in this node container; run it with --security-opt "
+                         "seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined "
+                         "(cluster.yaml does) so bubblewrap can make its namespaces")
 
 
 class ExperimentWorker:
@@ -53,6 +73,7 @@ class ExperimentWorker:
         from arrl.metrics import WorkerMetrics
 
         self.metrics = WorkerMetrics(run, name)
+        check_node(backend)  # refuse at start-up, not at the first experiment
         if backend == "docker":
             self._ensure()  # builds the image once and sweeps containers a dead predecessor left
 
@@ -63,6 +84,7 @@ class ExperimentWorker:
 
                 self._sandbox = SimulatedSandbox(self.catalog, self.sandbox_config.budget_s)
                 return self._sandbox
+            check_node(self.backend)
             self._ensure_data()
             if self.backend == "process":
                 self._sandbox = ProcessSandbox(paths.env_dir(), self.data_dir, self.sandbox_config)
@@ -73,6 +95,7 @@ class ExperimentWorker:
                 self._sandbox = DockerSandbox(paths.env_dir(), self.data_dir, self.sandbox_config,
                                               labels={"arrl.run": self.run_name, "arrl.worker": self.name},
                                               image=self.image or None)
+                check_node(self.backend, self._sandbox.isolation)
             else:
                 raise ValueError(f"unknown sandbox backend {self.backend!r} (process, docker, simulated)")
         return self._sandbox
@@ -121,6 +144,11 @@ class ExperimentWorker:
             self.metrics.update(self.busy_s, time.time() - self.started)
         shutil.rmtree(run_dir, ignore_errors=True)
         return {"outcome": outcome.to_dict(), "worker": self.name, "isolation": getattr(sandbox, "isolation", "")}
+
+    def sweep(self) -> int:
+        """Remove this worker's sandbox containers on its node (the driver calls it before killing the actor)."""
+        box = self._sandbox
+        return box.sweep() if box is not None and hasattr(box, "sweep") else 0
 
     def status(self) -> dict:
         with self._lock:
