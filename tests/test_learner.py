@@ -21,7 +21,7 @@ from arrl.learner import Learner, LearnerError
 from arrl.policy import PolicyConfig, PolicyServer, Sampling
 from arrl.ppo_learner import ppo_loss
 from arrl.prompt import PolicyState
-from arrl.trajectory import SCHEMA, collate, from_ledger
+from arrl.trajectory import SCHEMA, collate
 
 torch.set_num_threads(2)
 

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from arrl import config as config_mod
 from arrl.launch import launch
