@@ -63,6 +63,9 @@ class Incumbent:
         return statistics.fmean(self.values) if self.values else float("nan")
 
 
+INFRA_ATTEMPTS = 3  # runs of one experiment that may end in a sandbox error before it is recorded as a crash
+
+
 class Driver:
     def __init__(self, cfg: Config, store: Store, target: Target, policy, workers: list, make_worker=None,
                  log=print, learning=None):
@@ -282,6 +285,19 @@ class Driver:
                 self.workers[w] = self.make_worker(w)
             return
         except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            attempts = self.store.experiment(exp_id)["attempts"]
+            if type(cause).__name__ == "DockerUnavailable" and attempts < INFRA_ATTEMPTS:
+                # the sandbox's machinery failed (engine, image, container start), not the edit: run it again
+                # rather than teach the policy that its edit crashed
+                self.log(f"worker-{w}: sandbox error on experiment {exp_id} (attempt {attempts}); re-running it: "
+                         f"{str(cause)[:200]}")
+                with self.store.tx():
+                    self.store.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE id=? AND "
+                                          "state='running'", (exp_id,))
+                    self.store.event("sandbox_error", worker=w, exp=exp_id, error=str(cause)[:300])
+                time.sleep(1.0)
+                return
             result = {"outcome": {"status": "crash", "message": f"worker error: {str(e)[:300]}", "val_bpb": None,
                                   "timings": {}, "log_tail": ""}, "worker": f"worker-{w}"}
         self._record(exp_id, result)
