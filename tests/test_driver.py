@@ -132,3 +132,23 @@ def test_worker_process_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_early_abort_stops_a_candidate_that_cannot_beat_the_incumbent(runs):
+    """[search] early_abort: a candidate whose learning rate cannot train is stopped early against the
+    baseline's final training loss, recorded `aborted` with the configured penalty."""
+    cfg = config_mod.from_dict({
+        "target": "tiny", "name": "abort",
+        "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 1, "completions": [
+            block("LEARNING_RATE = 3e-3  # peak AdamW learning rate", "LEARNING_RATE = 1e-9  # peak AdamW learning rate")]},
+        "workers": {"count": 1, "gpus_per_worker": 1.0, "budget_s": 6.0, "grace_s": 45.0, "threads": 1},
+        "search": {"noise_runs": 1, "early_abort": True},
+        "oracle": {"max_experiments": 1},
+    })
+    reason, d = launch(cfg, runs=runs, log=lambda s: None)
+    assert reason.startswith("experiment budget reached")
+    db = sqlite3.connect(d / "ledger.sqlite")
+    rows = db.execute("SELECT kind, status, reward, message, outcome FROM experiments ORDER BY id").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("baseline", "ok"), ("candidate", "aborted")], rows
+    assert rows[1][2] == cfg.reward.aborted and "self-evaluation" in rows[1][3]
+    assert json.loads(rows[1][4])["curve"][-1][0] < 6.0  # it did not train its whole budget

@@ -61,3 +61,38 @@ def test_a_rising_curve_is_fitted_flat_not_extrapolated_downward():
     pts = [(float(t), t, 2.0 + 0.01 * t) for t in range(1, 40)]
     f = extrapolate.fit([p[0] for p in pts], [p[2] for p in pts])
     assert f.a == 0.0 and f.predict(100.0)[0] == pytest.approx(np.mean([p[2] for p in pts if p[0] >= 3.9]), abs=0.05)
+
+
+SCRIPT = """
+import math, time
+from env import progress
+run = progress.start()
+step = 0
+while not run.over_budget():
+    step += 1
+    run.report(step, {floor} + 2.0 / math.sqrt(1 + run.elapsed()))
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.parametrize("floor,reference,aborted", [(3.0, 1.0, True), (0.5, 3.0, False)])
+def test_a_worker_stops_a_run_that_will_not_beat_the_incumbent(shakespeare_dir, tmp_path, floor, reference, aborted):
+    """In the real process sandbox: a run heading for loss ~3.4 against an incumbent at 1.0 is stopped early
+    with status `aborted`; one heading below the incumbent's 3.0 runs its whole budget."""
+    import time
+
+    from arrl.worker import ExperimentWorker
+
+    w = ExperimentWorker("w", "shakespeare", {"budget_s": 6.0, "grace_s": 20.0, "memory_mb": 2048, "threads": 1},
+                         data_home=str(shakespeare_dir.parent), scratch=str(tmp_path / "scratch"))
+    rule = {"reference": reference, "z": 2.0, "margin": 0.0, "every": 0.1, "min_frac": 0.2}
+    t0 = time.monotonic()
+    out = w.run(1, SCRIPT.format(floor=floor), seed=0, abort=rule)["outcome"]
+    if aborted:
+        assert out["status"] == "aborted", out
+        assert out["message"].startswith("aborted by self-evaluation: predicted final loss")
+        assert time.monotonic() - t0 < 6.0 + 5  # stopped at a checkpoint, not at budget + grace
+        assert out["curve"][-1][0] < 0.5 * 6.0  # at one of the first checkpoints after 20% of the budget
+    else:
+        assert out["status"] != "aborted", out
+        assert out["curve"][-1][0] >= 5.5  # trained to the end of its budget

@@ -35,6 +35,11 @@
     min_sigma = 0.002               # floor of the noise estimate (bpb)
     confirm = true                  # re-run a candidate with another seed before accepting
     history_k = 32
+    early_abort = false             # self-evaluation: stop candidates whose extrapolated loss will not win
+    abort_z = 2.0                   # confidence (one-sided z) that the run will not beat the incumbent
+    abort_margin = 0.0              # loss it must be expected to beat the incumbent's by
+    abort_every = 0.1               # check at each this fraction of the budget
+    abort_min_frac = 0.2            # never before this fraction of the budget
 
     [reward]                        # reward = (incumbent - val_bpb) / sigma, clipped; or a penalty
     clip = 5.0
@@ -130,6 +135,11 @@ class SearchSection:
     min_sigma: float = 0.002
     confirm: bool = True
     history_k: int = 32
+    early_abort: bool = False
+    abort_z: float = 2.0
+    abort_margin: float = 0.0
+    abort_every: float = 0.1
+    abort_min_frac: float = 0.2
 
 
 @dataclass
@@ -210,15 +220,16 @@ CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("workers", "isolation"): ("auto", "bwrap", "none"),
            ("learner", "advantage"): ("group", "gae")}
 POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens"), ("learner", "batch_size"),
-            ("learner", "epochs"), ("learner", "lr"), ("learner", "rank"), ("learner", "alpha")}
+            ("learner", "epochs"), ("learner", "lr"), ("learner", "rank"), ("learner", "alpha"), ("search", "abort_every")}
 NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
                 ("workers", "threads"), ("workers", "budget_s"), ("workers", "grace_s"), ("workers", "memory_mb"), ("oracle", "max_experiments"),
                 ("oracle", "max_wall_s"), ("oracle", "max_gpu_hours"), ("oracle", "target_bpb"),
                 ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits"),
                 ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
                 ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
-                ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads")}
-UNIT = {("learner", "gamma"), ("learner", "lam")}  # within [0, 1]
+                ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"),
+                ("search", "abort_z"), ("search", "abort_margin")}
+UNIT = {("learner", "gamma"), ("learner", "lam"), ("search", "abort_every"), ("search", "abort_min_frac")}  # within [0, 1]
 
 
 def _check(value, default, where: str):

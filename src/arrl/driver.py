@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import queue
 import statistics
 import time
@@ -83,6 +84,7 @@ class Driver:
         self.stop_reason: str | None = None
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
+        self._ref_cache: dict = {}  # incumbent id -> its final training loss (self-evaluation)
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
     def _restore(self) -> None:
@@ -221,9 +223,45 @@ class Driver:
         # the task's name is what the dashboard shows for the worker's live state (Ray keeps an
         # actor's repr from when it started)
         ref = self.workers[w].run.options(name=f"exp {exp_id} {row['kind']}: {(row['summary'] or '')[:60]}").remote(
-            exp_id, src, row["seed"])
+            exp_id, src, row["seed"], self._abort_rule(row))
         self.inflight[ref] = (exp_id, w)
         self.busy.add(w)
+
+    def _abort_rule(self, row) -> dict | None:
+        """Self-evaluation for a candidate: beat the incumbent's final training loss, or be stopped early."""
+        s = self.cfg.search
+        if not s.early_abort or row["kind"] != "candidate":
+            return None
+        ref = self._reference_loss(row["incumbent_id"])
+        if ref is None:
+            return None
+        return {"reference": ref, "z": s.abort_z, "margin": s.abort_margin, "every": s.abort_every,
+                "min_frac": s.abort_min_frac}
+
+    def _reference_loss(self, inc_id) -> float | None:
+        """The incumbent's final training loss: the mean over its runs (baselines, or an accepted edit and
+        its confirmations) of each curve's last tenth."""
+        if inc_id in self._ref_cache:
+            return self._ref_cache[inc_id]
+        if self.store.accepted() and any(a["exp_id"] == inc_id for a in self.store.accepted()):
+            rows = [self.store.experiment(inc_id)] + self.store.experiments(
+                "kind='confirm' AND parent=? AND state='done'", (inc_id,))
+        else:
+            rows = self.store.experiments("kind='baseline' AND state='done' AND status='ok'")
+        finals = []
+        for r in rows:
+            try:
+                curve = json.loads((self.store.exp_dir(r["id"]) / "curve.json").read_text())
+            except (OSError, ValueError):
+                continue
+            losses = [p[2] for p in curve if isinstance(p, list) and len(p) == 3]
+            if len(losses) >= 5:
+                tail = losses[-max(1, len(losses) // 10):]
+                finals.append(sum(tail) / len(tail))
+        value = sum(finals) / len(finals) if finals else None
+        if value is not None:
+            self._ref_cache[inc_id] = value
+        return value
 
     def _budget_left(self) -> bool:
         cap = self.cfg.oracle.max_experiments

@@ -226,7 +226,7 @@ class ProcessSandbox:
             raise
         log = _Log(trainer.stdout, run_dir / "train.log", cfg.log_cap_bytes)
 
-        killed_for, peak_rss = None, 0.0
+        killed_for, peak_rss, abort_reason = None, 0.0, ""
         deadline = t_spawn + cfg.budget_s + cfg.grace_s
         last_progress_size = -1
         while trainer.poll() is None:
@@ -245,7 +245,10 @@ class ProcessSandbox:
                 size = _size(work / PROGRESS_FILE)
                 if size != last_progress_size:
                     last_progress_size = size
-                    on_progress(progress_mod.read(work / PROGRESS_FILE).curve)
+                    stop = on_progress(progress_mod.read(work / PROGRESS_FILE).curve)
+                    if stop:  # self-evaluation: a string saying why the run will not pay off
+                        killed_for, abort_reason = "aborted", str(stop)
+                        break
             time.sleep(0.05)
         _kill(trainer, token)
         t_exit_wall = time.time()
@@ -254,6 +257,8 @@ class ProcessSandbox:
         prog = progress_mod.read(work / PROGRESS_FILE)
 
         status, message, val_bpb, eval_s = _train_status(killed_for, exit_code, prog, log.tail(20000), cfg)
+        if killed_for == "aborted":
+            message = f"aborted by self-evaluation: {abort_reason}"
         if status is None:
             t0 = time.monotonic()
             result = _await_eval(evaluator, cfg.eval_timeout_s)
@@ -284,6 +289,8 @@ class ProcessSandbox:
 
 def _train_status(killed_for, exit_code, prog, log_tail: str, cfg: SandboxConfig):
     """(status, message, val_bpb, eval_s) for a run that ends before evaluation; status None = evaluate."""
+    if killed_for == "aborted":
+        return "aborted", "", None, None
     if killed_for == "timeout":
         return "timeout", f"killed at budget + grace ({cfg.budget_s:g} + {cfg.grace_s:g} s)", None, None
     if killed_for == "memory":

@@ -121,18 +121,35 @@ class ExperimentWorker:
         self._ensure()
         return manifest.env_hash(manifest.read(self.data_dir))
 
-    def run(self, exp_id: int, source: str, seed: int) -> dict:
-        """Train and evaluate `source`; returns {"outcome": {...}, "worker": name, "curve": [...]}."""
+    def run(self, exp_id: int, source: str, seed: int, abort: dict | None = None) -> dict:
+        """Train and evaluate `source`; returns {"outcome": {...}, "worker": name, "curve": [...]}.
+
+        `abort` (self-evaluation): {"reference": the incumbent's final training loss, "z", "margin",
+        "every": check at each this fraction of the budget, "min_frac"}; the run is stopped (status
+        `aborted`) when its extrapolated final loss will not beat the reference with that confidence.
+        """
         sandbox = self._ensure()
         run_dir = self.scratch / f"{exp_id:06d}-{int(time.time() * 1000) % 10**8}"
         t0 = time.time()
         with self._lock:
             self.current = {"exp": exp_id, "started": t0, "budget_s": self.sandbox_config.budget_s, "last": None}
 
+        budget = self.sandbox_config.budget_s
+        next_check = [abort["every"] * budget] if abort else [float("inf")]
+
         def on_progress(curve):
             with self._lock:
                 if self.current is not None and curve:
                     self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
+            if not curve or curve[-1].elapsed < next_check[0]:
+                return None
+            while next_check[0] <= curve[-1].elapsed:
+                next_check[0] += abort["every"] * budget
+            from arrl import extrapolate
+
+            v = extrapolate.judge([(p.elapsed, p.step, p.train_loss) for p in curve], budget, abort["reference"],
+                                  z=abort["z"], margin=abort["margin"], min_frac=abort["min_frac"])
+            return v.reason if v.abort else None
 
         try:
             outcome = sandbox.run(source, run_dir, seed=seed, env_hash=self.env_hash(), on_progress=on_progress)
