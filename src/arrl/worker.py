@@ -141,14 +141,18 @@ class ExperimentWorker:
             with self._lock:
                 if self.current is not None and curve:
                     self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
-            if not curve or curve[-1].elapsed < next_check[0]:
+            if not abort or not curve:
                 return None
-            while next_check[0] <= curve[-1].elapsed:
+            # env.progress Points from the sandboxes; (elapsed, step, loss) tuples from the simulated backend
+            pts = [tuple(p) if isinstance(p, (list, tuple)) else (p.elapsed, p.step, p.train_loss) for p in curve]
+            if pts[-1][0] < next_check[0]:
+                return None
+            while next_check[0] <= pts[-1][0]:
                 next_check[0] += abort["every"] * budget
             from arrl import extrapolate
 
-            v = extrapolate.judge([(p.elapsed, p.step, p.train_loss) for p in curve], budget, abort["reference"],
-                                  z=abort["z"], margin=abort["margin"], min_frac=abort["min_frac"])
+            v = extrapolate.judge(pts, budget, abort["reference"], z=abort["z"], margin=abort["margin"],
+                                  min_frac=abort["min_frac"])
             return v.reason if v.abort else None
 
         try:
