@@ -243,7 +243,7 @@ class Driver:
         its confirmations) of each curve's last tenth."""
         if inc_id in self._ref_cache:
             return self._ref_cache[inc_id]
-        if self.store.accepted() and any(a["exp_id"] == inc_id for a in self.store.accepted()):
+        if any(a["exp_id"] == inc_id for a in self.store.accepted()):
             rows = [self.store.experiment(inc_id)] + self.store.experiments(
                 "kind='confirm' AND parent=? AND state='done'", (inc_id,))
         else:

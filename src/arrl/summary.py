@@ -68,7 +68,9 @@ def load(run_dir: Path) -> dict:
 
 
 def _meta(db_path: Path) -> dict:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    from arrl import report
+
+    db = report._connect(db_path.parent)  # read-only, like `arrl status`
     try:
         return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
     finally:
