@@ -89,6 +89,32 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, help="output folder (default: runs/<name>/report)")
     rp.add_argument("--runs-dir", type=Path)
 
+    be = sub.add_parser("bench", help="measure the search: replay early abort, compare against baselines")
+    bsub = be.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    ab = bsub.add_parser("abort", help="replay recorded runs' learning curves under an early-abort rule")
+    ab.add_argument("runs", nargs="+", metavar="RUN", help="run names (under --runs-dir) or run directories")
+    ab.add_argument("--z", type=float, default=None, help="confidence of an abort (default: [search] abort_z)")
+    ab.add_argument("--margin", type=float, default=None, help="loss margin (default: [search] abort_margin)")
+    ab.add_argument("--every", type=float, default=None, help="check at each this fraction of the budget")
+    ab.add_argument("--min-frac", type=float, default=None, help="never abort before this fraction of the budget")
+    ab.add_argument("--budget", type=float, help="the runs' training budget in seconds (default: from each run)")
+    ab.add_argument("--grid", action="store_true", help="replay a grid of rules and name the one to use")
+    ab.add_argument("--max-false", type=float, default=0.05,
+                    help="--grid: most accepted candidates a chosen rule may abort, as a fraction (default 0.05)")
+    ab.add_argument("--json", action="store_true", help="print the results as JSON")
+    ab.add_argument("--runs-dir", type=Path)
+    rs = bsub.add_parser("research", help="the loop against random search, Ray Tune + ASHA and a frozen policy")
+    rs.add_argument("--target", required=True, help="a target with a catalog (a folder of targets/ or a path)")
+    rs.add_argument("--experiments", type=int, required=True, help="sandbox runs per method and seed")
+    rs.add_argument("--seeds", type=int, default=3, help="seeds per method: 0 .. S-1 (default 3)")
+    rs.add_argument("--methods", default=",".join(("random", "tune", "frozen", "rl")),
+                    help="comma-separated subset of random,tune,frozen,rl (default: all)")
+    rs.add_argument("--config", type=Path, help="launch config every method starts from (workers, sandbox, "
+                                                "budget, policy model, learner); default: arrl's defaults, with "
+                                                "the simulated sandbox for the synthetic target")
+    rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
+    rs.add_argument("--out", type=Path, help="output folder (default: ./bench-research/<target>)")
+
     im = sub.add_parser("image", help="build arrl's sandbox images on the local Docker engine")
     im.add_argument("action", choices=["build"], help="build: the self-contained CPU sandbox image, offline")
     im.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -287,12 +313,83 @@ def cmd_image(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    if args.bench == "abort":
+        return _bench_abort(args)
+    return _bench_research(args)
+
+
+def _bench_abort(args) -> int:
+    from arrl import replay
+    from arrl.config import SearchSection
+
+    d = SearchSection()
+    rule = {"z": d.abort_z if args.z is None else args.z, "margin": d.abort_margin if args.margin is None else args.margin,
+            "every": d.abort_every if args.every is None else args.every,
+            "min_frac": d.abort_min_frac if args.min_frac is None else args.min_frac}
+    for key, value in rule.items():
+        if value < 0 or (key in ("every", "min_frac") and value > 1) or (key == "every" and value == 0):
+            raise UsageError(f"--{key.replace('_', '-')} {value:g}: out of range")
+    if args.budget is not None and args.budget <= 0:
+        raise UsageError(f"--budget {args.budget:g}: must be positive")
+    try:
+        recs = [replay.load(r, args.runs_dir, args.budget) for r in args.runs]
+    except replay.ReplayError as e:
+        raise UsageError(str(e)) from None
+    results = replay.grid(recs) if args.grid else [replay.replay(recs, **rule)]
+    chosen = replay.choose(results, args.max_false) if args.grid else None
+    if args.json:
+        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
+                          "chosen": chosen.row() if chosen else None,
+                          "skipped": {r.run: r.skipped for r in recs}}, indent=1))
+        return 0
+    n = sum(len(r.cases) for r in recs)
+    print(f"replayed {n} candidates from {len(recs)} run(s): {', '.join(r.run for r in recs)}")
+    for r in recs:
+        for why, count in r.skipped.items():
+            print(f"  {r.run}: {count} candidate(s) not replayed: {why}")
+    print(replay.table(results))
+    if args.grid:
+        if chosen is None:
+            print(f"no rule kept false aborts at or below {100 * args.max_false:g}% of accepted candidates")
+        else:
+            print(f"chosen: abort_z = {chosen.z:g}, abort_margin = {chosen.margin:g}, abort_every = {chosen.every:g}, "
+                  f"abort_min_frac = {chosen.min_frac:g}: saves {100 * chosen.saved_frac:.1f}% of training compute, "
+                  f"{chosen.false_aborts} of {chosen.accepted} accepted candidates aborted")
+    return 0
+
+
+def _bench_research(args) -> int:
+    from arrl import research
+    from arrl.config import ConfigError, load
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: give at least 1")
+    try:
+        base = load(args.config) if args.config else None
+        if base is None and Path(args.target).name == "synthetic":
+            from arrl.config import Config
+
+            base = Config()
+            base.workers.sandbox = "simulated"
+        out = args.out or Path.cwd() / "bench-research" / Path(args.target).name
+        summary = research.run(args.target, args.experiments, list(range(args.seeds)), methods, out, base,
+                               args.searcher)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(research.table(summary))
+    for name in ("research.md", "research.png", "research.json"):
+        print(out / name)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"prepare": cmd_prepare, "run": cmd_run, "launch": cmd_launch, "status": cmd_status,
                 "stop": cmd_stop, "export": cmd_export, "report": cmd_report,
-                "image": cmd_image}[args.command](args)
+                "image": cmd_image, "bench": cmd_bench}[args.command](args)
     except UsageError as e:
         print(f"arrl: error: {e}", file=sys.stderr)
         return 2

@@ -26,10 +26,11 @@ import statistics
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
-from arrl import acceptance, edit_policy, edits, oracle
+from arrl import acceptance, edit_policy, edits, extrapolate, oracle
 from arrl.branch import GitBranch
 from arrl.config import Config
 from arrl.metrics import RunMetrics
@@ -239,29 +240,12 @@ class Driver:
                 "min_frac": s.abort_min_frac}
 
     def _reference_loss(self, inc_id) -> float | None:
-        """The incumbent's final training loss: the mean over its runs (baselines, or an accepted edit and
-        its confirmations) of each curve's last tenth."""
-        if inc_id in self._ref_cache:
-            return self._ref_cache[inc_id]
-        if any(a["exp_id"] == inc_id for a in self.store.accepted()):
-            rows = [self.store.experiment(inc_id)] + self.store.experiments(
-                "kind='confirm' AND parent=? AND state='done'", (inc_id,))
-        else:
-            rows = self.store.experiments("kind='baseline' AND state='done' AND status='ok'")
-        finals = []
-        for r in rows:
-            try:
-                curve = json.loads((self.store.exp_dir(r["id"]) / "curve.json").read_text())
-            except (OSError, ValueError):
-                continue
-            losses = [p[2] for p in curve if isinstance(p, list) and len(p) == 3]
-            if len(losses) >= 5:
-                tail = losses[-max(1, len(losses) // 10):]
-                finals.append(sum(tail) / len(tail))
-        value = sum(finals) / len(finals) if finals else None
-        if value is not None:
+        if inc_id not in self._ref_cache:
+            value = reference_loss(self.store.db, self.store.root, inc_id)
+            if value is None:
+                return None
             self._ref_cache[inc_id] = value
-        return value
+        return self._ref_cache[inc_id]
 
     def _budget_left(self) -> bool:
         cap = self.cfg.oracle.max_experiments
@@ -529,6 +513,27 @@ class Driver:
         self.metrics.publish(self.store.db, self._best(), force=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         return self.stop_reason
+
+
+def reference_loss(db, root: Path, inc_id) -> float | None:
+    """The incumbent `inc_id`'s final training loss (self-evaluation's bar): the mean over its runs
+    (the baselines, or an accepted edit and its confirmations) of each curve's last tenth.
+    `db`: the ledger (rows by name), `root`: the run directory."""
+    if db.execute("SELECT 1 FROM accepted WHERE exp_id=?", (inc_id,)).fetchone():
+        rows = db.execute("SELECT id FROM experiments WHERE id=? OR (kind='confirm' AND parent=? AND state='done')",
+                          (inc_id, inc_id)).fetchall()
+    else:
+        rows = db.execute("SELECT id FROM experiments WHERE kind='baseline' AND state='done' AND status='ok'").fetchall()
+    finals = []
+    for (exp_id,) in rows:
+        try:
+            curve = json.loads((Path(root) / "experiments" / f"{exp_id:06d}" / "curve.json").read_text())
+        except (OSError, ValueError):
+            continue
+        value = extrapolate.final_loss(curve)
+        if value is not None:
+            finals.append(value)
+    return sum(finals) / len(finals) if finals else None
 
 
 def _summary(text: str, res) -> str:

@@ -97,6 +97,16 @@ def fit(times, losses, skip_frac: float = 0.1, points: int = 60, band_z: float =
     return Fit(a=a, b=b, c=c, sigma=sigma, n=n, t_max=float(t[-1]), band=band)
 
 
+def final_loss(curve, min_points: int = 5) -> float | None:
+    """A finished run's final training loss: the mean of the last tenth of its curve's points
+    ((elapsed, step, loss) rows); None for a curve of fewer than `min_points` points."""
+    losses = [p[2] for p in curve if isinstance(p, (list, tuple)) and len(p) == 3 and p[2] is not None]
+    if len(losses) < min_points:
+        return None
+    tail = losses[-max(1, len(losses) // 10):]
+    return float(sum(tail) / len(tail))
+
+
 @dataclass(frozen=True)
 class Verdict:
     abort: bool
@@ -126,3 +136,32 @@ def judge(curve, budget_s: float, reference_loss: float, z: float = 2.0, margin:
         return Verdict(True, mean, std, reference_loss,
                        f"predicted final loss {mean:.4f} ± {std:.4f} stays above {bar:.4f} (z={z:g})")
     return Verdict(False, mean, std, reference_loss, f"predicted final loss {mean:.4f} ± {std:.4f} may beat {bar:.4f}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An early-abort rule: the `[search]` abort settings plus the bar (the incumbent's final loss)."""
+    reference: float
+    z: float = 2.0
+    margin: float = 0.0
+    every: float = 0.1
+    min_frac: float = 0.2
+
+
+class Checker:
+    """Applies a rule to a growing curve the way a worker sees it: judged once each time the curve
+    passes the next checkpoint (every `rule.every` of the budget), on all the points so far.
+    The worker (live) and the replay tool (recorded curves) both use it."""
+
+    def __init__(self, rule: Rule, budget_s: float):
+        self.rule, self.budget_s = rule, budget_s
+        self.next_check = rule.every * budget_s
+
+    def __call__(self, points) -> Verdict | None:
+        """`points`: the curve so far, (elapsed, step, loss) rows. A Verdict at a checkpoint, else None."""
+        if not points or points[-1][0] is None or points[-1][0] < self.next_check:
+            return None
+        while self.next_check <= points[-1][0]:
+            self.next_check += self.rule.every * self.budget_s
+        r = self.rule
+        return judge(points, self.budget_s, r.reference, z=r.z, margin=r.margin, min_frac=r.min_frac)

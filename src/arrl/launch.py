@@ -79,6 +79,14 @@ class _ActorPolicy:
         return ray.get(self.handle.propose.options(name=f"propose {n}").remote(state, n))
 
 
+def sandbox_settings(cfg: Config, tgt) -> dict:
+    """The SandboxConfig fields of every experiment: the `[workers]` settings over the target's."""
+    w = cfg.workers
+    return {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
+            "memory_mb": w.memory_mb or tgt.memory_mb, "isolation": w.isolation,
+            "threads": w.threads or max(1, (os.cpu_count() or 1) // w.count)}
+
+
 def _gpus_needed(cfg: Config) -> float:
     """GPUs the run's actors ask for: workers, the policy server, the learner(s)."""
     n = cfg.workers.count * cfg.workers.gpus_per_worker
@@ -148,10 +156,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             kw["num_gpus"] = int(_gpus_needed(cfg) + 0.999)
         _init_ray(kw, log)
     w = cfg.workers
-    threads = w.threads or max(1, (os.cpu_count() or 1) // w.count)
-    sandbox = {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
-               "memory_mb": w.memory_mb or tgt.memory_mb,
-               "isolation": w.isolation, "threads": threads}
+    sandbox = sandbox_settings(cfg, tgt)
 
     def make_worker(i):
         return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,

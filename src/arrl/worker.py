@@ -134,26 +134,22 @@ class ExperimentWorker:
         with self._lock:
             self.current = {"exp": exp_id, "started": t0, "budget_s": self.sandbox_config.budget_s, "last": None}
 
-        budget = self.sandbox_config.budget_s
-        next_check = [abort["every"] * budget] if abort else [float("inf")]
+        check = None
+        if abort:
+            from arrl import extrapolate
+
+            check = extrapolate.Checker(extrapolate.Rule(**abort), self.sandbox_config.budget_s)
 
         def on_progress(curve):
             with self._lock:
                 if self.current is not None and curve:
                     self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
-            if not abort or not curve:
+            if check is None or not curve:
                 return None
             # env.progress Points from the sandboxes; (elapsed, step, loss) tuples from the simulated backend
             pts = [tuple(p) if isinstance(p, (list, tuple)) else (p.elapsed, p.step, p.train_loss) for p in curve]
-            if pts[-1][0] < next_check[0]:
-                return None
-            while next_check[0] <= pts[-1][0]:
-                next_check[0] += abort["every"] * budget
-            from arrl import extrapolate
-
-            v = extrapolate.judge(pts, budget, abort["reference"], z=abort["z"], margin=abort["margin"],
-                                  min_frac=abort["min_frac"])
-            return v.reason if v.abort else None
+            v = check(pts)
+            return v.reason if v is not None and v.abort else None
 
         try:
             outcome = sandbox.run(source, run_dir, seed=seed, env_hash=self.env_hash(), on_progress=on_progress)
