@@ -349,6 +349,8 @@ def _bench_abort(args) -> int:
         for why, count in r.skipped.items():
             print(f"  {r.run}: {count} candidate(s) not replayed: {why}")
     print(replay.table(results))
+    if not results[0].accepted:
+        print("note: none of these candidates was accepted, so false aborts cannot be measured on them")
     if args.grid:
         if chosen is None:
             print(f"no rule kept false aborts at or below {100 * args.max_false:g}% of accepted candidates")

@@ -96,7 +96,6 @@ def method_config(base: Config, method: str, seed: int, experiments: int, name: 
     cfg = copy.deepcopy(base)
     cfg.name = name
     cfg.oracle.max_experiments = experiments
-    cfg.search.early_abort = False  # the baselines get no self-evaluation; the loop's own benchmark is `bench abort`
     if method == "random":
         cfg.policy.kind = "random"
         cfg.policy.fmt = "catalog"

