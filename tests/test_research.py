@@ -54,6 +54,7 @@ def test_replay_agrees_with_an_independent_count(recorded):
     aborted = {}
     for c in rec.cases:
         t = replay.abort_time(c, extrapolate.Rule(c.reference, z=0.0, min_frac=0.2), rec.budget_s)
+        assert c.reference and all(len(run) >= 5 for run in c.reference)
         if t is not None:
             assert t >= 0.2 * rec.budget_s
             aborted[c.exp_id] = c.train_s - t
@@ -69,13 +70,14 @@ def test_replay_agrees_with_an_independent_count(recorded):
 
 def test_abort_time_on_constructed_curves():
     budget = 10.0
-    steps = [(0.1 * i, i, None) for i in range(1, 101)]
-    worse = extrapolate.Rule(reference=1.0, z=2.0, min_frac=0.3)
-    bad = replay.Case("r", 1, [(t, s, 2.0 + 3.0 / (1 + t)) for t, s, _ in steps], 10.0, 1.0, False, False)
-    good = replay.Case("r", 2, [(t, s, 0.5 + 3.0 / (1 + t)) for t, s, _ in steps], 10.0, 1.0, True, True)
-    t = replay.abort_time(bad, worse, budget)
-    assert t is not None and 3.0 <= t < 4.0  # at the first checkpoint after min_frac
-    assert replay.abort_time(good, worse, budget) is None
+    times = [0.1 * i for i in range(1, 101)]
+    incumbent = [[(t, 0.5 + 3.0 / (1 + t) + 0.01 * k) for t in times] for k in range(3)]
+    rule = extrapolate.Rule(reference=incumbent, z=2.0, min_frac=0.3)
+    bad = replay.Case("r", 1, [(t, i, 1.0 + 3.0 / (1 + t)) for i, t in enumerate(times)], 10.0, incumbent, False, False)
+    good = replay.Case("r", 2, [(t, i, 0.4 + 3.0 / (1 + t)) for i, t in enumerate(times)], 10.0, incumbent, True, True)
+    t = replay.abort_time(bad, rule, budget)
+    assert t is not None and 3.0 <= t < 4.0  # at the first checkpoint from min_frac on
+    assert replay.abort_time(good, rule, budget) is None
 
 
 def test_bench_abort_cli(recorded, capsys):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import queue
 import statistics
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import ray
 
-from arrl import acceptance, edit_policy, edits, extrapolate, oracle
+from arrl import acceptance, edit_policy, edits, oracle
 from arrl.branch import GitBranch
 from arrl.config import Config
 from arrl.metrics import RunMetrics
@@ -85,7 +86,7 @@ class Driver:
         self.stop_reason: str | None = None
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
-        self._ref_cache: dict = {}  # incumbent id -> its final training loss (self-evaluation)
+        self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
     def _restore(self) -> None:
@@ -229,23 +230,18 @@ class Driver:
         self.busy.add(w)
 
     def _abort_rule(self, row) -> dict | None:
-        """Self-evaluation for a candidate: beat the incumbent's final training loss, or be stopped early."""
+        """Self-evaluation for a candidate: keep up with the incumbent's curves, or be stopped early."""
         s = self.cfg.search
         if not s.early_abort or row["kind"] != "candidate":
             return None
-        ref = self._reference_loss(row["incumbent_id"])
-        if ref is None:
-            return None
-        return {"reference": ref, "z": s.abort_z, "margin": s.abort_margin, "every": s.abort_every,
-                "min_frac": s.abort_min_frac}
-
-    def _reference_loss(self, inc_id) -> float | None:
-        if inc_id not in self._ref_cache:
-            value = reference_loss(self.store.db, self.store.root, inc_id)
-            if value is None:
+        inc = row["incumbent_id"]
+        if inc not in self._ref_cache:
+            runs = reference_runs(self.store.db, self.store.root, inc)
+            if not runs:
                 return None
-            self._ref_cache[inc_id] = value
-        return self._ref_cache[inc_id]
+            self._ref_cache[inc] = runs
+        return {"reference": self._ref_cache[inc], "z": s.abort_z, "margin": s.abort_margin, "every": s.abort_every,
+                "min_frac": s.abort_min_frac}
 
     def _budget_left(self) -> bool:
         cap = self.cfg.oracle.max_experiments
@@ -515,25 +511,28 @@ class Driver:
         return self.stop_reason
 
 
-def reference_loss(db, root: Path, inc_id) -> float | None:
-    """The incumbent `inc_id`'s final training loss (self-evaluation's bar): the mean over its runs
-    (the baselines, or an accepted edit and its confirmations) of each curve's last tenth.
-    `db`: the ledger (rows by name), `root`: the run directory."""
+def reference_runs(db, root: Path, inc_id, points: int = 400) -> list[list[tuple[float, float]]]:
+    """The incumbent `inc_id`'s learning curves, self-evaluation's reference: one (elapsed, loss) list per
+    run (the baselines, or an accepted edit and its confirmations), each averaged down to at most `points`
+    points. `db`: the ledger, `root`: the run directory."""
     if db.execute("SELECT 1 FROM accepted WHERE exp_id=?", (inc_id,)).fetchone():
-        rows = db.execute("SELECT id FROM experiments WHERE id=? OR (kind='confirm' AND parent=? AND state='done')",
-                          (inc_id, inc_id)).fetchall()
+        rows = db.execute("SELECT id FROM experiments WHERE id=? OR (kind='confirm' AND parent=? AND state='done' "
+                          "AND status='ok')", (inc_id, inc_id)).fetchall()
     else:
         rows = db.execute("SELECT id FROM experiments WHERE kind='baseline' AND state='done' AND status='ok'").fetchall()
-    finals = []
+    runs = []
     for (exp_id,) in rows:
         try:
             curve = json.loads((Path(root) / "experiments" / f"{exp_id:06d}" / "curve.json").read_text())
         except (OSError, ValueError):
             continue
-        value = extrapolate.final_loss(curve)
-        if value is not None:
-            finals.append(value)
-    return sum(finals) / len(finals) if finals else None
+        pts = [(float(p[0]), float(p[2])) for p in curve if isinstance(p, list) and len(p) == 3 and None not in p]
+        if len(pts) < 5:
+            continue
+        step = max(1, math.ceil(len(pts) / points))
+        runs.append([(sum(e for e, _ in pts[i:i + step]) / len(pts[i:i + step]),
+                      sum(v for _, v in pts[i:i + step]) / len(pts[i:i + step])) for i in range(0, len(pts), step)])
+    return runs
 
 
 def _summary(text: str, res) -> str:

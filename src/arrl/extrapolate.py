@@ -1,100 +1,45 @@
-"""Learning-curve extrapolation for early abort: fit L(t) = a·t^(-b) + c, predict the final loss.
+"""Self-evaluation for early abort: is a running candidate going to lose to the incumbent?
 
-The fit is a grid over the exponent b with closed-form least squares for (a, c) at each b
-(no optimiser to diverge, deterministic). The prediction's uncertainty combines the
-residual noise with the spread of the predictions of every b whose fit is not much worse
-than the best (a profile-likelihood band), so a curve that could still bend either way
-reports a wide interval.
+The rule compares the candidate's training loss with the incumbent's **at the same elapsed
+time**, not with the incumbent's final loss. (A first version fitted a power law
+L(t) = a·t^(-b) + c to the candidate's curve and compared its extrapolated final loss
+with the incumbent's final loss. Replayed on recorded tiny-target runs it aborted accepted
+edits: the target's learning-rate schedule makes the last part of every curve drop faster
+than any power law fitted to the first part predicts, and a smaller model whose curve
+flattens early was "predicted" to lose while leading at every moment. See
+docs/RESEARCH.md.) Comparing at the same time lets the schedule, warm-up and start-up
+cost cancel.
+
+At each checkpoint t (every `every` of the budget T, not before `min_frac`·T, nor at the end of
+the budget, where stopping would save little and lose the run's evaluation):
+
+- gap(t): the candidate's mean loss over the last window (t - every·T, t] minus the mean
+  over the incumbent's runs (the baselines, or the accepted edit and its confirmations)
+  of their mean loss over the same window;
+- sigma: the run-to-run spread of the incumbent's own runs (the standard deviation of
+  their window means, median over the checkpoints so far from min_frac·T on), floored at
+  SIGMA_FLOOR of its loss; with a single incumbent run, SIGMA_ONE_RUN of its loss;
+- bar = z·sigma·sqrt(1 + 1/n) + margin (n incumbent runs): a gap beyond it is unlikely to
+  be noise with confidence z;
+- trend: a candidate that is closing the gap is given the benefit of it: the slope of the
+  last three checkpoints' gaps, if negative, is extended to T.
+
+The run is aborted when gap(t) > bar and the gap extended to T is still > bar.
 
 Only the training loss the run reports is used (`env.progress`, untrusted). That is safe
 for this purpose: a lying script can at most avoid being aborted (and then pays its whole
 budget) or get itself aborted; its reward still comes from the environment's val_bpb.
-A candidate is compared with the incumbent's own recorded curve (same target, same loss),
-not with val_bpb.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
-import numpy as np
-
-EXPONENTS = np.round(np.exp(np.linspace(math.log(0.02), math.log(3.0), 80)), 5)
-MIN_POINTS = 6
-
-
-@dataclass(frozen=True)
-class Fit:
-    a: float
-    b: float
-    c: float
-    sigma: float        # residual standard deviation of the loss around the fit
-    n: int              # points used
-    t_max: float        # the last time fitted
-    band: tuple         # (b, a, c) of every exponent within the profile band
-
-    def loss(self, t: float) -> float:
-        return self.a * max(t, 1e-9) ** -self.b + self.c
-
-    def predict(self, t: float) -> tuple[float, float]:
-        """(mean, standard deviation) of the loss at time t."""
-        preds = [a * max(t, 1e-9) ** -b + c for b, a, c in self.band]
-        spread = (max(preds) - min(preds)) / 2 if preds else 0.0
-        return self.loss(t), math.sqrt(self.sigma ** 2 + spread ** 2)
-
-
-def _smooth(t: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average the curve into at most `points` bins of equal time (noisy per-step losses)."""
-    if len(t) <= points:
-        return t, y
-    edges = np.linspace(t[0], t[-1], points + 1)
-    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, points - 1)
-    keep = [i for i in range(points) if np.any(idx == i)]
-    return (np.array([t[idx == i].mean() for i in keep]), np.array([y[idx == i].mean() for i in keep]))
-
-
-def fit(times, losses, skip_frac: float = 0.1, points: int = 60, band_z: float = 2.0) -> Fit | None:
-    """Fit the power law to (time, loss) points; None when there is too little to fit.
-
-    The first `skip_frac` of the elapsed time (warm-up, compilation) is left out.
-    """
-    t = np.asarray(times, dtype=float)
-    y = np.asarray(losses, dtype=float)
-    ok = np.isfinite(t) & np.isfinite(y) & (t > 0)
-    t, y = t[ok], y[ok]
-    if len(t) < MIN_POINTS:
-        return None
-    order = np.argsort(t)
-    t, y = t[order], y[order]
-    t, y = t[t >= t[-1] * skip_frac], y[t >= t[-1] * skip_frac]
-    t, y = _smooth(t, y, points)
-    if len(t) < MIN_POINTS:
-        return None
-    results = []
-    for b in EXPONENTS:
-        x = t ** -b
-        xm, ym = x.mean(), y.mean()
-        var = ((x - xm) ** 2).sum()
-        if var <= 0:
-            continue
-        a = float(((x - xm) * (y - ym)).sum() / var)
-        if a < 0:  # a rising curve: the law's decreasing shape does not hold; a = 0 is a flat line
-            a = 0.0
-        c = float(ym - a * xm)
-        sse = float(((y - (a * x + c)) ** 2).sum())
-        results.append((sse, float(b), a, c))
-    if not results:
-        return None
-    results.sort()
-    sse, b, a, c = results[0]
-    n = len(t)
-    dof = max(n - 3, 1)
-    sigma = math.sqrt(sse / dof)
-    # profile band: exponents whose fit is within band_z^2 (in units of the residual variance) of the best
-    limit = sse + band_z ** 2 * sigma ** 2
-    band = tuple((bb, aa, cc) for s, bb, aa, cc in results if s <= limit)
-    return Fit(a=a, b=b, c=c, sigma=sigma, n=n, t_max=float(t[-1]), band=band)
+SIGMA_FLOOR = 0.002    # of the incumbent's loss: identical runs (a deterministic target) are not noiseless
+SIGMA_ONE_RUN = 0.01   # of the incumbent's loss, when it has one run and so no spread to measure
+TREND_POINTS = 3
 
 
 def final_loss(curve, min_points: int = 5) -> float | None:
@@ -107,45 +52,82 @@ def final_loss(curve, min_points: int = 5) -> float | None:
     return float(sum(tail) / len(tail))
 
 
-@dataclass(frozen=True)
-class Verdict:
-    abort: bool
-    predicted: float | None     # the candidate's predicted final loss
-    std: float | None
-    reference: float | None     # what it must beat: the incumbent's final loss
-    reason: str
-
-
-def judge(curve, budget_s: float, reference_loss: float, z: float = 2.0, margin: float = 0.0,
-          min_frac: float = 0.2) -> Verdict:
-    """Should a run with learning curve `curve` ((elapsed_s, step, loss), ...) be aborted?
-
-    Abort when, with confidence z (one-sided), its loss at `budget_s` will not go below
-    `reference_loss - margin`: predicted - z·std > reference - margin. Never before
-    `min_frac` of the budget, and never without a fit.
-    """
-    pts = [(float(e), float(loss)) for e, _, loss in curve if e is not None and loss is not None]
-    if not pts or pts[-1][0] < min_frac * budget_s:
-        return Verdict(False, None, None, reference_loss, "too early")
-    f = fit([p[0] for p in pts], [p[1] for p in pts])
-    if f is None:
-        return Verdict(False, None, None, reference_loss, "not enough points to fit")
-    mean, std = f.predict(budget_s)
-    bar = reference_loss - margin
-    if mean - z * std > bar:
-        return Verdict(True, mean, std, reference_loss,
-                       f"predicted final loss {mean:.4f} ± {std:.4f} stays above {bar:.4f} (z={z:g})")
-    return Verdict(False, mean, std, reference_loss, f"predicted final loss {mean:.4f} ± {std:.4f} may beat {bar:.4f}")
+def window_mean(points, start: float, end: float) -> float | None:
+    """Mean loss of the (elapsed, loss) points with start < elapsed <= end; None if there are none."""
+    vals = [loss for e, loss in points if start < e <= end and loss is not None and math.isfinite(loss)]
+    return sum(vals) / len(vals) if vals else None
 
 
 @dataclass(frozen=True)
 class Rule:
-    """An early-abort rule: the `[search]` abort settings plus the bar (the incumbent's final loss)."""
-    reference: float
-    z: float = 2.0
+    """An early-abort rule: the `[search]` abort settings plus the incumbent's runs to compare with,
+    each a sequence of (elapsed_s, loss) points."""
+    reference: tuple
+    z: float = 1.0
     margin: float = 0.0
     every: float = 0.1
     min_frac: float = 0.2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    abort: bool
+    gap: float | None          # candidate minus incumbent, mean loss over the last window
+    bar: float | None          # the gap an abort needs
+    projected: float | None    # the gap extended to the end of the budget by its trend
+    reason: str
+
+
+def _sigma(runs, t: float, window: float, start: float, inc: float) -> float:
+    spreads = []
+    k = 1
+    while k * window <= t + 1e-9:
+        end = k * window
+        if end >= start - 1e-9:
+            means = [m for m in (window_mean(r, end - window, end) for r in runs) if m is not None]
+            if len(means) >= 2:
+                spreads.append(statistics.stdev(means))
+        k += 1
+    if not spreads:
+        return SIGMA_ONE_RUN * abs(inc)
+    return max(statistics.median(spreads), SIGMA_FLOOR * abs(inc))
+
+
+def judge(curve, budget_s: float, rule: Rule, history=()) -> Verdict:
+    """Judge a candidate at the last point of `curve` ((elapsed, step, loss) rows). `history`:
+    (elapsed, gap) of the earlier checkpoints, for the trend."""
+    pts = [(float(p[0]), float(p[2])) for p in curve if p[0] is not None and p[2] is not None]
+    if not pts:
+        return Verdict(False, None, None, None, "no curve yet")
+    t, window = pts[-1][0], rule.every * budget_s
+    runs = [[(float(e), float(loss)) for e, loss in r] for r in rule.reference]
+    cand = window_mean(pts, t - window, t)
+    incs = [m for m in (window_mean(r, t - window, t) for r in runs) if m is not None]
+    if cand is None or not incs:
+        return Verdict(False, None, None, None, "no incumbent curve at this time")
+    inc = sum(incs) / len(incs)
+    gap = cand - inc
+    if t < rule.min_frac * budget_s:
+        return Verdict(False, gap, None, None, "too early")
+    if t > budget_s - window / 2:  # the last checkpoint: aborting now would save little and lose the evaluation
+        return Verdict(False, gap, None, None, "at the end of its budget")
+    n = len(incs)
+    sigma = _sigma(runs, t, window, rule.min_frac * budget_s, inc)
+    bar = rule.z * sigma * math.sqrt(1 + 1 / n) + rule.margin
+    trend = list(history)[-(TREND_POINTS - 1):] + [(t, gap)]
+    projected = gap
+    if len(trend) >= TREND_POINTS:
+        xs, ys = [p[0] for p in trend], [p[1] for p in trend]
+        xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - xm) ** 2 for x in xs)
+        slope = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / var if var > 0 else 0.0
+        projected = gap + min(slope, 0.0) * max(budget_s - t, 0.0)
+    where = f"at {t:.0f} s of {budget_s:.0f} s"
+    if gap > bar and projected > bar:
+        return Verdict(True, gap, bar, projected,
+                       f"training loss trails the incumbent's by {gap:.4f} {where} (bar {bar:.4f}: z={rule.z:g} "
+                       f"x spread {sigma:.4f}); its trend leaves it {projected:.4f} behind at the end")
+    return Verdict(False, gap, bar, projected, f"gap {gap:+.4f} {where} is within the bar {bar:.4f} or closing")
 
 
 class Checker:
@@ -156,6 +138,7 @@ class Checker:
     def __init__(self, rule: Rule, budget_s: float):
         self.rule, self.budget_s = rule, budget_s
         self.next_check = rule.every * budget_s
+        self.history: list[tuple[float, float]] = []
 
     def __call__(self, points) -> Verdict | None:
         """`points`: the curve so far, (elapsed, step, loss) rows. A Verdict at a checkpoint, else None."""
@@ -163,5 +146,7 @@ class Checker:
             return None
         while self.next_check <= points[-1][0]:
             self.next_check += self.rule.every * self.budget_s
-        r = self.rule
-        return judge(points, self.budget_s, r.reference, z=r.z, margin=r.margin, min_frac=r.min_frac)
+        v = judge(points, self.budget_s, self.rule, self.history)
+        if v.gap is not None:
+            self.history.append((float(points[-1][0]), v.gap))
+        return v

@@ -2,8 +2,8 @@
 
 Every finished candidate of a run has its whole learning curve on disk (`curve.json`). The
 replay feeds each curve to `arrl.extrapolate.Checker` point by point, exactly as a worker
-would have during the run, against the same bar the driver would have given it (the final
-training loss of the candidate's incumbent, `arrl.driver.reference_loss`), and reports:
+would have during the run, against the same reference the driver would have given it (the
+learning curves of the candidate's incumbent, `arrl.driver.reference_runs`), and reports:
 
 - compute saved: the training seconds after each abort, over all the training seconds the
   runs spent (baselines and confirmations included: they are never aborted);
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from arrl import extrapolate, paths
 from arrl import target as target_mod
-from arrl.driver import reference_loss
+from arrl.driver import reference_runs
 
 
 class ReplayError(Exception):
@@ -39,7 +39,7 @@ class Case:
     exp_id: int
     curve: list
     train_s: float
-    reference: float
+    reference: list  # the incumbent's runs' (elapsed, loss) curves
     accepted: bool
     improved: bool  # its val_bpb beat its incumbent's
 
@@ -142,8 +142,8 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
             continue
         inc = r["incumbent_id"]
         if inc not in refs:
-            refs[inc] = reference_loss(db, d, inc)
-        if refs[inc] is None:
+            refs[inc] = reference_runs(db, d, inc)
+        if not refs[inc]:
             skip("the incumbent has no curve")
             continue
         try:
@@ -193,7 +193,7 @@ def replay(recordings: list[Recording], z: float, margin: float = 0.0, every: fl
     return res
 
 
-GRID = {"z": (0.5, 1.0, 1.5, 2.0, 3.0), "margin": (0.0,), "every": (0.1,), "min_frac": (0.1, 0.2, 0.3, 0.5)}
+GRID = {"z": (0.0, 0.5, 1.0, 2.0, 3.0), "margin": (0.0,), "every": (0.1,), "min_frac": (0.1, 0.2, 0.3, 0.5)}
 
 
 def grid(recordings: list[Recording], grid: dict = GRID) -> list[Result]:

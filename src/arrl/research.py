@@ -191,12 +191,12 @@ def table(summary: dict) -> str:
     thr = summary["threshold"]
     lines = [f"Bar: random search's median final best, {_fmt(thr)} val_bpb, within {summary['experiments']} runs.",
              "",
-             "| method | seeds | final best val_bpb: median (min – max) | seeds reaching the bar | "
+             "| method | seeds | runs (median) | final best val_bpb: median (min – max) | seeds reaching the bar | "
              "runs to reach it (median) | training s to reach it (median) | training s in all (median) | "
              "wall s (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for method, m in summary["methods"].items():
-        lines.append(f"| {method} | {m['seeds']} | {_fmt(m['final_best_median'])} ({_fmt(m['final_best_min'])} – "
+        lines.append(f"| {method} | {m['seeds']} | {_fmt(m['runs'], '.0f')} | {_fmt(m['final_best_median'])} ({_fmt(m['final_best_min'])} – "
                      f"{_fmt(m['final_best_max'])}) | {m['reached']} of {m['seeds']} | "
                      f"{_fmt(m['runs_to_reach_median'], '.0f')} | {_fmt(m['compute_to_reach_median'], '.1f')} | "
                      f"{_fmt(m['compute_total_median'], '.1f')} | {_fmt(m['wall_median'], '.0f')} |")
