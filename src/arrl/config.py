@@ -35,9 +35,9 @@
     min_sigma = 0.002               # floor of the noise estimate (bpb)
     confirm = true                  # re-run a candidate with another seed before accepting
     history_k = 32
-    early_abort = false             # self-evaluation: stop candidates whose extrapolated loss will not win
-    abort_z = 2.0                   # confidence (one-sided z) that the run will not beat the incumbent
-    abort_margin = 0.0              # loss it must be expected to beat the incumbent's by
+    early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.extrapolate)
+    abort_z = 2.0                   # the gap needed, in the incumbent's run-to-run spreads of training loss
+    abort_margin = 0.0              # extra training-loss gap needed
     abort_every = 0.1               # check at each this fraction of the budget
     abort_min_frac = 0.2            # never before this fraction of the budget
 
