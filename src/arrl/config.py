@@ -50,7 +50,7 @@
     timeout = -1.0
     nan = -1.0
     invalid_metric = -1.0
-    aborted = -0.5
+    aborted = -3.0                  # early abort; what aborted candidates earned when run to the end (bench abort)
     suspicious = 0.0
     simplicity = 0.0                # subtracted per added line
 
@@ -152,7 +152,7 @@ class RewardSection:
     timeout: float = -1.0
     nan: float = -1.0
     invalid_metric: float = -1.0
-    aborted: float = -0.5
+    aborted: float = -3.0
     suspicious: float = 0.0
     simplicity: float = 0.0
 

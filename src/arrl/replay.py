@@ -42,6 +42,7 @@ class Case:
     reference: list  # the incumbent's runs' (elapsed, loss) curves
     accepted: bool
     improved: bool  # its val_bpb beat its incumbent's
+    reward: float | None = None  # the reward it earned by running to the end
 
 
 @dataclass
@@ -67,6 +68,13 @@ class Result:
     false_aborts: int = 0      # aborted but accepted
     improved: int = 0
     improved_aborted: int = 0  # aborted but its val_bpb beat the incumbent's
+    aborted_rewards: list = field(default_factory=list)  # what the aborted ones earned by running to the end
+
+    @property
+    def aborted_reward(self) -> float | None:
+        """Mean reward the aborted candidates earned in the recording: a guide for `[reward] aborted`."""
+        r = [x for x in self.aborted_rewards if x is not None]
+        return sum(r) / len(r) if r else None
 
     @property
     def saved_frac(self) -> float:
@@ -83,7 +91,8 @@ class Result:
                 "saved_s": round(self.saved_s, 1), "total_train_s": round(self.total_s, 1),
                 "accepted": self.accepted, "false_aborts": self.false_aborts,
                 "false_abort_frac": round(self.false_frac, 4), "improved": self.improved,
-                "improved_aborted": self.improved_aborted}
+                "improved_aborted": self.improved_aborted,
+                "aborted_reward": None if self.aborted_reward is None else round(self.aborted_reward, 3)}
 
 
 def _run_dir(run: str, runs: Path | None) -> Path:
@@ -156,7 +165,7 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
         inc_value = values.get(inc, base_value)
         cases.append(Case(run=d.name, exp_id=r["id"], curve=pts, train_s=float(r["train_s"] or 0.0),
                           reference=refs[inc], accepted=r["id"] in accepted,
-                          improved=inc_value is not None and r["val_bpb"] < inc_value))
+                          improved=inc_value is not None and r["val_bpb"] < inc_value, reward=r["reward"]))
     db.close()
     return Recording(run=d.name, budget_s=budget, cases=cases, total_train_s=total, skipped=skipped)
 
@@ -190,6 +199,7 @@ def replay(recordings: list[Recording], z: float, margin: float = 0.0, every: fl
             res.saved_s += max(0.0, case.train_s - t)
             res.false_aborts += case.accepted
             res.improved_aborted += case.improved
+            res.aborted_rewards.append(case.reward)
     return res
 
 
@@ -210,11 +220,12 @@ def choose(results: list[Result], max_false: float = 0.05) -> Result | None:
 
 def table(results: list[Result]) -> str:
     head = "| z | margin | every | min_frac | aborted / candidates | compute saved | false aborts (accepted) | " \
-           "aborted improvements |\n|---|---|---|---|---|---|---|---|"
+           "aborted improvements | their recorded reward |\n|---|---|---|---|---|---|---|---|---|"
     lines = [head]
     for r in results:
         lines.append(f"| {r.z:g} | {r.margin:g} | {r.every:g} | {r.min_frac:g} | {r.aborted} / {r.candidates} | "
                      f"{100 * r.saved_frac:.1f}% ({r.saved_s:.0f} of {r.total_s:.0f} s) | "
                      f"{r.false_aborts} of {r.accepted} ({100 * r.false_frac:.1f}%) | "
-                     f"{r.improved_aborted} of {r.improved} |")
+                     f"{r.improved_aborted} of {r.improved} | "
+                     f"{'—' if r.aborted_reward is None else format(r.aborted_reward, '+.2f')} |")
     return "\n".join(lines)
