@@ -113,11 +113,12 @@ class Driver:
         self.branch.ensure(self.target.source())
 
     def _counted(self) -> tuple[int, int]:
-        """(experiments run, experiments since the last acceptance): candidates and confirmations that ran."""
+        """(experiments run, experiments since the last acceptance): candidates and confirmations that trained
+        (a duplicate answered from the ledger trained nothing and does not count)."""
         last = self.incumbent.exp_id if self.store.accepted() else 0
         n, since = self.store.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(id > ?), 0) FROM experiments WHERE kind!='baseline' AND state='done' "
-            "AND status NOT IN ('edit_failed', 'rejected')", (last,)).fetchone()
+            "AND status NOT IN ('edit_failed', 'rejected') AND reused_from IS NULL", (last,)).fetchone()
         return n, since
 
     def _history(self) -> tuple[HistoryEntry, ...]:
@@ -248,8 +249,8 @@ class Driver:
         if not cap:
             return True
         started = self.store.db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND (state!='done' OR status NOT IN "
-            "('edit_failed', 'rejected'))").fetchone()[0]
+            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND reused_from IS NULL AND (state!='done' OR "
+            "status NOT IN ('edit_failed', 'rejected'))").fetchone()[0]
         return started < cap
 
     def _fill(self) -> None:
@@ -455,8 +456,8 @@ class Driver:
         gpu_s = self.store.db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'"
                                       ).fetchone()[0]
         last_ran = self.store.db.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE kind='candidate' AND (state!='done' OR status NOT IN "
-            "('edit_failed', 'rejected'))").fetchone()[0]
+            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE kind='candidate' AND (state!='done' OR (status NOT IN "
+            "('edit_failed', 'rejected') AND reused_from IS NULL))").fetchone()[0]
         failed = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE kind='candidate' AND id > ?",
                                        (last_ran,)).fetchone()[0]
         return oracle.Progress(experiments=n, since_accept=since, failed_edits_in_a_row=failed,
