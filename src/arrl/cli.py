@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--grid", action="store_true", help="replay a grid of rules and name the one to use")
     ab.add_argument("--max-false", type=float, default=0.05,
                     help="--grid: most accepted candidates a chosen rule may abort, as a fraction (default 0.05)")
+    ab.add_argument("--max-lost", type=float, default=0.2,
+                    help="--grid: most improvements (accepted or not) a chosen rule may abort, as a fraction (default 0.2)")
     ab.add_argument("--json", action="store_true", help="print the results as JSON")
     ab.add_argument("--runs-dir", type=Path)
     rs = bsub.add_parser("research", help="the loop against random search, Ray Tune + ASHA and a frozen policy")
@@ -337,7 +339,7 @@ def _bench_abort(args) -> int:
     except replay.ReplayError as e:
         raise UsageError(str(e)) from None
     results = replay.grid(recs) if args.grid else [replay.replay(recs, **rule)]
-    chosen = replay.choose(results, args.max_false) if args.grid else None
+    chosen = replay.choose(results, args.max_false, args.max_lost) if args.grid else None
     if args.json:
         print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
                           "chosen": chosen.row() if chosen else None,
@@ -353,11 +355,13 @@ def _bench_abort(args) -> int:
         print("note: none of these candidates was accepted, so false aborts cannot be measured on them")
     if args.grid:
         if chosen is None:
-            print(f"no rule kept false aborts at or below {100 * args.max_false:g}% of accepted candidates")
+            print(f"no rule kept false aborts at or below {100 * args.max_false:g}% of accepted candidates and lost "
+                  f"improvements at or below {100 * args.max_lost:g}%")
         else:
             print(f"chosen: abort_z = {chosen.z:g}, abort_margin = {chosen.margin:g}, abort_every = {chosen.every:g}, "
                   f"abort_min_frac = {chosen.min_frac:g}: saves {100 * chosen.saved_frac:.1f}% of training compute, "
-                  f"{chosen.false_aborts} of {chosen.accepted} accepted candidates aborted")
+                  f"{chosen.false_aborts} of {chosen.accepted} accepted candidates and {chosen.improved_aborted} of "
+                  f"{chosen.improved} improvements aborted")
     return 0
 
 

@@ -36,7 +36,8 @@
     confirm = true                  # re-run a candidate with another seed before accepting
     history_k = 32
     early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.extrapolate)
-    abort_z = 2.0                   # the gap needed, in the incumbent's run-to-run spreads of training loss
+    abort_z = 0.5                   # the gap needed, in the incumbent's run-to-run spreads of training loss
+                                    # (0.5 and min_frac 0.2: chosen by `arrl bench abort --grid`, docs/BENCHMARKS.md)
     abort_margin = 0.0              # extra training-loss gap needed
     abort_every = 0.1               # check at each this fraction of the budget
     abort_min_frac = 0.2            # never before this fraction of the budget
@@ -136,7 +137,7 @@ class SearchSection:
     confirm: bool = True
     history_k: int = 32
     early_abort: bool = False
-    abort_z: float = 2.0
+    abort_z: float = 0.5
     abort_margin: float = 0.0
     abort_every: float = 0.1
     abort_min_frac: float = 0.2

@@ -211,10 +211,13 @@ def grid(recordings: list[Recording], grid: dict = GRID) -> list[Result]:
     return [replay(recordings, **dict(zip(keys, combo))) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def choose(results: list[Result], max_false: float = 0.05) -> Result | None:
-    """The rule that saves the most compute with at most `max_false` of the accepted candidates aborted
-    (ties: the more cautious rule, higher z then later min_frac)."""
-    ok = [r for r in results if r.false_frac <= max_false]
+def choose(results: list[Result], max_false: float = 0.05, max_lost: float = 0.2) -> Result | None:
+    """The rule that saves the most compute with at most `max_false` of the accepted candidates aborted and
+    at most `max_lost` of the improvements (val_bpb below the incumbent's, accepted or not) aborted: with
+    few accepted candidates in a recording the first count is coarse, and the second keeps the choice
+    away from rules that only got lucky. Ties: the more cautious rule (higher z, then later min_frac)."""
+    ok = [r for r in results if r.false_frac <= max_false
+          and (r.improved_aborted / r.improved if r.improved else 0.0) <= max_lost]
     return max(ok, key=lambda r: (round(r.saved_frac, 4), r.z, r.min_frac)) if ok else None
 
 
