@@ -141,7 +141,7 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
         skipped[why] = skipped.get(why, 0) + 1
 
     for r in rows:
-        if r["kind"] != "candidate":
+        if r["kind"] != "candidate" or r["status"] in ("edit_failed", "rejected"):  # nothing trained
             continue
         if r["status"] == "aborted":
             skip("aborted while recorded (no curve past the abort)")
