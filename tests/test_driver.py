@@ -44,16 +44,13 @@ def test_full_run_with_every_status(runs):
     cfg = config_mod.from_dict({
         "target": "tiny", "name": "every-status",
         "policy": {"kind": "scripted", "fmt": "search_replace", "group_size": 4,
-                   # a duplicate of the first, then one more edit: duplicates train nothing and do not count
-                   "completions": list(SCRIPT.values()) + [SCRIPT["ok"], block(
-                       "LEARNING_RATE = 3e-3  # peak AdamW learning rate",
-                       "LEARNING_RATE = 1e-3  # peak AdamW learning rate")]},
+                   "completions": list(SCRIPT.values()) + [SCRIPT["ok"]]},  # the last one is a duplicate
         "workers": {"count": 4, "gpus_per_worker": 1.0, "budget_s": 2.0, "grace_s": 45.0,
                     "threads": 1},
         # no acceptance: an accepted "ok" edit would make the queued proposals stale (dropped) and the
         # duplicate's SEARCH text miss, so whether every status shows up would depend on the noise draw
         "search": {"noise_runs": 2, "confirm": True, "margin_z": 1e6},
-        "oracle": {"max_experiments": 7},
+        "oracle": {"max_experiments": 9},
     })
     lines = []
     reason, d = launch(cfg, runs=runs, log=lines.append)
@@ -118,7 +115,7 @@ def test_a_policy_whose_edits_all_fail_stops_the_run(runs):
         "workers": {"count": 1, "budget_s": 1.0, "grace_s": 30.0, "threads": 1},
         "search": {"noise_runs": 1}, "oracle": {"max_experiments": 5, "max_failed_edits": 20}})
     reason, d = launch(cfg, runs=runs, log=lambda s: None)
-    assert reason == "the policy's last 20 edits all failed, were rejected or repeated earlier ones"
+    assert reason == "the policy's last 20 edits all failed, were rejected or trained nothing"
     db = sqlite3.connect(d / "ledger.sqlite")
     assert db.execute("SELECT COUNT(*) FROM experiments WHERE status='edit_failed'").fetchone()[0] >= 20
 

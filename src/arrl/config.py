@@ -85,6 +85,8 @@
     target_bpb = 0.0                # stop once the incumbent is at or below it (0: off)
     plateau = 0                     # stop after this many experiments without an acceptance (0: off)
     max_failed_edits = 200          # stop after this many failed/rejected edits in a row (0: off)
+    count_duplicates = true         # duplicates answered from the ledger use up max_experiments; false: only
+                                    # runs that trained do, and duplicates count toward max_failed_edits
 
 Unknown keys and wrong types are errors that name the field (`ConfigError`).
 """
@@ -198,6 +200,7 @@ class OracleSection:
     target_bpb: float = 0.0
     plateau: int = 0
     max_failed_edits: int = 200
+    count_duplicates: bool = True
 
 
 @dataclass

@@ -112,13 +112,19 @@ class Driver:
                 self._commit(row, a["val_bpb"])
         self.branch.ensure(self.target.source())
 
+    def _trained(self) -> str:
+        """SQL condition for what the experiment budget counts: with `[oracle] count_duplicates` (the default)
+        duplicates answered from the ledger count as experiments; without it only runs that trained do, and
+        duplicates count toward `max_failed_edits` instead."""
+        return "" if self.cfg.oracle.count_duplicates else " AND reused_from IS NULL"
+
     def _counted(self) -> tuple[int, int]:
-        """(experiments run, experiments since the last acceptance): candidates and confirmations that trained
-        (a duplicate answered from the ledger trained nothing and does not count)."""
+        """(experiments run, experiments since the last acceptance): candidates and confirmations that ran
+        (see `_trained` for duplicates)."""
         last = self.incumbent.exp_id if self.store.accepted() else 0
         n, since = self.store.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(id > ?), 0) FROM experiments WHERE kind!='baseline' AND state='done' "
-            "AND status NOT IN ('edit_failed', 'rejected') AND reused_from IS NULL", (last,)).fetchone()
+            "AND status NOT IN ('edit_failed', 'rejected')" + self._trained(), (last,)).fetchone()
         return n, since
 
     def _history(self) -> tuple[HistoryEntry, ...]:
@@ -249,7 +255,7 @@ class Driver:
         if not cap:
             return True
         started = self.store.db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND reused_from IS NULL AND (state!='done' OR "
+            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline'" + self._trained() + " AND (state!='done' OR "
             "status NOT IN ('edit_failed', 'rejected'))").fetchone()[0]
         return started < cap
 
@@ -457,7 +463,7 @@ class Driver:
                                       ).fetchone()[0]
         last_ran = self.store.db.execute(
             "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE kind='candidate' AND (state!='done' OR (status NOT IN "
-            "('edit_failed', 'rejected') AND reused_from IS NULL))").fetchone()[0]
+            "('edit_failed', 'rejected')" + self._trained() + "))").fetchone()[0]
         failed = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE kind='candidate' AND id > ?",
                                        (last_ran,)).fetchone()[0]
         return oracle.Progress(experiments=n, since_accept=since, failed_edits_in_a_row=failed,

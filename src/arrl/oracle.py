@@ -15,7 +15,8 @@ class Progress:
     gpu_hours: float  # worker-seconds spent in sandboxes / 3600, times GPUs per worker
     incumbent_bpb: float | None
     stop_requested: bool = False
-    failed_edits_in_a_row: int = 0  # candidates since the last one that trained (failed, rejected, duplicates)
+    failed_edits_in_a_row: int = 0  # candidates since the last one that ran (failed, rejected; duplicates too
+                                    # without count_duplicates)
 
 
 def check(p: Progress, cfg: OracleSection) -> str | None:
@@ -31,7 +32,7 @@ def check(p: Progress, cfg: OracleSection) -> str | None:
     if cfg.max_gpu_hours and p.gpu_hours >= cfg.max_gpu_hours:
         return f"GPU-hour budget reached ({p.gpu_hours:.2f} h)"
     if cfg.max_failed_edits and p.failed_edits_in_a_row >= cfg.max_failed_edits:
-        return f"the policy's last {p.failed_edits_in_a_row} edits all failed, were rejected or repeated earlier ones"
+        return f"the policy's last {p.failed_edits_in_a_row} edits all failed, were rejected or trained nothing"
     if cfg.plateau and p.since_accept >= cfg.plateau:
         return f"plateau: no acceptance in {p.since_accept} experiments"
     return None

@@ -96,6 +96,7 @@ def method_config(base: Config, method: str, seed: int, experiments: int, name: 
     cfg = copy.deepcopy(base)
     cfg.name = name
     cfg.oracle.max_experiments = experiments
+    cfg.oracle.count_duplicates = False  # N runs that trained, as Tune's N trials
     if method == "random":
         cfg.policy.kind = "random"
         cfg.policy.fmt = "catalog"
