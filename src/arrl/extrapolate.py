@@ -52,6 +52,12 @@ def final_loss(curve, min_points: int = 5) -> float | None:
     return float(sum(tail) / len(tail))
 
 
+def points(curve) -> list[tuple]:
+    """(elapsed, step, loss) rows of a live curve: env.progress Points from the sandboxes, tuples from the
+    simulated backend."""
+    return [tuple(p) if isinstance(p, (list, tuple)) else (p.elapsed, p.step, p.train_loss) for p in curve]
+
+
 def window_mean(points, start: float, end: float) -> float | None:
     """Mean loss of the (elapsed, loss) points with start < elapsed <= end; None if there are none."""
     vals = [loss for e, loss in points if start < e <= end and loss is not None and math.isfinite(loss)]

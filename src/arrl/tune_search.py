@@ -27,7 +27,7 @@ import time
 import zlib
 from pathlib import Path
 
-from arrl import edits
+from arrl import edits, extrapolate
 from arrl.config import Config, ConfigError
 
 CHECKPOINTS = 10
@@ -82,8 +82,7 @@ def _trainable():
             run_dir = self._box.scratch / f"{self.trial_id}-{int(time.time() * 1000) % 10**8}"
 
             def on_progress(curve):
-                pts = [tuple(p) if isinstance(p, (list, tuple)) else (p.elapsed, p.step, p.train_loss)
-                       for p in curve]
+                pts = extrapolate.points(curve)
                 with self._cond:
                     self._curve = pts
                     self._cond.notify_all()

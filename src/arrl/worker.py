@@ -124,9 +124,9 @@ class ExperimentWorker:
     def run(self, exp_id: int, source: str, seed: int, abort: dict | None = None) -> dict:
         """Train and evaluate `source`; returns {"outcome": {...}, "worker": name, "curve": [...]}.
 
-        `abort` (self-evaluation): {"reference": the incumbent's final training loss, "z", "margin",
-        "every": check at each this fraction of the budget, "min_frac"}; the run is stopped (status
-        `aborted`) when its extrapolated final loss will not beat the reference with that confidence.
+        `abort` (self-evaluation): the fields of `arrl.extrapolate.Rule` ("reference": the incumbent's runs'
+        (elapsed, loss) curves, "z", "margin", "every", "min_frac"); the run is stopped (status `aborted`)
+        when its training loss trails the incumbent's at the same elapsed time beyond that rule's bar.
         """
         sandbox = self._ensure()
         run_dir = self.scratch / f"{exp_id:06d}-{int(time.time() * 1000) % 10**8}"
@@ -134,10 +134,10 @@ class ExperimentWorker:
         with self._lock:
             self.current = {"exp": exp_id, "started": t0, "budget_s": self.sandbox_config.budget_s, "last": None}
 
+        from arrl import extrapolate
+
         check = None
         if abort:
-            from arrl import extrapolate
-
             check = extrapolate.Checker(extrapolate.Rule(**abort), self.sandbox_config.budget_s)
 
         def on_progress(curve):
@@ -146,9 +146,7 @@ class ExperimentWorker:
                     self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
             if check is None or not curve:
                 return None
-            # env.progress Points from the sandboxes; (elapsed, step, loss) tuples from the simulated backend
-            pts = [tuple(p) if isinstance(p, (list, tuple)) else (p.elapsed, p.step, p.train_loss) for p in curve]
-            v = check(pts)
+            v = check(extrapolate.points(curve))
             return v.reason if v is not None and v.abort else None
 
         try:
