@@ -52,7 +52,10 @@
     nan = -1.0
     invalid_metric = -1.0
     aborted = -3.0                  # early abort; what aborted candidates earned when run to the end (bench abort)
-    suspicious = 0.0
+    duplicate = -1.0                # a candidate whose normalised source already ran: answered from the ledger,
+                                    # no new information (paying it the repeated result made the RL policy
+                                    # collapse onto repeats: docs/BENCHMARKS.md)
+    suspicious = -1.0               # a suspicious result that a fresh run did not reproduce
     simplicity = 0.0                # subtracted per added line
 
     [learner]                       # PPO on the policy's LoRA adapter (kind = "vllm" only; others are frozen)
@@ -78,6 +81,13 @@
     threads = 0                     # torch threads of the learner (0: torch's default)
     seed = 0
 
+    [integrity]                     # results too good to be true (arrl.integrity, docs/SECURITY.md)
+    floor_bpb = 0.0                 # val_bpb below this is never believed (0: the profile's bpb_floor)
+    max_gain_z = 20.0               # an improvement beyond this many noise sigmas ...
+    max_gain_frac = 0.1             # ... and beyond this fraction of the incumbent's val_bpb is `suspicious`
+    reproduce_z = 3.0               # a suspicious result is reproduced when a fresh run is within this many
+                                    # sigma * sqrt(2) of it
+
     [oracle]
     max_experiments = 20            # 0: unbounded
     max_wall_s = 0.0
@@ -94,6 +104,7 @@ Unknown keys and wrong types are errors that name the field (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +167,8 @@ class RewardSection:
     nan: float = -1.0
     invalid_metric: float = -1.0
     aborted: float = -3.0
-    suspicious: float = 0.0
+    duplicate: float = -1.0
+    suspicious: float = -1.0
     simplicity: float = 0.0
 
 
@@ -193,6 +205,14 @@ class LearnerSection:
 
 
 @dataclass
+class IntegritySection:
+    floor_bpb: float = 0.0
+    max_gain_z: float = 20.0
+    max_gain_frac: float = 0.1
+    reproduce_z: float = 3.0
+
+
+@dataclass
 class OracleSection:
     max_experiments: int = 20
     max_wall_s: float = 0.0
@@ -212,6 +232,7 @@ class Config:
     search: SearchSection = field(default_factory=SearchSection)
     reward: RewardSection = field(default_factory=RewardSection)
     learner: LearnerSection = field(default_factory=LearnerSection)
+    integrity: IntegritySection = field(default_factory=IntegritySection)
     oracle: OracleSection = field(default_factory=OracleSection)
 
     def to_dict(self) -> dict:
@@ -232,7 +253,8 @@ NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "
                 ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
                 ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
                 ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"),
-                ("search", "abort_z"), ("search", "abort_margin")}
+                ("search", "abort_z"), ("search", "abort_margin"), ("integrity", "floor_bpb"),
+                ("integrity", "max_gain_z"), ("integrity", "max_gain_frac"), ("integrity", "reproduce_z")}
 UNIT = {("learner", "gamma"), ("learner", "lam"), ("search", "abort_every"), ("search", "abort_min_frac")}  # within [0, 1]
 
 
@@ -244,6 +266,8 @@ def _check(value, default, where: str):
         raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
     if not isinstance(value, want):
         raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    if want is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
     return value
 
 
@@ -253,8 +277,8 @@ def from_dict(data: dict, source: str = "config") -> Config:
     cfg = Config()
     for key, value in data.items():
         if key not in {f.name for f in dataclasses.fields(Config)}:
-            raise ConfigError(f"{source}: unknown field {key!r} (fields: target, name, policy, workers, search, "
-                              f"reward, learner, oracle)")
+            raise ConfigError(f"{source}: unknown field {key!r} (fields: "
+                              f"{', '.join(f.name for f in dataclasses.fields(Config))})")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import ray
 
-from arrl import acceptance, edit_policy, edits, oracle
+from arrl import acceptance, edit_policy, edits, integrity, oracle
 from arrl.branch import GitBranch
 from arrl.config import Config
 from arrl.metrics import RunMetrics
@@ -39,6 +39,7 @@ from arrl.prompt import HistoryEntry, PolicyState
 from arrl.reward import reward as compute_reward
 from arrl.store import Store
 from arrl.target import Target
+from env import profiles
 
 RUN_STATUSES_FAILED_EDIT = ("edit_failed", "rejected")
 
@@ -87,6 +88,7 @@ class Driver:
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
         self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
+        self.floor = integrity.floor(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
     def _restore(self) -> None:
@@ -208,8 +210,7 @@ class Driver:
                 return -1
             dup = self.store.done_with_norm(norm)
             if dup is not None:
-                r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
-                                   res.lines_added) if self._baselines_done() and inc.values else None
+                r = self.cfg.reward.duplicate if self._baselines_done() and inc.values else None
                 self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
                                   reused_from=dup["id"], reward=r)
                 self.store.event("deduplicated", exp=eid, of=dup["id"])
@@ -334,30 +335,47 @@ class Driver:
         (d / "log_tail.txt").write_text(o.get("log_tail") or "")
         (d / "curve.json").write_text(_json(o.get("curve") or []))
         (d / "outcome.json").write_text(_json(o))
-        inc_bpb = self._incumbent_value(row["incumbent_id"])
-        lines_added = edits.diff_size(row["diff"] or "")[0]
-        r = None
-        if row["kind"] != "baseline" and inc_bpb is not None and self._baselines_done():
-            r = compute_reward(o["status"], o.get("val_bpb"), inc_bpb, self.noise.sigma, self.cfg.reward,
-                               lines_added)
+        status, r, message = o["status"], None, o.get("message") or ""
+        if row["kind"] != "baseline":
+            status, r, why = self._score(row, status, o.get("val_bpb"))
+            message = why or message
         t = o.get("timings") or {}
         with self.store.tx():
-            fresh = self.store.finish(exp_id, status=o["status"], val_bpb=o.get("val_bpb"),
+            fresh = self.store.finish(exp_id, status=status, val_bpb=o.get("val_bpb"),
                                       train_s=t.get("train_s"), wall_s=t.get("wall_s"),
-                                      peak_rss_mb=o.get("peak_rss_mb"), message=(o.get("message") or "")[:1000],
+                                      peak_rss_mb=o.get("peak_rss_mb"), message=message[:1000],
                                       reward=r, outcome={k: v for k, v in o.items() if k not in ("log_tail",)})
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
         if not fresh:
             return
-        self.log(f"exp {exp_id:>4} {row['kind']:<9} {o['status']:<14} val_bpb "
+        self.log(f"exp {exp_id:>4} {row['kind']:<9} {status:<14} val_bpb "
                  f"{'-' if o.get('val_bpb') is None else format(o['val_bpb'], '.4f')}"
                  f"{'' if r is None else f'  reward {r:+.2f}'}  {row['summary'] or ''}"[:160])
         if row["kind"] == "baseline":
             self._restore_baseline()
+        elif status == "suspicious":
+            self.log(f"exp {exp_id:>4} is suspicious ({message}); re-running it in a fresh sandbox")
+            self.store.event("suspicious", exp=exp_id, reason=message[:300])
+            self._schedule_confirm(self.store.experiment(exp_id))
         elif row["kind"] == "candidate" and r is not None:
             self._maybe_confirm(row, o)
         elif row["kind"] == "confirm":
             self._maybe_accept(row)
+
+    def _score(self, row, status: str, val_bpb) -> tuple[str, float | None, str | None]:
+        """(status, reward, message) of a finished candidate or confirmation: no reward before the baselines
+        are done; an implausible candidate is `suspicious`, unrewarded until a fresh run reproduces it."""
+        inc_bpb = self._incumbent_value(row["incumbent_id"])
+        if inc_bpb is None or not self._baselines_done():
+            return status, None, None
+        if row["kind"] == "candidate" and status == "ok":
+            g = self.cfg.integrity
+            why = integrity.implausible(val_bpb, inc_bpb, self.noise.sigma, self.floor, g.max_gain_z,
+                                        g.max_gain_frac)
+            if why:
+                return "suspicious", None, f"{why}; not rewarded until a fresh run reproduces it"
+        added = edits.diff_size(row["diff"] or "")[0]
+        return status, compute_reward(status, val_bpb, inc_bpb, self.noise.sigma, self.cfg.reward, added), None
 
     def _incumbent_value(self, inc_id) -> float | None:
         if inc_id is None:
@@ -389,14 +407,24 @@ class Driver:
     def _rederive(self) -> None:
         """Finish what results imply but a dead driver may not have done: score candidates that
         finished before the baselines, confirm promising ones, accept confirmed ones (all idempotent)."""
-        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL"):
-            inc = self._incumbent_value(row["incumbent_id"])
-            if inc is None:
-                continue
-            added = edits.diff_size(row["diff"] or "")[0]
-            r = compute_reward(row["status"], row["val_bpb"], inc, self.noise.sigma, self.cfg.reward, added)
+        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
+                                          "status!='suspicious'"):
+            if row["reused_from"] is not None:  # a duplicate answered before the baselines were done
+                status, r, why = row["status"], self.cfg.reward.duplicate, None
+            else:
+                status, r, why = self._score(row, row["status"], row["val_bpb"])
+            if status == "suspicious":
+                self.store.event("suspicious", exp=row["id"], reason=why[:300])
             with self.store.tx():
-                self.store.db.execute("UPDATE experiments SET reward=? WHERE id=?", (r, row["id"]))
+                self.store.db.execute("UPDATE experiments SET status=?, reward=?, message=COALESCE(?, message) "
+                                      "WHERE id=?", (status, r, why, row["id"]))
+        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
+                                          "status='suspicious' AND reused_from IS NULL"):
+            conf = self.store.experiments("kind='confirm' AND parent=?", (row["id"],))
+            if not conf:
+                self._schedule_confirm(row)
+            elif conf[0]["state"] == "done":
+                self._resolve(row, conf[0])
         for row in self.store.experiments("kind='candidate' AND state='done' AND status='ok' AND reused_from IS NULL "
                                           "AND incumbent_id=?", (self.incumbent.exp_id,)):
             self._maybe_confirm(row, {"status": "ok", "val_bpb": row["val_bpb"]})
@@ -416,6 +444,10 @@ class Driver:
         if not self.cfg.search.confirm:
             self._accept(row, [o["val_bpb"]])
             return
+        self._schedule_confirm(row)
+
+    def _schedule_confirm(self, row) -> None:
+        """Re-run a candidate with another seed in a fresh sandbox (once)."""
         if self.store.experiments("kind='confirm' AND parent=?", (row["id"],)):
             return  # already scheduled (a resumed driver re-deriving)
         with self.store.tx():
@@ -427,14 +459,45 @@ class Driver:
 
     def _maybe_accept(self, confirm_row) -> None:
         cand = self.store.experiment(confirm_row["parent"])
+        conf = self.store.experiment(confirm_row["id"])
+        if cand["status"] == "suspicious":
+            if cand["reward"] is not None or not self._resolve(cand, conf):
+                return
+            cand = self.store.experiment(cand["id"])
+            if not acceptance.promising(cand["val_bpb"], self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
+                                        len(self.incumbent.values)):
+                return
         if cand["incumbent_id"] != self.incumbent.exp_id:
             self.store.event("stale_confirmation", exp=cand["id"])
             return
-        conf = self.store.experiment(confirm_row["id"])
         vals = [cand["val_bpb"], conf["val_bpb"]]
-        if conf["status"] == "ok" and acceptance.confirmed(vals, self.incumbent.bpb, self.noise,
-                                                           self.cfg.search.margin_z, len(self.incumbent.values)):
+        if conf["status"] == "ok" and min(vals) >= self.floor and acceptance.confirmed(
+                vals, self.incumbent.bpb, self.noise, self.cfg.search.margin_z, len(self.incumbent.values)):
             self._accept(cand, vals)
+
+    def _resolve(self, cand, conf) -> bool:
+        """A suspicious candidate's confirmation is in: reproduced -> `ok` with its reward; else it keeps
+        status `suspicious` with the `[reward] suspicious` penalty. Returns whether it was reproduced."""
+        second = conf["val_bpb"] if conf["status"] == "ok" else None
+        ok = integrity.reproduced(cand["val_bpb"], second, self.noise.sigma, self.floor,
+                                  self.cfg.integrity.reproduce_z)
+        measured = f"exp {conf['id']} measured {conf['status']}" + (
+            "" if second is None else f" val_bpb {second:.4f}")
+        if ok:
+            inc = self._incumbent_value(cand["incumbent_id"])
+            added = edits.diff_size(cand["diff"] or "")[0]
+            r = compute_reward("ok", cand["val_bpb"], inc, self.noise.sigma, self.cfg.reward, added)
+            status, message = "ok", f"reproduced: {measured}"
+        else:
+            r = self.cfg.reward.suspicious
+            status, message = "suspicious", f"{cand['message'] or ''}; not reproduced: {measured}"
+        with self.store.tx():
+            self.store.db.execute("UPDATE experiments SET status=?, reward=?, message=? WHERE id=? AND reward IS NULL",
+                                  (status, r, message[:1000], cand["id"]))
+            self.store.event("reproduced" if ok else "not_reproduced", exp=cand["id"], confirm=conf["id"])
+        self.log(f"exp {cand['id']:>4} {'reproduced' if ok else 'NOT reproduced'} by exp {conf['id']}: "
+                 f"reward {r:+.2f}")
+        return ok
 
     def _accept(self, cand, vals: list) -> None:
         value = statistics.fmean(vals)
