@@ -17,7 +17,10 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import sqlite3
 import sys
 import time
 import uuid
@@ -207,6 +210,27 @@ def _existing_run(args) -> Path:
     return d
 
 
+@contextlib.contextmanager
+def _run_errors(d: Path | None):
+    """A broken run directory or ledger as one line naming the file (the files are only read, never repaired)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        where = d / "ledger.sqlite" if d and (d / "ledger.sqlite").exists() else d or "the ledger"
+        if "full" in str(e):
+            raise UsageError(f"{where}: the disk is full ({e}); nothing recorded was changed: free space and "
+                             "run `arrl launch --resume`") from None
+        raise UsageError(f"{where}: the ledger is unreadable ({e}); it was left untouched") from None
+    except OSError as e:
+        where = e.filename or d or "the run directory"
+        if e.errno == errno.ENOSPC:
+            raise UsageError(f"{where}: no space left on the device; nothing recorded was lost: free space and run "
+                             "`arrl launch --resume`") from None
+        raise UsageError(f"{where}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{d}: a file of the run is not valid JSON ({e})") from None
+
+
 def _client_auth(address: str | None, submit: bool) -> None:
     """Ray Client and the Jobs client send the cluster's auth token only when RAY_AUTH_MODE=token in
     their own process (read when ray is imported); a head started with `ray start` on a machine with a
@@ -236,7 +260,9 @@ def cmd_launch(args) -> int:
             cfg.name = args.name
         if args.submit:
             return _submit(cfg, args)
-        reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
+        runs = args.runs_dir or paths.runs_dir()
+        with _run_errors(runs / args.resume if args.resume else runs):
+            reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
     except (ConfigError, StoreError, TargetError, LearnerError) as e:
         raise UsageError(str(e)) from None
     except ConnectionError as e:  # Ray could not be reached at --address
@@ -266,7 +292,8 @@ def cmd_status(args) -> int:
 
     d = _existing_run(args)
     while True:
-        text, finished = report.status_text(d)
+        with _run_errors(d):
+            text, finished = report.status_text(d)
         if args.watch:
             print("\033[2J\033[H", end="")
         print(text, flush=True)
@@ -277,7 +304,8 @@ def cmd_status(args) -> int:
 
 def cmd_stop(args) -> int:
     d = _existing_run(args)
-    (d / "STOP").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    with _run_errors(d):
+        (d / "STOP").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     print(f"asked {d.name} to stop; the driver stops at its next check")
     return 0
 
@@ -286,7 +314,9 @@ def cmd_export(args) -> int:
     from arrl import report
 
     d = _existing_run(args)
-    for path in report.export(d):
+    with _run_errors(d):
+        written = report.export(d)
+    for path in written:
         print(path)
     return 0
 
@@ -296,7 +326,8 @@ def cmd_report(args) -> int:
 
     d = _existing_run(args)
     try:
-        written = summary.write_report(d, args.out)
+        with _run_errors(d):
+            written = summary.write_report(d, args.out)
     except summary.ReportError as e:
         raise UsageError(str(e)) from None
     for path in written:
