@@ -6,6 +6,8 @@ handle. Actors are named `arrl/<run>/<role>` so the Ray dashboard lists them by 
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from arrl.policy import PolicyConfig, PolicyServer
@@ -14,6 +16,27 @@ from arrl.worker import ExperimentWorker
 
 def actor_name(run: str, role: str) -> str:
     return f"arrl/{run}/{role}"
+
+
+NAME_RELEASE_S = 60.0  # how long a replacement waits for Ray to release a dead actor's name
+
+
+def named(create, name: str):
+    """`create()` an actor named `name`, waiting while a dead predecessor still holds the name: a process
+    killed from outside (SIGKILL, OOM killer) is seen dead by the caller before Ray's GCS frees its name."""
+    deadline = time.monotonic() + NAME_RELEASE_S
+    while True:
+        try:
+            return create()
+        except ray.exceptions.ActorAlreadyExistsError:
+            try:
+                old = ray.get_actor(name)
+                ray.kill(old, no_restart=True)  # make sure it is gone (a no-op on a dead actor)
+            except ValueError:
+                pass  # released meanwhile
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for(ref, desc: str, progress: bool = True):
@@ -98,8 +121,9 @@ def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float
     """
     gpus = settings.get("num_gpus", 0.0) if not settings.get("num_learners") else 0.0
     cls = ray.remote(_LearnerActor)
-    handle = cls.options(name=actor_name(run, "learner"), num_gpus=gpus, num_cpus=num_cpus,
-                         max_concurrency=1).remote(model, settings, ckpt_dir)
+    name = actor_name(run, "learner")
+    handle = named(lambda: cls.options(name=name, num_gpus=gpus, num_cpus=num_cpus,
+                                       max_concurrency=1).remote(model, settings, ckpt_dir), name)
     wait_for(handle.ready.remote(), "learner starting (model, LoRA, RLlib)", progress)
     return handle
 
@@ -117,7 +141,7 @@ def experiment_worker(run: str, index: int, profile: str, sandbox: dict, backend
     Threaded with 2 slots: `run` and `status` can be called at the same time.
     """
     cls = ray.remote(_WorkerActor)
-    return cls.options(name=actor_name(run, f"worker-{index}"), num_gpus=num_gpus, num_cpus=num_cpus,
-                       max_concurrency=2, max_restarts=0).remote(f"worker-{index}", profile, sandbox, backend,
-                                                                  data_home, catalog=catalog, run=run,
-                                                                  image=image)
+    name = actor_name(run, f"worker-{index}")
+    return named(lambda: cls.options(name=name, num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=2,
+                                     max_restarts=0).remote(f"worker-{index}", profile, sandbox, backend, data_home,
+                                                            catalog=catalog, run=run, image=image), name)

@@ -163,7 +163,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                                         catalog=tgt.catalog, image=w.image)
 
 
-    workers, handle, learner = [], None, None
+    workers, handle, learner, learning = [], None, None, None
     try:
         workers += [make_worker(i) for i in range(w.count)]
         _wait_ready(workers)
@@ -174,10 +174,14 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
 
             log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
                 f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
-            learner = actors.learner(cfg.name, cfg.policy.model,
-                                     cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
-                                     str(d / "learner"), progress=True)
-            learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log)
+            def make_learner(progress: bool = False):
+                return actors.learner(cfg.name, cfg.policy.model,
+                                      cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
+                                      str(d / "learner"), progress=progress)
+
+            learner = make_learner(progress=True)
+            learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log,
+                                make_learner=make_learner)
             learning.resume()
         elif cfg.learner.enabled:
             log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
@@ -190,7 +194,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                 ray.get([h.sweep.remote() for h in workers], timeout=30)
             except Exception:  # noqa: BLE001 - a dead worker's node is swept by its successor or below
                 pass
-        for h in workers + [x for x in (handle, learner) if x is not None]:
+        replaced = learning.learner if learning is not None else None  # a learner restarted after a death
+        for h in workers + [x for x in (handle, learner, replaced) if x is not None]:
             try:
                 ray.kill(h)
             except Exception:  # noqa: BLE001 - already gone

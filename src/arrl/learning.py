@@ -13,7 +13,9 @@
 
 Nothing is marked consumed before its update is recorded, so a driver killed mid-update
 sends the same samples again after `--resume`; the learner restores the checkpoint of the
-last recorded version (`resume`).
+last recorded version (`resume`). A learner actor that dies mid-run is replaced the same
+way, from the checkpoint of the ledger's version, and the lost update's samples are sent
+again (up to MAX_RESTARTS per session; then the policy stays frozen at its version).
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND
              "json_array_length(p.record, '$.prompt_token_ids') > 0")
 
 
+MAX_RESTARTS = 10  # learner actors replaced in one driver session before the policy is left frozen
+
+
 class Learning:
-    def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print):
+    def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print,
+                 make_learner=None):
         self.store, self.learner, self.policy = store, learner, policy  # actor handles
+        self.make_learner = make_learner  # () -> a new learner actor, to replace a dead one
+        self.restarts = 0
         self.batch_size, self.max_staleness = batch_size, max_staleness
         self.log = log
         self.update_ref = None  # (ref, exp ids, t_sent)
@@ -120,11 +128,9 @@ class Learning:
         try:
             res = ray.get(ref)
         except ray.exceptions.RayActorError as e:
-            self.dead = str(e)[:300]
             with self.store.tx():
                 self.store.event("learner_died", error=str(e)[:1000], samples=len(ids))
-            self.log(f"learner died ({self.dead}); the search goes on with adapter v{self.version}, frozen. "
-                     f"`arrl launch --resume` restarts it from its last checkpoint")
+            self._replace_learner(str(e)[:300])
             return
         except ray.exceptions.RayTaskError as e:
             with self.store.tx():
@@ -159,6 +165,29 @@ class Learning:
                  f"{res['update_s']:.1f}s")
         task = self.policy.load_adapter.options(name=f"load adapter v{version}")
         self.load_ref = (task.remote(version, files), version, time.time())
+
+    def _replace_learner(self, why: str) -> None:
+        """A new learner actor from the checkpoint of the ledger's version; the samples of the lost update
+        were never recorded as consumed, so they are sent again. After MAX_RESTARTS, or when the checkpoint
+        cannot be restored, the search goes on with the current adapter, frozen."""
+        if self.make_learner is not None and self.restarts < MAX_RESTARTS:
+            self.restarts += 1
+            self.log(f"learner died ({why}); restarting it from adapter v{self.version} "
+                     f"(restart {self.restarts} of {MAX_RESTARTS})")
+            try:
+                self.learner = self.make_learner()
+                if self.version:
+                    ray.get(self.learner.restore.remote(self.version))
+                with self.store.tx():
+                    self.store.event("learner_restarted", version=self.version, restarts=self.restarts)
+                return
+            except (ray.exceptions.RayError, LearnerError) as e:
+                why = f"restart failed: {str(e)[:300]}"
+        self.dead = why
+        with self.store.tx():
+            self.store.event("learner_frozen", reason=why)
+        self.log(f"learner gone ({why}); the search goes on with adapter v{self.version}, frozen. "
+                 f"`arrl launch --resume` restarts it from its last checkpoint")
 
     def _finish_load(self) -> None:
         ref, version, t_done = self.load_ref
