@@ -50,7 +50,6 @@ def test_full_run_with_every_status(runs):
         # no acceptance: an accepted "ok" edit would make the queued proposals stale (dropped) and the
         # duplicate's SEARCH text miss, so whether every status shows up would depend on the noise draw
         "search": {"noise_runs": 2, "confirm": True, "margin_z": 1e6},
-        "reward": {"duplicate": -0.7},
         "oracle": {"max_experiments": 9},
     })
     lines = []
@@ -64,8 +63,6 @@ def test_full_run_with_every_status(runs):
     assert sum(r[0] == "baseline" for r in rows) == 2
     # the repeated completion was answered from the ledger, not re-run
     assert any(r[2] is not None for r in rows), rows
-    # and earned the duplicate penalty, not the result it repeats
-    assert {r[3] for r in rows if r[2] is not None} == {-0.7}
     # every candidate has a reward; failures get their configured penalty
     assert all(r[3] is not None for r in rows if r[0] == "candidate")
     assert {r[3] for r in rows if r[1] in ("crash", "timeout", "oom", "nan", "invalid_metric", "edit_failed")} == {-1.0}

@@ -52,9 +52,6 @@
     nan = -1.0
     invalid_metric = -1.0
     aborted = -3.0                  # early abort; what aborted candidates earned when run to the end (bench abort)
-    duplicate = -1.0                # a candidate whose normalised source already ran: answered from the ledger,
-                                    # no new information (paying it the repeated result made the RL policy
-                                    # collapse onto repeats: docs/BENCHMARKS.md)
     suspicious = -1.0               # a suspicious result that a fresh run did not reproduce
     simplicity = 0.0                # subtracted per added line
 
@@ -167,7 +164,6 @@ class RewardSection:
     nan: float = -1.0
     invalid_metric: float = -1.0
     aborted: float = -3.0
-    duplicate: float = -1.0
     suspicious: float = -1.0
     simplicity: float = 0.0
 

@@ -210,7 +210,8 @@ class Driver:
                 return -1
             dup = self.store.done_with_norm(norm)
             if dup is not None:
-                r = self.cfg.reward.duplicate if self._baselines_done() and inc.values else None
+                r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
+                                   res.lines_added) if self._baselines_done() and inc.values else None
                 self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
                                   reused_from=dup["id"], reward=r)
                 self.store.event("deduplicated", exp=eid, of=dup["id"])
@@ -410,7 +411,11 @@ class Driver:
         for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
                                           "status!='suspicious'"):
             if row["reused_from"] is not None:  # a duplicate answered before the baselines were done
-                status, r, why = row["status"], self.cfg.reward.duplicate, None
+                inc = self._incumbent_value(row["incumbent_id"])
+                added = edits.diff_size(row["diff"] or "")[0]
+                status, why = row["status"], None
+                r = None if inc is None else compute_reward(status, row["val_bpb"], inc, self.noise.sigma,
+                                                            self.cfg.reward, added)
             else:
                 status, r, why = self._score(row, row["status"], row["val_bpb"])
             if status == "suspicious":
