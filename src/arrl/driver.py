@@ -401,8 +401,11 @@ class Driver:
                 self.stop_reason = "the baseline failed every run; see experiments/*/log_tail.txt"
             else:
                 self.store.put("noise", {"sigma": self.noise.sigma, "raw": self.noise.raw, "runs": self.noise.runs})
-                self.log(f"baseline val_bpb {self.incumbent.bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
-                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs)")
+                base_bpb = statistics.fmean(vals)
+                inc = "" if self.incumbent.exp_id == base[0]["id"] else \
+                    f"; incumbent exp {self.incumbent.exp_id} at {self.incumbent.bpb:.4f}"
+                self.log(f"baseline val_bpb {base_bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
+                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs){inc}")
                 self._rederive()
 
     def _rederive(self) -> None:

@@ -130,7 +130,7 @@ class Learning:
         except ray.exceptions.RayActorError as e:
             with self.store.tx():
                 self.store.event("learner_died", error=str(e)[:1000], samples=len(ids))
-            self._replace_learner(str(e)[:300])
+            self._replace_learner(" ".join(str(e).split())[:200])
             return
         except ray.exceptions.RayTaskError as e:
             with self.store.tx():
