@@ -5,18 +5,25 @@ Containment, from the outside (nothing here trusts the script):
   loopback exists, so the network is cut off; a minimal read-only root (system dirs,
   the Python installation), the env code read-only at /arrl/env, the training split
   read-only at /arrl/data (the validation split is not mounted), and one writable work
-  directory at /arrl/work. Killing bwrap takes down the whole pid namespace, so no
-  child can outlive the run.
+  directory at /arrl/work. /proc/sys is read-only (a process of host root keeps root's
+  uid inside and could otherwise set global sysctls such as kernel.core_pattern); /tmp
+  (memory_mb) and /dev/shm (64 MB) are size-capped tmpfs, / and /dev are read-only
+  (tmpfs pages are nobody's resident memory). Killing bwrap takes down the whole pid
+  namespace, so no child can outlive the run.
 - isolation `none` (no bubblewrap on the machine): a plain process group; children are
   found by process tree and by a per-run token in their environment and killed. The
   network is open and the env is writable; the outcome says so.
 - both: `prlimit` caps the data segment (memory), file size and core dumps; a watchdog
-  sums the resident memory and counts the processes of the run's tree; the run is
+  sums the resident memory and counts the processes of the run's tree, and sizes the
+  work directory (many files each under the file-size cap still fill a disk); the run is
   killed at budget + grace measured from spawn (status `timeout`); stdout/stderr are
   captured into a log with a size cap.
 The evaluator (`env.evaluate`) runs in a second sandbox that sees the validation split
 and, read-only, the work directory. It is started next to the training process and
-waits, so its imports cost nothing after training.
+waits, so its imports cost nothing after training. It runs with `python -P`: its working
+directory is the work dir, and modules planted there must not shadow its imports.
+The host reads the work dir's progress file without following links or opening anything
+but a regular file, and keeps only the records `env.progress.read` can take.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -53,6 +61,7 @@ class SandboxConfig:
     memory_mb: int = 4096  # resident memory of the whole process tree
     max_procs: int = 64  # processes in the run's tree
     max_file_mb: int = 2048  # largest file the run may write
+    max_work_mb: int = 8192  # disk the run's work directory may hold in all
     log_cap_bytes: int = 1 << 20  # log kept on disk (head); the tail is always kept
     threads: int = os.cpu_count() or 1
     eval_timeout_s: float = 300.0
@@ -156,7 +165,9 @@ class ProcessSandbox:
 
     def _bwrap(self, data_split: str, work_dir: Path, work_writable: bool) -> list[str]:
         args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                "--hostname", "arrl-sandbox", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+                "--hostname", "arrl-sandbox", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/dev/shm",
+                "--size", str(self.config.memory_mb << 20), "--tmpfs", "/tmp"]
         for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(d):
                 args += ["--symlink", os.readlink(d), d]
@@ -173,7 +184,7 @@ class ProcessSandbox:
         if self.config.gpu is not None:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]
-        return args + ["--"]
+        return args + ["--remount-ro", "/dev", "--remount-ro", "/", "--"]
 
     def _data_view(self, run_dir: Path, split: str) -> Path:
         """isolation none: a directory of links showing one split (a courtesy, not a wall)."""
@@ -199,8 +210,6 @@ class ProcessSandbox:
     # ---- running ------------------------------------------------------------------
     def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:
         """Train `source` in a fresh `run_dir`, evaluate it, and return the Outcome."""
-        from env import progress as progress_mod  # the env's own reader of its protocol
-
         cfg = self.config
         run_dir = Path(run_dir).resolve()
         work = run_dir / "work"
@@ -211,8 +220,8 @@ class ProcessSandbox:
         work_path = WORK_MOUNT if self.isolation == "bwrap" else str(work)
 
         t_spawn_wall, t_spawn = time.time(), time.monotonic()
-        evaluator = self._spawn(
-            [cfg.python, "-m", "env.evaluate", "--wait", "--model", f"{work_path}/{MODEL_FILE}", "--data-dir",
+        evaluator = self._spawn(  # -P: the work dir (its cwd) is not on its module path
+            [cfg.python, "-P", "-m", "env.evaluate", "--wait", "--model", f"{work_path}/{MODEL_FILE}", "--data-dir",
              DATA_MOUNT if self.isolation == "bwrap" else str(run_dir / "data-val"),
              "--device", "cuda" if cfg.gpu is not None else "cpu"],
             "val", run_dir, work, False, token + "-eval", seed,
@@ -228,7 +237,7 @@ class ProcessSandbox:
 
         killed_for, peak_rss, abort_reason = None, 0.0, ""
         deadline = t_spawn + cfg.budget_s + cfg.grace_s
-        last_progress_size = -1
+        last_progress_size, next_disk_check = -1, 0.0
         while trainer.poll() is None:
             tree = _tree(trainer.pid)
             rss = _rss_mb(tree)
@@ -239,13 +248,18 @@ class ProcessSandbox:
                 killed_for = "memory"
             elif len(tree) > cfg.max_procs:
                 killed_for = "procs"
+            elif time.monotonic() > next_disk_check:
+                next_disk_check = time.monotonic() + 0.1
+                used, entries = _usage(work)
+                if used > cfg.max_work_mb << 20 or entries > _MAX_WORK_ENTRIES:
+                    killed_for = "disk"
             if killed_for:
                 break
             if on_progress is not None:
                 size = _size(work / PROGRESS_FILE)
                 if size != last_progress_size:
                     last_progress_size = size
-                    stop = on_progress(progress_mod.read(work / PROGRESS_FILE).curve)
+                    stop = on_progress(_read_progress(work / PROGRESS_FILE, run_dir / PROGRESS_FILE).curve)
                     if stop:  # self-evaluation: a string saying why the run will not pay off
                         killed_for, abort_reason = "aborted", str(stop)
                         break
@@ -254,7 +268,7 @@ class ProcessSandbox:
         t_exit_wall = time.time()
         log.join()
         exit_code = trainer.returncode
-        prog = progress_mod.read(work / PROGRESS_FILE)
+        prog = _read_progress(work / PROGRESS_FILE, run_dir / PROGRESS_FILE)
 
         status, message, val_bpb, eval_s = _train_status(killed_for, exit_code, prog, log.tail(20000), cfg)
         if killed_for == "aborted":
@@ -297,6 +311,9 @@ def _train_status(killed_for, exit_code, prog, log_tail: str, cfg: SandboxConfig
         return "oom", f"resident memory above the limit of {cfg.memory_mb} MB", None, None
     if killed_for == "procs":
         return "crash", f"more than {cfg.max_procs} processes", None, None
+    if killed_for == "disk":
+        return "crash", (f"work directory above the limit of {cfg.max_work_mb} MB or "
+                         f"{_MAX_WORK_ENTRIES} entries"), None, None
     if prog.non_finite:
         return "nan", "training loss became non-finite", None, None
     if exit_code != 0:
@@ -354,6 +371,82 @@ def _rss_mb(procs: list[psutil.Process]) -> float:
         except psutil.Error:
             pass
     return total / 2**20
+
+
+_MAX_WORK_ENTRIES = 100_000  # files and folders in the work dir; also bounds the cost of sizing it
+
+
+def _usage(root: Path) -> tuple[int, int]:
+    """(bytes on disk, entries) under `root`, links not followed; stops counting past _MAX_WORK_ENTRIES."""
+    used = entries = 0
+    stack = [str(root)]
+    while stack and entries <= _MAX_WORK_ENTRIES:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            used += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return used, entries
+
+
+def _read_progress(path: Path, copy: Path):
+    """The run's progress records, read without trusting the file the sandbox wrote.
+
+    Only a regular file is read, never through a link (a link to a host file would bring its
+    lines into the curve; a FIFO would block the host forever), and only lines that
+    `env.progress.read` can take without raising go on (it skips malformed records, but JSON
+    nested past the recursion limit or numbers past a float's range raise): they are copied to
+    `copy`, a file of the host's, which `env.progress.read` then parses.
+    """
+    from env import progress as progress_mod  # the env's own reader of its protocol
+
+    chunks, size = [], 0
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        fd = -1
+    try:
+        while fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode) and size < 16 << 20:
+            chunk = os.read(fd, min(1 << 20, (16 << 20) - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        pass
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    raw = b"".join(chunks)
+    lines = [line for line in raw.splitlines()[:progress_mod.MAX_RECORDS] if _usable_record(line)]
+    copy.write_bytes(b"".join(line + b"\n" for line in lines))
+    return progress_mod.read(copy)
+
+
+def _usable_record(line: bytes) -> bool:
+    """Whether a progress line is a JSON object whose fields env.progress.read converts without error."""
+    if len(line) > 4096:
+        return False
+    try:
+        rec = json.loads(line)
+        if not isinstance(rec, dict):
+            return False
+        for key in ("time", "elapsed", "train_loss"):
+            if key in rec:
+                float(rec[key])
+        if "step" in rec:
+            int(rec["step"])
+    except Exception:  # noqa: BLE001 - RecursionError, OverflowError, ValueError, TypeError: all unusable
+        return False
+    return True
 
 
 def _size(path: Path) -> int:
