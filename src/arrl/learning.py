@@ -186,7 +186,7 @@ class Learning:
         self.dead = why
         with self.store.tx():
             self.store.event("learner_frozen", reason=why)
-        self.log(f"learner gone ({why}); the search goes on with adapter v{self.version}, frozen. "
+        self.log(f"learner died ({why}); the search goes on with adapter v{self.version}, frozen. "
                  f"`arrl launch --resume` restarts it from its last checkpoint")
 
     def _finish_load(self) -> None:
