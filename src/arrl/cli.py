@@ -215,6 +215,8 @@ def _run_errors(d: Path | None):
     """A broken run directory or ledger as one line naming the file (the files are only read, never repaired)."""
     try:
         yield
+    except ConnectionError:
+        raise  # Ray unreachable (an OSError too): the caller names the address
     except sqlite3.DatabaseError as e:
         where = d / "ledger.sqlite" if d and (d / "ledger.sqlite").exists() else d or "the ledger"
         if "full" in str(e):
