@@ -116,7 +116,7 @@ def _wait_ready(workers: list) -> None:
             bar.update()
 
 
-def _init_ray(kw: dict, log, attempts: int = 3) -> None:
+def _init_ray(kw: dict, log, attempts: int = 4) -> None:
     """ray.init; a Ray Client connection (ray://) is tried up to `attempts` times: the head's proxy
     sometimes fails to start the per-client server (seen under load), and a new try gets a new one."""
     for attempt in range(1, attempts + 1):
