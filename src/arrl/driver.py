@@ -363,13 +363,14 @@ class Driver:
         elif row["kind"] == "confirm":
             self._maybe_accept(row)
 
-    def _score(self, row, status: str, val_bpb) -> tuple[str, float | None, str | None]:
+    def _score(self, row, status: str, val_bpb, judge: bool = True) -> tuple[str, float | None, str | None]:
         """(status, reward, message) of a finished candidate or confirmation: no reward before the baselines
-        are done; an implausible candidate is `suspicious`, unrewarded until a fresh run reproduces it."""
+        are done; with `judge`, an implausible candidate is `suspicious`, unrewarded until a fresh run
+        reproduces it."""
         inc_bpb = self._incumbent_value(row["incumbent_id"])
         if inc_bpb is None or not self._baselines_done():
             return status, None, None
-        if row["kind"] == "candidate" and status == "ok":
+        if judge and row["kind"] == "candidate" and status == "ok":
             g = self.cfg.integrity
             why = integrity.implausible(val_bpb, inc_bpb, self.noise.sigma, self.floor, g.max_gain_z,
                                         g.max_gain_frac)
@@ -413,14 +414,8 @@ class Driver:
         finished before the baselines, confirm promising ones, accept confirmed ones (all idempotent)."""
         for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
                                           "status!='suspicious'"):
-            if row["reused_from"] is not None:  # a duplicate answered before the baselines were done
-                inc = self._incumbent_value(row["incumbent_id"])
-                added = edits.diff_size(row["diff"] or "")[0]
-                status, why = row["status"], None
-                r = None if inc is None else compute_reward(status, row["val_bpb"], inc, self.noise.sigma,
-                                                            self.cfg.reward, added)
-            else:
-                status, r, why = self._score(row, row["status"], row["val_bpb"])
+            # a duplicate answered before the baselines were done is paid what it repeats, not judged again
+            status, r, why = self._score(row, row["status"], row["val_bpb"], judge=row["reused_from"] is None)
             if status == "suspicious":
                 self.store.event("suspicious", exp=row["id"], reason=why[:300])
             with self.store.tx():
@@ -492,10 +487,8 @@ class Driver:
         measured = f"exp {conf['id']} measured {conf['status']}" + (
             "" if second is None else f" val_bpb {second:.4f}")
         if ok:
-            inc = self._incumbent_value(cand["incumbent_id"])
-            added = edits.diff_size(cand["diff"] or "")[0]
-            r = compute_reward("ok", cand["val_bpb"], inc, self.noise.sigma, self.cfg.reward, added)
-            status, message = "ok", f"reproduced: {measured}"
+            status, r, _ = self._score(cand, "ok", cand["val_bpb"], judge=False)
+            message = f"reproduced: {measured}"
         else:
             r = self.cfg.reward.suspicious
             status, message = "suspicious", f"{cand['message'] or ''}; not reproduced: {measured}"
