@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from arrl import advantages, paths, target
+from arrl import advantages, paths, target, trajectory
 from arrl.grammar import GrammarError, Masks, unpack
 from arrl.learner import Learner, LearnerError
 from arrl.policy import PolicyConfig, PolicyServer, Sampling
@@ -359,3 +359,31 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     assert store.db.execute("SELECT COUNT(*) FROM events WHERE kind='learner_died'").fetchone()[0] == 1
     lrn.step()  # no-op from now on
     assert lrn.version == 2
+
+
+def test_duplicates_are_samples_only_when_configured(tmp_path):
+    from arrl.learning import Learning
+    from arrl.store import Store
+
+    store = Store(tmp_path / "run")
+    ids = add_results(store, fake_batch(3, version=0, seed=5))
+    with store.tx():  # the third result was answered from the ledger: a duplicate of the first
+        store.db.execute("UPDATE experiments SET reused_from=? WHERE id=?", (ids[0], ids[2]))
+    assert Learning(store, None, None, batch_size=4).ready_samples(10) == ids  # paid the result it repeats
+    assert Learning(store, None, None, batch_size=4, duplicates=False).ready_samples(10) == ids[:2]
+
+
+def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
+    from arrl.store import Store
+
+    store = Store(tmp_path / "run")
+    batch = fake_batch(4, version=0, seed=6)
+    ids = add_results(store, batch)
+    with store.tx():
+        for eid, inc in zip(ids, (7, 7, 7, 9)):
+            store.db.execute("UPDATE experiments SET incumbent_id=? WHERE id=?", (inc, eid))
+    assert trajectory.from_ledger(store, ids)["group"].to_pylist() == batch["group"].to_pylist()
+    by_inc = trajectory.from_ledger(store, ids, "incumbent")["group"].to_pylist()
+    assert by_inc == ["incumbent:7"] * 3 + ["incumbent:9"]
+    with pytest.raises(ValueError, match="group_by"):
+        trajectory.from_ledger(store, ids, "prompt")

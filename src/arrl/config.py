@@ -71,6 +71,8 @@
     lam = 0.95                      # gae
     grad_clip = 1.0                 # global norm (0: off)
     max_staleness = 1               # samples from adapters older than this many versions are dropped
+    learn_duplicates = true         # a duplicate (answered from the ledger) is a sample, paid the result it repeats
+    group_by = "state"              # group advantages: state (one request's proposals) | incumbent (all for it)
     rank = 16                       # LoRA rank (alpha below); the policy server allows up to max(16, rank)
     alpha = 32.0
     num_learners = 0                # 0: one learner in the learner actor; >1: DDP over that many
@@ -185,6 +187,8 @@ class LearnerSection:
     lam: float = 0.95
     grad_clip: float = 1.0
     max_staleness: int = 1
+    learn_duplicates: bool = True
+    group_by: str = "state"
     rank: int = 16
     alpha: float = 32.0
     num_learners: int = 0
@@ -196,6 +200,8 @@ class LearnerSection:
         """The arrl.learner.Learner settings, with num_gpus resolved."""
         d = dataclasses.asdict(self)
         d.pop("enabled")
+        d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side
+        d.pop("group_by")  # (arrl.learning, arrl.trajectory)
         d["num_gpus"] = gpus
         return d
 
@@ -239,7 +245,8 @@ CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("policy", "fmt"): ("search_replace", "unified_diff", "catalog"),
            ("workers", "sandbox"): ("process", "docker", "simulated"),
            ("workers", "isolation"): ("auto", "bwrap", "none"),
-           ("learner", "advantage"): ("group", "gae")}
+           ("learner", "advantage"): ("group", "gae"),
+           ("learner", "group_by"): ("state", "incumbent")}
 POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens"), ("learner", "batch_size"),
             ("learner", "epochs"), ("learner", "lr"), ("learner", "rank"), ("learner", "alpha"), ("search", "abort_every")}
 NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),

@@ -40,11 +40,14 @@ MAX_RESTARTS = 10  # learner actors replaced in one driver session before the po
 
 class Learning:
     def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print,
-                 make_learner=None):
+                 make_learner=None, duplicates: bool = True, group_by: str = "state"):
         self.store, self.learner, self.policy = store, learner, policy  # actor handles
         self.make_learner = make_learner  # () -> a new learner actor, to replace a dead one
         self.restarts = 0
         self.batch_size, self.max_staleness = batch_size, max_staleness
+        # duplicates=False: a candidate answered from the ledger carries no new result, so it is not a sample
+        self.learnable = LEARNABLE if duplicates else LEARNABLE + " AND e.reused_from IS NULL"
+        self.group_by = group_by  # which samples share a group baseline (arrl.trajectory.from_ledger)
         self.log = log
         self.update_ref = None  # (ref, exp ids, t_sent)
         self.load_ref = None  # (ref, version, t_update_done)
@@ -76,14 +79,14 @@ class Learning:
         floor = self.version - self.max_staleness
         stale = self.store.db.execute(
             f"SELECT e.id, p.adapter_version FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
-            f"{LEARNABLE} AND p.adapter_version < ? AND e.id NOT IN (SELECT exp_id FROM samples)", (floor,)).fetchall()
+            f"{self.learnable} AND p.adapter_version < ? AND e.id NOT IN (SELECT exp_id FROM samples)", (floor,)).fetchall()
         if stale:
             with self.store.tx():
                 for eid, v in stale:
                     self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
                                           "VALUES(?,?,0,?)", (eid, self.version + 1, self.version - v))
         rows = self.store.db.execute(
-            f"SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {LEARNABLE} AND "
+            f"SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {self.learnable} AND "
             f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
@@ -115,7 +118,7 @@ class Learning:
 
     # -- internals ---------------------------------------------------------------------------------
     def _send(self, ids: list[int]) -> None:
-        batch = trajectory.from_ledger(self.store, ids)
+        batch = trajectory.from_ledger(self.store, ids, self.group_by)
         trajectory.write_parquet(batch, self.store.root / "trajectories", f"update-{self.version + 1:06d}")
         ref = ray.put(batch)
         # task names are the dashboard's live view of the learner and the policy server

@@ -29,16 +29,27 @@ SCHEMA = pa.schema([
 ])
 
 
-def from_ledger(store, exp_ids: list[int]) -> pa.RecordBatch:
-    """Samples of the given candidate experiments (each must have a reward and a learnable proposal)."""
+GROUPS = ("state", "incumbent")
+
+
+def from_ledger(store, exp_ids: list[int], group_by: str = "state") -> pa.RecordBatch:
+    """Samples of the given candidate experiments (each must have a reward and a learnable proposal).
+
+    `group_by` says which samples share a baseline for group advantages: "state", proposals
+    made from the same policy state (one request: same incumbent, history and prompt), or
+    "incumbent", every proposal made for the same incumbent (their rewards are all measured
+    against it; the history lines of their prompts differ).
+    """
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}, got {group_by!r}")
     cols = {f.name: [] for f in SCHEMA}
     for eid in exp_ids:
-        row = store.db.execute("SELECT e.id, e.reward, e.status, p.record FROM experiments e JOIN proposals p ON "
-                               "p.id = e.proposal_id WHERE e.id=?", (eid,)).fetchone()
+        row = store.db.execute("SELECT e.id, e.reward, e.status, e.incumbent_id, p.record FROM experiments e JOIN "
+                               "proposals p ON p.id = e.proposal_id WHERE e.id=?", (eid,)).fetchone()
         rec = json.loads(row["record"])
         cols["exp_id"].append(row["id"])
         cols["proposal_id"].append(rec["id"])
-        cols["group"].append(rec["state_key"])
+        cols["group"].append(rec["state_key"] if group_by == "state" else f"incumbent:{row['incumbent_id']}")
         cols["adapter_version"].append(rec["adapter_version"])
         cols["reward"].append(row["reward"])
         cols["status"].append(row["status"])
