@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from arrl import edits, paths, target
 from arrl.edits import FAILURES
-from arrl.target import Knob
 
 TINY = target.load("tiny", paths.targets_dir())
 SRC = TINY.source()
@@ -98,23 +97,6 @@ def test_catalog_schema_lists_every_knob_and_value():
     schema = edits.catalog_schema(TINY.catalog)
     assert schema["additionalProperties"] is False and schema["minProperties"] == 1
     assert schema["properties"]["LEARNING_RATE"]["enum"] == ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
-
-
-def test_catalog_schema_leaves_out_the_current_values():
-    current = edits.catalog_values(SRC, TINY.catalog)
-    schema = edits.catalog_schema(TINY.catalog, current)
-    for k in TINY.catalog:
-        allowed = schema["properties"][k.name]["enum"]
-        assert current[k.name] not in allowed and set(allowed) == set(k.values) - {current[k.name]}
-    lr = next(k for k in TINY.catalog if k.name == "LEARNING_RATE")
-    tried = tuple(("LEARNING_RATE", v) for v in lr.values[:2])
-    assert not set(lr.values[:2]) & set(edits.catalog_schema(TINY.catalog, current, tried)["properties"]
-                                        ["LEARNING_RATE"]["enum"])
-    every = tuple((k.name, v) for k in TINY.catalog for v in k.values)  # every single edit ran: combinations
-    assert edits.catalog_schema(TINY.catalog, current, every) == schema
-    one = Knob("A", ("1",), "1")
-    assert "A" not in edits.catalog_schema((one, *TINY.catalog), {"A": "1"})["properties"]
-    assert edits.catalog_schema((one,), {"A": "1"})["properties"] == {"A": {"type": "string", "enum": ["1"]}}
 
 
 def test_editable_regions_are_enforced(make_target):

@@ -113,34 +113,3 @@ def test_ledger_records_once_and_requeues_running(tmp_path):
     with pytest.raises(StoreError, match="ledger is unreadable"):
         Store(tmp_path / "junk")
     assert (tmp_path / "junk" / "ledger.sqlite").read_bytes().startswith(b"not a database")
-
-
-def test_catalog_single_edits_that_ran_are_left_out_of_the_grammar(tmp_path):
-    """Sampling without replacement: a one-knob edit of the incumbent whose source already ran (or is
-    queued) is listed in the policy state's `tried`, and the catalog schema leaves that value out."""
-    import json
-
-    from arrl import edits, paths
-    from arrl import target as target_mod
-    from arrl.config import Config
-    from arrl.driver import Driver, sha
-
-    tgt = target_mod.load("synthetic", paths.targets_dir())
-    cfg = Config()
-    cfg.name, cfg.policy.fmt = "t", "catalog"
-    store = Store(tmp_path / "run")
-    drv = Driver(cfg, store, tgt, policy=None, workers=[])
-    drv._restore()
-    assert drv.state().tried == ()
-    src = tgt.source()
-    with store.tx():
-        for i, choice in enumerate(({"DEPTH": "6"}, {"WIDTH": "64"}, {"DEPTH": "8", "WIDTH": "96"})):
-            res = edits.apply(src, json.dumps(choice), "catalog", tgt.catalog)
-            eid = store.add_experiment("candidate", i, sha(res.source), sha(normalize(res.source)), None)
-            if i != 1:  # the second one is still queued: a repeat of it would run twice
-                store.finish(eid, status="ok", val_bpb=1.1, reward=0.0)
-    st = drv.state()
-    assert sorted(st.tried) == [("DEPTH", "6"), ("WIDTH", "64")]  # the two-knob edit blocks no single value
-    schema = edits.catalog_schema(tgt.catalog, edits.catalog_values(src, tgt.catalog), st.tried)
-    assert "6" not in schema["properties"]["DEPTH"]["enum"] and "8" in schema["properties"]["DEPTH"]["enum"]
-    assert "64" not in schema["properties"]["WIDTH"]["enum"]

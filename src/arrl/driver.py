@@ -88,7 +88,6 @@ class Driver:
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
         self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
-        self._singles: tuple = (None, {})  # (incumbent id, {(knob, value): normalised sha of that one-knob edit})
         self.floor = integrity.floor(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
@@ -153,34 +152,7 @@ class Driver:
                            source=self.incumbent.source, fmt=self.cfg.policy.fmt,
                            incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
                            catalog=self.target.catalog, editable=self.target.editable, history=self._history(),
-                           best=best, diagnostics=diag, tried=self._tried())
-
-    def _tried(self) -> tuple[tuple[str, str], ...]:
-        """Catalog format: the (knob, value) one-knob edits of the incumbent whose source already ran (or is
-        queued), which the policy's grammar then leaves out; a repeat would only be answered from the ledger."""
-        if self.cfg.policy.fmt != "catalog" or not self.target.catalog:
-            return ()
-        inc = self.incumbent
-        if self._singles[0] != inc.exp_id:
-            singles = {}
-            current = edits.catalog_values(inc.source, self.target.catalog)
-            for k in self.target.catalog:
-                for v in k.values:
-                    if v == current.get(k.name):
-                        continue
-                    res = edits.apply(inc.source, json.dumps({k.name: v}), "catalog", self.target.catalog,
-                                      self.target.editable)
-                    if res.ok:
-                        singles[(k.name, v)] = sha(normalize(res.source))
-            self._singles = (inc.exp_id, singles)
-        singles = self._singles[1]
-        if not singles:
-            return ()
-        marks = ",".join("?" * len(singles))
-        ran = {r[0] for r in self.store.db.execute(
-            f"SELECT DISTINCT norm_sha FROM experiments WHERE kind!='baseline' AND norm_sha IN ({marks})",
-            list(singles.values()))}
-        return tuple(kv for kv, norm in singles.items() if norm in ran)
+                           best=best, diagnostics=diag)
 
     # -- proposals ------------------------------------------------------------------------------
     def _prefetch(self) -> None:

@@ -167,33 +167,11 @@ def _apply_unified_diff(source: str, completion: str) -> str:
 
 
 # ---- catalog ------------------------------------------------------------------------------
-def catalog_schema(catalog: tuple[Knob, ...], current: dict[str, str] | None = None,
-                   tried: tuple[tuple[str, str], ...] = ()) -> dict:
-    """JSON schema for a catalog edit: any non-empty subset of knobs, each set to an allowed value.
-
-    With `current` (the incumbent's values, `catalog_values`), a knob's current value is left
-    out of its choices, so every answer changes train.py: an edit that sets a knob to the
-    value it already has would be an `empty_edit` that trains nothing (the random-search
-    baseline avoids those values the same way). `tried` lists (knob, value) pairs whose
-    one-knob edit of the incumbent already ran: those values are left out too, so the policy
-    samples single edits without replacement instead of repeating known results (a JSON
-    schema cannot forbid {knob: value} alone and keep it in combinations, so the value is out
-    of combinations as well, until the incumbent changes). A knob with no value left is left out.
-    """
-    current = current or {}
-    gone = set(tried)
-    props = {}
-    for k in catalog:
-        values = [v for v in k.values if v != current.get(k.name) and (k.name, v) not in gone]
-        if values:
-            props[k.name] = {"type": "string", "enum": values}
-    if not props and gone:  # every single edit ran: any change of the incumbent (combinations are new)
-        return catalog_schema(catalog, current)
-    if not props:  # nothing can change: the plain catalog (every answer will be an empty edit)
-        props = {k.name: {"type": "string", "enum": list(k.values)} for k in catalog}
+def catalog_schema(catalog: tuple[Knob, ...]) -> dict:
+    """JSON schema for a catalog edit: any non-empty subset of knobs, each set to an allowed value."""
     return {
         "type": "object",
-        "properties": props,
+        "properties": {k.name: {"type": "string", "enum": list(k.values)} for k in catalog},
         "additionalProperties": False,
         "minProperties": 1,
     }

@@ -66,12 +66,11 @@ class PolicyState:
     history: tuple[HistoryEntry, ...] = ()  # oldest first
     best: str = ""  # best-ever summary
     diagnostics: str = ""  # untrusted: e.g. the last failure's log tail
-    tried: tuple[tuple[str, str], ...] = ()  # catalog: (knob, value) single edits of `source` that already ran
 
     @property
     def key(self) -> str:
         h = hashlib.sha256()
-        for part in (self.target, self.fmt, self.source, repr(self.history), self.best, repr(self.tried)):
+        for part in (self.target, self.fmt, self.source, repr(self.history), self.best):
             h.update(part.encode("utf-8", "replace") + b"\0")
         return h.hexdigest()[:16]
 
