@@ -72,6 +72,10 @@ def test_group_relative_advantages_by_hand():
     sd = np.std([1.0, 3.0, 5.0])
     assert a[:3] == pytest.approx([-2 / sd, 0.0, 2 / sd], rel=1e-5)
     assert a[3:] == pytest.approx([0.0, 0.0, 0.0])  # equal rewards and a group of one carry nothing
+    # a fixed scale: tiny differences stay tiny (divided by its own std, 0.01 vs 0.0 would be +-1)
+    f = advantages.group_relative([0.01, 0.0, 4.0, 0.0], ["a", "a", "b", "b"], scale=2.0)
+    assert f == pytest.approx([0.0025, -0.0025, 1.0, -1.0])
+    assert advantages.group_relative([0.01, 0.0], ["a", "a"]) == pytest.approx([1.0, -1.0], rel=1e-3)
 
 
 def test_gae_by_hand():
@@ -136,6 +140,15 @@ def test_checkpoint_restore_reproduces_the_next_update_bit_for_bit(tiny_model, t
         assert torch.equal(want[k], got[k]), k
     with pytest.raises(LearnerError, match="no learner checkpoint for adapter version 7"):
         b.restore(7)
+
+
+def test_a_fixed_advantage_scale_replaces_the_normalisation(tiny_model, tmp_path):
+    batch = fake_batch(6, seed=8)
+    r = np.array(batch["reward"].to_pylist())
+    g = np.array(batch["group"].to_pylist())
+    centred = np.concatenate([r[g == k] - r[g == k].mean() for k in ("g0", "g1")])
+    lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "advantage_scale": 4.0}, str(tmp_path))
+    assert lrn.update(batch)["advantage_abs_mean"] == pytest.approx(np.abs(centred).mean() / 4.0, rel=1e-5)
 
 
 def test_stale_samples_are_dropped_and_counted(tiny_model, tmp_path):
@@ -327,11 +340,15 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     learner = actors.learner("lt", str(tiny_model), {"threads": 1, "epochs": 1}, str(tmp_path / "run" / "learner"))
     policy = Loads.remote()
     logs = []
-    lrn = Learning(store, learner, policy, batch_size=4, max_staleness=1, log=logs.append)
+    lrn = Learning(store, learner, policy, batch_size=4, max_staleness=1, log=logs.append, sync=True)
     add_results(store, fake_batch(6, version=0, seed=1))
-    for _ in range(2):
-        lrn.step()
-        lrn.drain()
+    assert not lrn.holding()  # nothing in flight: the driver may ask for proposals
+    lrn.step()
+    assert lrn.holding()  # sync: an update is in flight, so no new proposals until its adapter is served
+    lrn.drain()
+    assert not lrn.holding()
+    lrn.step()
+    lrn.drain()
     assert lrn.version == 1  # 6 results: one batch of 4, two wait for more
     add_results(store, fake_batch(3, version=1, seed=2))
     lrn.step()
@@ -359,6 +376,7 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     assert store.db.execute("SELECT COUNT(*) FROM events WHERE kind='learner_died'").fetchone()[0] == 1
     lrn.step()  # no-op from now on
     assert lrn.version == 2
+    assert not lrn.holding()  # a dead learner never holds the search up
 
 
 def test_duplicates_are_samples_only_when_configured(tmp_path):
@@ -387,3 +405,25 @@ def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
     assert by_inc == ["incumbent:7"] * 3 + ["incumbent:9"]
     with pytest.raises(ValueError, match="group_by"):
         trajectory.from_ledger(store, ids, "prompt")
+
+
+def test_a_failing_learner_lifts_the_sync_hold(tmp_path, ray_local):
+    import ray
+
+    from arrl.learning import Learning
+    from arrl.store import Store
+
+    @ray.remote
+    class Broken:  # a learner whose update raises: its samples stay unconsumed and the search goes on
+        def update(self, batch):
+            raise RuntimeError("out of memory in the learner")
+
+    store = Store(tmp_path / "run")
+    ids = add_results(store, fake_batch(4, version=0, seed=7))
+    lrn = Learning(store, Broken.remote(), None, batch_size=4, sync=True, log=lambda *_: None)
+    lrn.step()
+    assert lrn.holding()
+    lrn.drain()
+    assert lrn.failing and not lrn.holding()  # sync never stalls the search on a learner that keeps failing
+    assert lrn.ready_samples(10) == ids  # nothing consumed: sent again on the next step
+    assert store.db.execute("SELECT COUNT(*) FROM events WHERE kind='learner_error'").fetchone()[0] == 1

@@ -83,6 +83,20 @@ def test_it_learns_on_the_synthetic_target(tiny_model, tmp_path):
     print("learning summary (first 20%, last 20%, versions):", summary)
 
 
+def test_sync_learning_uses_every_sample(tiny_model, tmp_path):
+    """`[learner] sync`: the policy is not asked for proposals while an update is in flight, so no
+    sample goes stale (at 0.5 s per simulated run the learner is slower than the workers and, without
+    sync, drops samples) and each update trains on results of the adapter just before it."""
+    cfg = settings(tiny_model, 3, True, 40, batch_size=8, sync=True) | {"name": "sync"}
+    cfg["workers"]["budget_s"] = 0.5
+    _, run = launch(config_mod.from_dict(cfg), runs=tmp_path / "runs", log=lambda *_: None)
+    versions = check_versions(run)
+    assert len(versions) >= 3
+    db = sqlite3.connect(run / "ledger.sqlite")
+    used, stale, worst = db.execute("SELECT SUM(used), SUM(used=0), MAX(staleness) FROM samples").fetchone()
+    assert used >= 8 * len(versions) and stale == 0 and worst <= 1, (used, stale, worst)
+
+
 def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     """`arrl launch` as a process with the tiny policy and 2 workers, killed -9 once the ledger holds
     adapter version 2, then `--resume`: the learner restores that version's checkpoint and goes on."""

@@ -3,6 +3,9 @@
 group   proposals sampled together from the same incumbent state form a group; each one's
         advantage is its reward minus the group mean, divided by the group's standard
         deviation (a group of one, or of equal rewards, carries no signal: advantage 0).
+        With a fixed `scale` the division is by that number instead: a group whose rewards
+        differ by a hundredth of a noise sigma then gets advantages of about a hundredth,
+        where division by its own tiny deviation would blow them up to about 1.
 gae     the experiments of a run, in the order they were proposed, are one trajectory;
         a value head estimates V(state) from the prompt and generalised advantage estimation
         gives A_t = sum_k (gamma*lam)^k delta_{t+k}, delta_t = r_t + gamma*V_{t+1} - V_t, with
@@ -16,13 +19,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def group_relative(rewards, groups, eps: float = 1e-6) -> np.ndarray:
+def group_relative(rewards, groups, eps: float = 1e-6, scale: float | None = None) -> np.ndarray:
     r = np.asarray(rewards, dtype=np.float64)
     g = np.asarray(groups)
     adv = np.zeros_like(r)
     for key in np.unique(g):
         idx = np.flatnonzero(g == key)
         if len(idx) < 2:
+            continue
+        if scale:
+            adv[idx] = (r[idx] - r[idx].mean()) / scale
             continue
         sd = r[idx].std()
         if sd > eps:

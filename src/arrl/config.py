@@ -73,6 +73,10 @@
     max_staleness = 1               # samples from adapters older than this many versions are dropped
     learn_duplicates = true         # a duplicate (answered from the ledger) is a sample, paid the result it repeats
     group_by = "state"              # group advantages: state (one request's proposals) | incumbent (all for it)
+    advantage_scale = 0.0           # group advantages: 0 divides by the group's std and normalises the batch;
+                                    # > 0: (reward - group mean) / this, so tiny differences stay tiny
+    sync = false                    # true: on-policy; no new proposals while a full batch waits for its update
+                                    # and the new adapter's load (workers idle meanwhile; no sample goes stale)
     rank = 16                       # LoRA rank (alpha below); the policy server allows up to max(16, rank)
     alpha = 32.0
     num_learners = 0                # 0: one learner in the learner actor; >1: DDP over that many
@@ -189,6 +193,8 @@ class LearnerSection:
     max_staleness: int = 1
     learn_duplicates: bool = True
     group_by: str = "state"
+    advantage_scale: float = 0.0
+    sync: bool = False
     rank: int = 16
     alpha: float = 32.0
     num_learners: int = 0
@@ -202,6 +208,7 @@ class LearnerSection:
         d.pop("enabled")
         d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side
         d.pop("group_by")  # (arrl.learning, arrl.trajectory)
+        d.pop("sync")  # when the driver asks for proposals (arrl.learning, arrl.driver)
         d["num_gpus"] = gpus
         return d
 
@@ -256,6 +263,7 @@ NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "
                 ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
                 ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
                 ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"),
+                ("learner", "advantage_scale"),
                 ("search", "abort_z"), ("search", "abort_margin"), ("integrity", "floor_bpb"),
                 ("integrity", "max_gain_z"), ("integrity", "max_gain_frac"), ("integrity", "reproduce_z")}
 UNIT = {("learner", "gamma"), ("learner", "lam"), ("search", "abort_every"), ("search", "abort_min_frac")}  # within [0, 1]

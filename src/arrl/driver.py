@@ -554,10 +554,10 @@ class Driver:
                 pending = self.store.experiments("state='pending'")
                 if not pending or "stop requested" in self.stop_reason or not self._baselines_done():
                     break
-            if not self.stop_reason:
-                self._prefetch()
             if self.learning is not None:
                 self.learning.step()
+            if not self.stop_reason and not (self.learning is not None and self.learning.holding()):
+                self._prefetch()
             self._fill()
             self.metrics.publish(self.store.db, self._best())
             if not self.inflight:

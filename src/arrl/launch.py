@@ -182,7 +182,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             learner = make_learner(progress=True)
             learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log,
                                 make_learner=make_learner, duplicates=cfg.learner.learn_duplicates,
-                                group_by=cfg.learner.group_by)
+                                group_by=cfg.learner.group_by, sync=cfg.learner.sync)
             learning.resume()
         elif cfg.learner.enabled:
             log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")

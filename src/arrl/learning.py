@@ -11,6 +11,13 @@
     learner to the policy server through the object store (`load_adapter`);
   * when the load returns, the version's record gets the sync latency (update done -> served).
 
+With `sync` (config `[learner] sync`), learning is on-policy: while an update or the load of
+its adapter is in flight, `holding()` tells the driver to ask the policy for no new
+proposals, so the next ones come from the new adapter and no sample goes stale. Workers
+run what is already queued and then wait: the loop trades wall time for experiments. After
+a learner error the hold is lifted until an update succeeds again (a failing learner never
+stops the search).
+
 Nothing is marked consumed before its update is recorded, so a driver killed mid-update
 sends the same samples again after `--resume`; the learner restores the checkpoint of the
 last recorded version (`resume`). A learner actor that dies mid-run is replaced the same
@@ -40,7 +47,7 @@ MAX_RESTARTS = 10  # learner actors replaced in one driver session before the po
 
 class Learning:
     def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print,
-                 make_learner=None, duplicates: bool = True, group_by: str = "state"):
+                 make_learner=None, duplicates: bool = True, group_by: str = "state", sync: bool = False):
         self.store, self.learner, self.policy = store, learner, policy  # actor handles
         self.make_learner = make_learner  # () -> a new learner actor, to replace a dead one
         self.restarts = 0
@@ -48,6 +55,8 @@ class Learning:
         # duplicates=False: a candidate answered from the ledger carries no new result, so it is not a sample
         self.learnable = LEARNABLE if duplicates else LEARNABLE + " AND e.reused_from IS NULL"
         self.group_by = group_by  # which samples share a group baseline (arrl.trajectory.from_ledger)
+        self.sync = sync  # on-policy: no new proposals while an update or its adapter load is in flight
+        self.failing = False  # the last update raised; the sync hold is lifted until one succeeds
         self.log = log
         self.update_ref = None  # (ref, exp ids, t_sent)
         self.load_ref = None  # (ref, version, t_update_done)
@@ -73,6 +82,12 @@ class Learning:
     def refs(self) -> list:
         """Object refs the driver may wait on (so it wakes up when an update or a load is done)."""
         return [x[0] for x in (self.update_ref, self.load_ref) if x is not None]
+
+    def holding(self) -> bool:
+        """Whether the driver should wait before asking the policy for proposals (sync mode only)."""
+        if not self.sync or self.dead or self.failing:
+            return False
+        return self.update_ref is not None or self.load_ref is not None
 
     def ready_samples(self, limit: int) -> list[int]:
         """The oldest unconsumed learnable results; those already too stale are recorded as dropped first."""
@@ -139,8 +154,10 @@ class Learning:
             with self.store.tx():
                 self.store.event("learner_error", error=str(e)[:1000], samples=len(ids))
             self.log(f"learner error (its samples stay unconsumed and are sent again): {str(e)[:300]}")
+            self.failing = True
             time.sleep(1.0)
             return
+        self.failing = False
         used = dict(zip(res["exp_ids"], res["staleness"]))
         version = res["version"] if res["updated"] else self.version + 1  # a record even when nothing was usable
         info = {k: res.get(k) for k in ("samples_in", "dropped_stale", "dropped_invalid", "tokens", "decisions",
