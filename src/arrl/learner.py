@@ -133,10 +133,11 @@ class Learner:
                                                self.s["lam"])
             arrays["returns"] = ret.astype(np.float32)
             a = adv_mod.normalise(a)
-        elif self.s["advantage_scale"] > 0:  # fixed scale: no normalisation that would blow up tiny differences
-            a = adv_mod.group_relative(rewards, sub.column("group").to_pylist(), scale=self.s["advantage_scale"])
-        else:
-            a = adv_mod.normalise(adv_mod.group_relative(rewards, sub.column("group").to_pylist()))
+        else:  # a fixed scale replaces the normalisation, which would blow up tiny differences
+            scale = self.s["advantage_scale"]
+            a = adv_mod.group_relative(rewards, sub.column("group").to_pylist(), scale=scale or None)
+            if not scale:
+                a = adv_mod.normalise(a)
         arrays["advantages"] = a.astype(np.float32)
         metrics = self._train(arrays)
         self.version += 1
