@@ -20,6 +20,18 @@ def test_noise_estimate_is_the_sample_sd_with_a_floor():
     assert acceptance.estimate([3.5, float("nan"), None], 0.004).runs == 1
 
 
+def test_pooled_noise_sums_squares_within_each_source():
+    # (3.50, 3.52, 3.54): 0.0008 over 2 dof; (3.40, 3.42): 0.0002 over 1; a single run and NaN add nothing
+    n = acceptance.pooled([[3.50, 3.52, 3.54], [3.40, 3.42], [3.0], [3.1, float("nan")]], min_sigma=0.001)
+    assert n.raw == pytest.approx(math.sqrt(0.001 / 3)) and n.sigma == n.raw
+    assert (n.runs, n.dof) == (7, 3)
+    # a wide pair raises it, a tight one lowers it, and the floor still holds
+    assert acceptance.pooled([[3.5, 3.52], [3.4, 3.5]], 0.0).raw > acceptance.estimate([3.5, 3.52], 0.0).raw
+    assert acceptance.pooled([[3.5, 3.52], [3.4, 3.4]], 0.0).raw < acceptance.estimate([3.5, 3.52], 0.0).raw
+    assert acceptance.pooled([[3.5, 3.5], [3.4, 3.4]], 0.003).sigma == 0.003
+    assert acceptance.pooled([], 0.003) == acceptance.Noise(0.003, 0, 0.0, 0)
+
+
 def test_acceptance_margin_follows_the_noise():
     noise = acceptance.Noise(0.01, 3, 0.01)
     # one run vs a 3-run incumbent mean: margin = 2 * 0.01 * sqrt(1 + 1/3) = 0.0231

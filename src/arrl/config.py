@@ -33,6 +33,7 @@
     noise_runs = 3                  # baseline repeats at start (noise estimate)
     margin_z = 2.0                  # acceptance margin in noise standard deviations
     min_sigma = 0.002               # floor of the noise estimate (bpb)
+    pool_noise = true               # sigma pools the baselines with every confirmation pair (else baselines only)
     confirm = true                  # re-run a candidate with another seed before accepting
     history_k = 32
     early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.extrapolate)
@@ -150,6 +151,7 @@ class SearchSection:
     noise_runs: int = 3
     margin_z: float = 2.0
     min_sigma: float = 0.002
+    pool_noise: bool = True
     confirm: bool = True
     history_k: int = 32
     early_abort: bool = False

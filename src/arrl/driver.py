@@ -99,8 +99,7 @@ class Driver:
             s.event("requeued", ids=requeued)
         self.wall_before = s.get("wall_s", 0.0)
         base = [r for r in s.experiments("kind='baseline' AND state='done'")]
-        self.noise = acceptance.estimate([r["val_bpb"] for r in base if r["status"] == "ok"],
-                                         self.cfg.search.min_sigma)
+        self.noise = self._estimate_noise()
         first_base = s.experiments("kind='baseline'")
         self.incumbent = Incumbent(first_base[0]["id"] if first_base else 0, self.target.source(),
                                    [r["val_bpb"] for r in base if r["status"] == "ok"])
@@ -361,6 +360,7 @@ class Driver:
         elif row["kind"] == "candidate" and r is not None:
             self._maybe_confirm(row, o)
         elif row["kind"] == "confirm":
+            self._update_noise()
             self._maybe_accept(row)
 
     def _score(self, row, status: str, val_bpb, judge: bool = True) -> tuple[str, float | None, str | None]:
@@ -393,7 +393,7 @@ class Driver:
     def _restore_baseline(self) -> None:
         base = self.store.experiments("kind='baseline' AND state='done'")
         vals = [r["val_bpb"] for r in base if r["status"] == "ok"]
-        self.noise = acceptance.estimate(vals, self.cfg.search.min_sigma)
+        self.noise = self._estimate_noise()
         if not self.store.accepted():
             self.incumbent.values = vals
             self.incumbent.exp_id = base[0]["id"]
@@ -401,13 +401,38 @@ class Driver:
             if not vals:
                 self.stop_reason = "the baseline failed every run; see experiments/*/log_tail.txt"
             else:
-                self.store.put("noise", {"sigma": self.noise.sigma, "raw": self.noise.raw, "runs": self.noise.runs})
+                self._put_noise()
                 base_bpb = statistics.fmean(vals)
                 inc = "" if self.incumbent.exp_id == base[0]["id"] else \
                     f"; incumbent exp {self.incumbent.exp_id} at {self.incumbent.bpb:.4f}"
                 self.log(f"baseline val_bpb {base_bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
-                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs){inc}")
+                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs, {self.noise.dof} dof){inc}")
                 self._rederive()
+
+    def _estimate_noise(self) -> acceptance.Noise:
+        """The noise sigma from the ledger's done runs: the baselines, and with `[search] pool_noise` every
+        candidate with its confirmation, both `ok` (a suspicious result that did not reproduce is left out)."""
+        groups = [[r["val_bpb"] for r in self.store.experiments("kind='baseline' AND state='done' AND status='ok'")]]
+        if self.cfg.search.pool_noise:
+            groups += [list(pair) for pair in self.store.db.execute(
+                "SELECT c.val_bpb, f.val_bpb FROM experiments f JOIN experiments c ON c.id = f.parent "
+                "WHERE f.kind='confirm' AND f.state='done' AND f.status='ok' AND c.status='ok' "
+                "AND c.reused_from IS NULL ORDER BY f.id").fetchall()]
+        return acceptance.pooled(groups, self.cfg.search.min_sigma)
+
+    def _put_noise(self) -> None:
+        n = self.noise
+        self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof})
+
+    def _update_noise(self) -> None:
+        """Re-estimate the noise after a confirmation (pooled); log and record it when it moved."""
+        if not self._baselines_done():
+            return
+        before, self.noise = self.noise, self._estimate_noise()
+        if self.noise.sigma != before.sigma:
+            self._put_noise()
+            self.log(f"noise sigma {before.sigma:.4f} -> {self.noise.sigma:.4f} (pooled over {self.noise.runs} "
+                     f"runs, {self.noise.dof} dof)")
 
     def _rederive(self) -> None:
         """Finish what results imply but a dead driver may not have done: score candidates that
