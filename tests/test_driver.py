@@ -88,13 +88,16 @@ def test_full_run_with_every_status(runs):
     assert cfg_saved["workers"]["count"] == 4
 
 
-def test_random_search_on_the_simulated_target(tmp_path):
-    """The random catalog policy on the synthetic target (simulated backend, 8 fake GPUs) finds improvements."""
+@pytest.mark.parametrize("pool", [True, False])
+def test_random_search_on_the_simulated_target(tmp_path, pool):
+    """The random catalog policy on the synthetic target (simulated backend, 8 fake GPUs) finds improvements;
+    the noise sigma it ends with is the pooled SD of every source that ran more than once (pool_noise), or the
+    baselines' SD alone."""
     cfg = config_mod.from_dict({
         "target": "synthetic", "name": "random-synthetic",
         "policy": {"kind": "random", "fmt": "catalog", "group_size": 4},
         "workers": {"count": 8, "gpus_per_worker": 1.0, "sandbox": "simulated", "budget_s": 0.2},
-        "search": {"noise_runs": 3}, "oracle": {"max_experiments": 48}})
+        "search": {"noise_runs": 3, "min_sigma": 0.0, "pool_noise": pool}, "oracle": {"max_experiments": 48}})
     reason, d = launch(cfg, runs=tmp_path / "runs", log=lambda s: None)
     assert reason.startswith("experiment budget reached")
     db = sqlite3.connect(d / "ledger.sqlite")
@@ -105,6 +108,62 @@ def test_random_search_on_the_simulated_target(tmp_path):
     assert vals == sorted(vals, reverse=True)  # each acceptance improves on the last
     iso = {json.loads(r[0])["isolation"] for r in db.execute("SELECT outcome FROM experiments WHERE outcome IS NOT NULL")}
     assert iso == {"simulated"}  # simulated numbers say so
+    # the recorded noise, recomputed by hand from the ledger: runs of one source grouped by its normalised sha
+    groups: dict = {}
+    for kind, norm, v in db.execute("SELECT kind, norm_sha, val_bpb FROM experiments WHERE status='ok' AND "
+                                    "reused_from IS NULL"):
+        if pool or kind == "baseline":
+            groups.setdefault(norm, []).append(v)
+    repeated = [g for g in groups.values() if len(g) > 1]
+    assert len(repeated) >= (1 + len(acc) if pool else 1)  # the baselines, and every accepted edit ran twice
+    ss = sum((v - sum(g) / len(g)) ** 2 for g in repeated for v in g)
+    dof = sum(len(g) - 1 for g in repeated)
+    noise = json.loads(db.execute("SELECT value FROM meta WHERE key='noise'").fetchone()[0])
+    assert noise["dof"] == dof and noise["runs"] == sum(len(g) for g in groups.values())
+    assert dof == 2 or pool
+    assert noise["sigma"] == pytest.approx((ss / dof) ** 0.5, rel=1e-9)
+
+
+# DECAY 0.1 and DROPOUT 0.1 on the synthetic target: noiseless val_bpb 1.0617 against the baseline's 1.1624
+REPEAT = '{"DECAY": "0.1", "DROPOUT": "0.1"}'
+
+
+@pytest.mark.parametrize("k", [0, 4])
+def test_a_repeated_source_runs_again_until_its_runs_together_are_accepted(tmp_path, k):
+    """sigma fixed at 0.01 and margin 9 sigma: one run of REPEAT (gain ~0.10) is not promising (needs 0.110), the
+    mean of two is accepted (needs 0.090). With `rerun_repeats` the policy's repeat runs again and the two runs
+    are accepted together; without it the repeat is answered from the ledger and nothing is accepted."""
+    cfg = config_mod.from_dict({
+        "target": "synthetic", "name": f"rerun-{k}",
+        "policy": {"kind": "scripted", "fmt": "catalog", "group_size": 2, "completions": [REPEAT]},
+        "workers": {"count": 1, "sandbox": "simulated", "budget_s": 0.1},
+        "search": {"noise_runs": 2, "min_sigma": 0.01, "pool_noise": False, "margin_z": 9.0, "rerun_repeats": k},
+        "oracle": {"max_experiments": 5, "max_failed_edits": 5}})
+    lines: list[str] = []
+    reason, d = launch(cfg, runs=tmp_path / "runs", log=lines.append)
+    # without re-runs the repeats use up the budget; once REPEAT is the incumbent, the edit changes nothing
+    assert reason.startswith("experiment budget reached" if not k else "the policy's last "), lines
+    db = sqlite3.connect(d / "ledger.sqlite")
+    db.row_factory = sqlite3.Row
+    cands = db.execute("SELECT * FROM experiments WHERE kind='candidate' ORDER BY id").fetchall()
+    ran = [r for r in cands if r["reused_from"] is None and r["status"] != "edit_failed"]
+    acc = db.execute("SELECT * FROM accepted").fetchall()
+    assert not db.execute("SELECT 1 FROM experiments WHERE kind='confirm'").fetchone()  # never promising alone
+    if not k:
+        assert len(ran) == 1 and not acc and len(cands) >= 5, lines
+        return
+    # the first repeat ran again (event `rerun`), and the two runs were accepted on their mean
+    assert len(ran) == 2 and ran[0]["norm_sha"] == ran[1]["norm_sha"] and ran[0]["seed"] != ran[1]["seed"]
+    rerun = [json.loads(e[0]) for e in db.execute("SELECT data FROM events WHERE kind='rerun'")]
+    assert rerun == [{"exp": ran[1]["id"], "of": [ran[0]["id"]]}]
+    assert len(acc) == 1 and acc[0]["exp_id"] == ran[1]["id"]
+    assert acc[0]["val_bpb"] == pytest.approx((ran[0]["val_bpb"] + ran[1]["val_bpb"]) / 2, rel=1e-12)
+    # then the incumbent already has REPEAT's values: the same edit fails to apply
+    assert {r["status"] for r in cands[2:]} == {"edit_failed"} and len(cands) >= 7
+    # a resumed driver derives the same incumbent, two runs and all, from the ledger
+    lines2: list[str] = []
+    launch(cfg, resume=cfg.name, runs=tmp_path / "runs", log=lines2.append)
+    assert any(f"incumbent exp {ran[1]['id']} at {acc[0]['val_bpb']:.4f}" in line for line in lines2), lines2
 
 
 def test_a_policy_whose_edits_all_fail_stops_the_run(runs):

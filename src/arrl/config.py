@@ -35,6 +35,7 @@
     min_sigma = 0.002               # floor of the noise estimate (bpb)
     pool_noise = true               # sigma pools the baselines with every confirmation pair (else baselines only)
     confirm = true                  # re-run a candidate with another seed before accepting
+    rerun_repeats = 0               # a repeated source that beats the incumbent unaccepted runs again, up to N runs
     history_k = 32
     early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.extrapolate)
     abort_z = 0.5                   # the gap needed, in the incumbent's run-to-run spreads of training loss
@@ -153,6 +154,7 @@ class SearchSection:
     min_sigma: float = 0.002
     pool_noise: bool = True
     confirm: bool = True
+    rerun_repeats: int = 0
     history_k: int = 32
     early_abort: bool = False
     abort_z: float = 0.5
@@ -258,7 +260,7 @@ CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("learner", "group_by"): ("state", "incumbent")}
 POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens"), ("learner", "batch_size"),
             ("learner", "epochs"), ("learner", "lr"), ("learner", "rank"), ("learner", "alpha"), ("search", "abort_every")}
-NON_NEGATIVE = {("search", "noise_runs"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
+NON_NEGATIVE = {("search", "noise_runs"), ("search", "rerun_repeats"), ("search", "min_sigma"), ("workers", "gpus_per_worker"),
                 ("workers", "threads"), ("workers", "budget_s"), ("workers", "grace_s"), ("workers", "memory_mb"), ("oracle", "max_experiments"),
                 ("oracle", "max_wall_s"), ("oracle", "max_gpu_hours"), ("oracle", "target_bpb"),
                 ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits"),

@@ -106,12 +106,46 @@ class Driver:
         for a in s.accepted():
             row = s.experiment(a["exp_id"])
             src = (s.exp_dir(row["id"]) / "train.py").read_text()
-            vals = [row["val_bpb"]] + [c["val_bpb"] for c in s.experiments("kind='confirm' AND parent=? AND "
-                                                                              "state='done'", (row["id"],))]
+            vals = self._accepted_values(row)
             self.incumbent = Incumbent(row["id"], src, vals)
             if not a["commit_sha"]:
                 self._commit(row, a["val_bpb"])
         self.branch.ensure(self.target.source())
+
+    def _accepted_values(self, row) -> list:
+        """The val_bpb of the runs an accepted candidate was accepted on: the ones its `accepted_runs` event
+        names (re-run repeats, `[search] rerun_repeats`), else the candidate and its confirmations."""
+        ev = self.store.db.execute("SELECT data FROM events WHERE kind='accepted_runs' AND "
+                                   "json_extract(data, '$.exp')=? ORDER BY id DESC LIMIT 1", (row["id"],)).fetchone()
+        if ev:
+            ids = json.loads(ev[0])["runs"]
+            return [self.store.experiment(i)["val_bpb"] for i in ids]
+        return [row["val_bpb"]] + [c["val_bpb"] for c in self.store.experiments(
+            "kind='confirm' AND parent=? AND state='done'", (row["id"],))]
+
+    def _runs_of(self, norm: str) -> list:
+        """Every finished run of one normalised source that trained (candidates and confirmations, not the
+        baselines nor results answered from the ledger), oldest first."""
+        return self.store.experiments("norm_sha=? AND kind!='baseline' AND reused_from IS NULL AND state='done' "
+                                      "AND status IS NOT NULL", (norm,))
+
+    def _rerun(self, norm: str, eid: int) -> list | None:
+        """With `[search] rerun_repeats` = K: the runs of a repeated source that earn it another run (another
+        seed) instead of an answer from the ledger: all `ok`, fewer than K, none in flight, and their mean
+        beats the incumbent without having been accepted (a repeat of the incumbent itself is not re-run).
+        None when it is answered from the ledger."""
+        k = self.cfg.search.rerun_repeats
+        if not k or not self._baselines_done() or not self.incumbent.values:
+            return None
+        if self.store.db.execute("SELECT 1 FROM experiments WHERE norm_sha=? AND reused_from IS NULL AND "
+                                 "state!='done' AND id!=? LIMIT 1", (norm, eid)).fetchone():
+            return None
+        runs = self._runs_of(norm)
+        if not runs or len(runs) >= k or any(r["status"] != "ok" for r in runs):
+            return None
+        if statistics.fmean(r["val_bpb"] for r in runs) >= self.incumbent.bpb:
+            return None
+        return runs
 
     def _trained(self) -> str:
         """SQL condition for what the experiment budget counts: with `[oracle] count_duplicates` (the default)
@@ -208,7 +242,12 @@ class Driver:
                 self.log(f"exp {eid:>4} candidate rejected       {verdict.reason}"[:160])
                 return -1
             dup = self.store.done_with_norm(norm)
-            if dup is not None:
+            prior = self._rerun(norm, eid) if dup is not None else None
+            if prior:
+                self.store.event("rerun", exp=eid, of=[r["id"] for r in prior])
+                self.log(f"exp {eid:>4} candidate repeats exps {[r['id'] for r in prior]} (mean val_bpb "
+                         f"{statistics.fmean(r['val_bpb'] for r in prior):.4f}, not accepted): re-running it")
+            elif dup is not None:
                 r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
                                    res.lines_added) if self._baselines_done() and inc.values else None
                 self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
@@ -411,14 +450,15 @@ class Driver:
 
     def _estimate_noise(self) -> acceptance.Noise:
         """The noise sigma from the ledger's done runs: the baselines, and with `[search] pool_noise` every
-        candidate with its confirmation, both `ok` (a suspicious result that did not reproduce is left out)."""
-        groups = [[r["val_bpb"] for r in self.store.experiments("kind='baseline' AND state='done' AND status='ok'")]]
-        if self.cfg.search.pool_noise:
-            groups += [list(pair) for pair in self.store.db.execute(
-                "SELECT c.val_bpb, f.val_bpb FROM experiments f JOIN experiments c ON c.id = f.parent "
-                "WHERE f.kind='confirm' AND f.state='done' AND f.status='ok' AND c.status='ok' "
-                "AND c.reused_from IS NULL ORDER BY f.id").fetchall()]
-        return acceptance.pooled(groups, self.cfg.search.min_sigma)
+        source that ran `ok` more than once (a candidate with its confirmation, a re-run repeat), pooled. A
+        result answered from the ledger is not a run; a suspicious one that did not reproduce is not `ok`."""
+        rows = self.store.db.execute(
+            "SELECT norm_sha, val_bpb FROM experiments WHERE state='done' AND status='ok' AND reused_from IS NULL"
+            + ("" if self.cfg.search.pool_noise else " AND kind='baseline'") + " ORDER BY id").fetchall()
+        groups: dict = {}
+        for norm, v in rows:
+            groups.setdefault(norm, []).append(v)
+        return acceptance.pooled(list(groups.values()), self.cfg.search.min_sigma)
 
     def _put_noise(self) -> None:
         n = self.noise
@@ -466,6 +506,10 @@ class Driver:
         if row["incumbent_id"] != self.incumbent.exp_id or o["status"] != "ok":
             return
         n_inc = len(self.incumbent.values)
+        runs = self._runs_of(row["norm_sha"]) if self.cfg.search.rerun_repeats else []
+        if len(runs) >= 2:  # a re-run repeat: its runs together are the evidence, with no extra confirmation
+            self._judge(row, runs)
+            return
         if not acceptance.promising(o.get("val_bpb"), self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
                                     n_inc):
             return
@@ -498,10 +542,21 @@ class Driver:
         if cand["incumbent_id"] != self.incumbent.exp_id:
             self.store.event("stale_confirmation", exp=cand["id"])
             return
+        if self.cfg.search.rerun_repeats:
+            self._judge(cand, self._runs_of(cand["norm_sha"]))
+            return
         vals = [cand["val_bpb"], conf["val_bpb"]]
         if conf["status"] == "ok" and min(vals) >= self.floor and acceptance.confirmed(
                 vals, self.incumbent.bpb, self.noise, self.cfg.search.margin_z, len(self.incumbent.values)):
             self._accept(cand, vals)
+
+    def _judge(self, cand, runs: list) -> None:
+        """Accept `cand` on the mean of `runs` (every run of its source) when all are `ok`, none is below the
+        floor, and the mean beats the incumbent by the margin for that many runs."""
+        vals = [r["val_bpb"] for r in runs]
+        if runs and all(r["status"] == "ok" for r in runs) and min(vals) >= self.floor and acceptance.confirmed(
+                vals, self.incumbent.bpb, self.noise, self.cfg.search.margin_z, len(self.incumbent.values)):
+            self._accept(cand, vals, [r["id"] for r in runs])
 
     def _resolve(self, cand, conf) -> bool:
         """A suspicious candidate's confirmation is in: reproduced -> `ok` with its reward; else it keeps
@@ -525,11 +580,13 @@ class Driver:
                  f"reward {r:+.2f}")
         return ok
 
-    def _accept(self, cand, vals: list) -> None:
+    def _accept(self, cand, vals: list, run_ids: list | None = None) -> None:
         value = statistics.fmean(vals)
         prev = self.incumbent.bpb
         with self.store.tx():
             self.store.accept(cand["id"], value, prev)
+            if run_ids is not None:
+                self.store.event("accepted_runs", exp=cand["id"], runs=run_ids)
         src = (self.store.exp_dir(cand["id"]) / "train.py").read_text()
         self.incumbent = Incumbent(cand["id"], src, list(vals))
         self._commit(cand, value)
