@@ -397,6 +397,7 @@ class Driver:
             self.store.event("suspicious", exp=exp_id, reason=message[:300])
             self._schedule_confirm(self.store.experiment(exp_id))
         elif row["kind"] == "candidate" and r is not None:
+            self._update_noise()  # a re-run repeat is a source's second run
             self._maybe_confirm(row, o)
         elif row["kind"] == "confirm":
             self._update_noise()
@@ -465,7 +466,8 @@ class Driver:
         self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof})
 
     def _update_noise(self) -> None:
-        """Re-estimate the noise after a confirmation (pooled); log and record it when it moved."""
+        """Re-estimate the noise after a run (pooled: a source's second run adds to it); log and record it when
+        it moved."""
         if not self._baselines_done():
             return
         before, self.noise = self.noise, self._estimate_noise()
