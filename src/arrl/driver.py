@@ -544,13 +544,8 @@ class Driver:
         if cand["incumbent_id"] != self.incumbent.exp_id:
             self.store.event("stale_confirmation", exp=cand["id"])
             return
-        if self.cfg.search.rerun_repeats:
-            self._judge(cand, self._runs_of(cand["norm_sha"]))
-            return
-        vals = [cand["val_bpb"], conf["val_bpb"]]
-        if conf["status"] == "ok" and min(vals) >= self.floor and acceptance.confirmed(
-                vals, self.incumbent.bpb, self.noise, self.cfg.search.margin_z, len(self.incumbent.values)):
-            self._accept(cand, vals)
+        # with re-run repeats every run of the source is evidence, else the candidate and this confirmation
+        self._judge(cand, self._runs_of(cand["norm_sha"]) if self.cfg.search.rerun_repeats else [cand, conf])
 
     def _judge(self, cand, runs: list) -> None:
         """Accept `cand` on the mean of `runs` (every run of its source) when all are `ok`, none is below the
