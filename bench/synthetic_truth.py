@@ -8,53 +8,23 @@ measures good sources more often. The synthetic target's val_bpb without noise i
 (`arrl.simulated.value`), so for every run this prints the noiseless val_bpb of what the method
 would hand a researcher after N/2 and after N sandbox runs:
 
-- loop methods (random, frozen, rl): the incumbent, i.e. the last source accepted by the time
-  the n-th run finished (the baseline before any acceptance);
+- loop methods (random, frozen, rl): the incumbent, i.e. the last source accepted on the first
+  n runs (the baseline before any acceptance);
 - tune: the trial with the best measured val_bpb among its first n finished trials.
 
-Runs are counted as the research table counts them (sandbox runs in the order they finished,
+The same values are the noiseless column of the research table (arrl.research.loop_truth and
+tune_truth); this prints them per seed. Runs are counted as the research table counts them (sandbox runs in the order they finished,
 without failed edits and results answered from the ledger). Then the median per method.
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import statistics
 from pathlib import Path
 
-from arrl import paths, simulated, tune_search
+from arrl import paths, research
 from arrl import target as target_mod
-
-
-def loop_truth(d: Path, tgt, cuts: list[int]) -> list[float]:
-    db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True)
-    try:
-        finished = [r[0] for r in db.execute(
-            "SELECT finished FROM experiments WHERE state='done' AND reused_from IS NULL AND status NOT IN "
-            "('edit_failed', 'rejected') ORDER BY finished, id")]
-        accepted = db.execute("SELECT exp_id, created FROM accepted ORDER BY created").fetchall()
-    finally:
-        db.close()
-    out = []
-    for n in cuts:
-        t = finished[min(n, len(finished)) - 1]
-        src = tgt.source()
-        for exp_id, created in accepted:
-            if created <= t:
-                src = (d / "experiments" / f"{exp_id:06d}" / "train.py").read_text()
-        out.append(simulated.value(src, tgt.catalog))
-    return out
-
-
-def tune_truth(d: Path, tgt, cuts: list[int]) -> list[float]:
-    trials = tune_search.read(d)
-    out = []
-    for n in cuts:
-        ok = [t for t in trials[:n] if t["status"] == "ok" and t["val_bpb"] is not None]
-        best = min(ok, key=lambda t: t["val_bpb"])
-        out.append(simulated.value(tune_search.source_for(tgt, best["values"]), tgt.catalog))
-    return out
 
 
 def main() -> None:
@@ -69,13 +39,14 @@ def main() -> None:
         if d.name.endswith(".partial") or not d.is_dir():
             continue
         method, seed = d.name.split("-")[1], d.name.rsplit("-s", 1)[1]
-        vals = tune_truth(d, tgt, cuts) if method == "tune" else loop_truth(d, tgt, cuts)
+        truth = research.tune_truth(d, tgt) if method == "tune" else research.loop_truth(d, tgt)
+        vals = [truth[min(n, len(truth)) - 1] for n in cuts]
         by.setdefault(method, []).append(vals)
         print(f"{method:<7} seed {seed}: " + ", ".join(f"{v:.4f} after {n}" for v, n in zip(vals, cuts)))
     print()
     print(f"| method | seeds | noiseless val_bpb after {cuts[0]} runs: median (min – max) | after {cuts[1]} runs |")
     print("|---|---|---|---|")
-    for method in ("random", "tune", "frozen", "rl"):
+    for method in research.METHODS:
         if method not in by:
             continue
         cols = []

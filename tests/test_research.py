@@ -13,7 +13,7 @@ import matplotlib.image
 import pytest
 
 from arrl import config as config_mod
-from arrl import extrapolate, paths, replay, research, tune_search
+from arrl import extrapolate, paths, replay, research, simulated, tune_search
 from arrl import target as target_mod
 from arrl.cli import main
 from arrl.launch import launch
@@ -151,7 +151,17 @@ def test_summary_on_handmade_traces():
     assert rl["reached"] == 1 and rl["runs_to_reach_median"] == float("inf")  # one of two seeds never got there
     assert rl["final_best_min"] == 1.0 and rl["final_best_max"] == 1.4
     assert "not reached" in research.table(s)
+    assert "noiseless" not in research.table(s)  # no truth column without the simulated sandbox's values
     assert research.summarize(traces, 2)["threshold"] == pytest.approx(1.3)  # clipped to the first 2 runs
+    for tr, truth in zip(traces, ([1.2, 1.2, 1.1, 1.1], [1.3, 1.2, 1.2, 1.2], [1.3, 1.3, 1.3, 1.2],
+                                  [1.2, 1.1, 1.1, 1.0], [1.4, 1.4, 1.4, 1.4])):
+        tr.truth = truth
+    s = research.summarize(traces, 4)
+    assert s["methods"]["random"]["truth_half_median"] == pytest.approx(1.2)  # after 2 runs: 1.2, 1.2, 1.3
+    assert s["methods"]["random"]["truth_final_median"] == pytest.approx(1.2)  # after 4: 1.1, 1.2, 1.2
+    assert s["methods"]["rl"]["truth_final_median"] == pytest.approx(1.2)  # 1.0 and 1.4
+    assert "| random | 3 | 4 | 1.1500 (1.1000 – 1.2000) | 2 of 3 | 4 | 4.0 | 4.0 | 0 | 1.2000 / 1.2000 |" \
+        in research.table(s)
 
 
 def test_bench_research_runs_every_method(tiny_model, tmp_path, capsys):
@@ -184,11 +194,28 @@ lr = 1e-3
         assert f"| {method} | 1 |" in text
     data = json.loads((out / "research.json").read_text())
     assert {t["method"] for t in data["traces"]} == set(research.METHODS)
+    tgt = target_mod.load("synthetic", paths.targets_dir())
+    start = simulated.value(tgt.source(), tgt.catalog)
     for tr in data["traces"]:
         assert len(tr["best"]) >= n
         best = [b for b in tr["best"] if b is not None]
         assert best == sorted(best, reverse=True)  # best so far never gets worse
         assert tr["compute"] == sorted(tr["compute"]) and tr["compute"][-1] > 0
+        # the simulated sandbox: the noiseless value of what the method hands back, after every run
+        assert len(tr["truth"]) == len(tr["best"]) and all(1.0 <= v <= 1.2 for v in tr["truth"])
+        if tr["method"] != "tune":  # the loop's incumbent only ever improves, from the target's own train.py
+            assert tr["truth"][0] == pytest.approx(start)
+    assert f"noiseless val_bpb handed back after {n // 2} / {n} runs (median) |" in text
+    for method in ("random", "frozen", "rl"):  # after the last run: the last accepted source, or the start
+        d = out / "runs" / f"synthetic-{method}-s0"
+        last = _ledger(d).execute("SELECT exp_id FROM accepted ORDER BY created DESC LIMIT 1").fetchone()
+        src = (d / "experiments" / f"{last[0]:06d}" / "train.py").read_text() if last else tgt.source()
+        truth = next(t["truth"] for t in data["traces"] if t["method"] == method)
+        assert truth[-1] == pytest.approx(simulated.value(src, tgt.catalog))
+    tune_trials = [t for t in tune_search.read(out / "runs" / "synthetic-tune-s0") if t["status"] == "ok"]
+    tune_best = min(tune_trials, key=lambda t: t["val_bpb"])
+    truth = next(t["truth"] for t in data["traces"] if t["method"] == "tune")
+    assert truth[-1] == pytest.approx(simulated.value(tune_search.source_for(tgt, tune_best["values"]), tgt.catalog))
     assert len(tune_search.read(out / "runs" / "synthetic-tune-s0")) == n
     db = _ledger(out / "runs" / "synthetic-rl-s0")
     assert db.execute("SELECT COUNT(*) FROM policy_versions").fetchone()[0] >= 1

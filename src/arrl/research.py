@@ -20,6 +20,13 @@ min–max over seeds) and `<out>/research.json` (every trace).
 
 "Experiments to reach random's best" is, per seed, the first run count at which a
 method's best is at or below the median over seeds of random search's final best.
+
+With the `simulated` sandbox the true, noiseless val_bpb of every source is known
+(`arrl.simulated.value`), so each trace also follows what the method would hand a
+researcher after each run — the loop's incumbent, Tune's best-measured trial — without
+noise (`Trace.truth`), and the table gets a column for it after N/2 and N runs. The best
+single measurement favours lucky runs and any method that measures good sources more
+often; the noiseless value does not (docs/RESEARCH.md).
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ class Trace:
     compute: list[float]   # cumulative training seconds after each sandbox run
     best: list[float | None]  # best val_bpb measured so far after each run
     wall_s: float
+    truth: list[float | None] | None = None  # simulated sandbox: noiseless val_bpb of what is handed back after each run
 
     def clipped(self, n: int) -> "Trace":
-        return Trace(self.method, self.seed, self.run, self.compute[:n], self.best[:n], self.wall_s)
+        return Trace(self.method, self.seed, self.run, self.compute[:n], self.best[:n], self.wall_s,
+                     None if self.truth is None else self.truth[:n])
 
     def reach(self, threshold: float) -> tuple[int | None, float | None]:
         """(runs, training seconds) at which the best first reaches `threshold`, or (None, None)."""
@@ -73,13 +82,11 @@ def _trace(points: list[tuple[float, float | None]]) -> tuple[list[float], list[
 def loop_trace(d: Path, method: str, seed: int) -> Trace:
     db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
     try:
-        rows = db.execute("SELECT train_s, CASE WHEN status='ok' THEN val_bpb END, started, finished FROM experiments "
-                          "WHERE state='done' AND reused_from IS NULL AND status NOT IN ('edit_failed', 'rejected') "
-                          "ORDER BY finished, id").fetchall()
+        rows = _loop_rows(db)
         wall = db.execute("SELECT value FROM meta WHERE key='wall_s'").fetchone()
     finally:
         db.close()
-    compute, best = _trace([(r[0], r[1]) for r in rows])
+    compute, best = _trace([(r[1], r[2]) for r in rows])
     return Trace(method, seed, d.name, compute, best, float(json.loads(wall[0])) if wall else 0.0)
 
 
@@ -90,6 +97,56 @@ def tune_trace(d: Path, seed: int) -> Trace:
     compute, best = _trace([(t["train_s"], t["val_bpb"] if t["status"] == "ok" else None) for t in trials])
     meta = json.loads((d / "config.json").read_text()).get("tune", {})
     return Trace("tune", seed, d.name, compute, best, float(meta.get("wall_s", 0.0)))
+
+
+def _loop_rows(db) -> list:
+    """The loop's sandbox runs as the research table counts them, in the order they finished."""
+    return db.execute("SELECT id, train_s, CASE WHEN status='ok' THEN val_bpb END, finished FROM experiments "
+                      "WHERE state='done' AND reused_from IS NULL AND status NOT IN ('edit_failed', 'rejected') "
+                      "ORDER BY finished, id").fetchall()
+
+
+def _noiseless(source: str, tgt) -> float | None:
+    from arrl import simulated
+
+    v = simulated.value(source, tgt.catalog)
+    return None if isinstance(v, str) else v
+
+
+def loop_truth(d: Path, tgt) -> list[float | None]:
+    """Noiseless val_bpb (simulated target) of the loop's incumbent after each of its sandbox runs: the last
+    source accepted on the runs so far (the target's own train.py before any acceptance)."""
+    db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        finished = [r[3] for r in _loop_rows(db)]
+        accepted = db.execute("SELECT exp_id, created FROM accepted ORDER BY created, exp_id").fetchall()
+    finally:
+        db.close()
+    out, i = [], 0
+    value = _noiseless(tgt.source(), tgt)
+    for n in range(len(finished)):
+        # an acceptance recorded before the next run finished was decided on the runs so far
+        upto = finished[n + 1] if n + 1 < len(finished) else float("inf")
+        while i < len(accepted) and accepted[i][1] < upto:
+            value = _noiseless((d / "experiments" / f"{accepted[i][0]:06d}" / "train.py").read_text(), tgt)
+            i += 1
+        out.append(value)
+    return out
+
+
+def tune_truth(d: Path, tgt) -> list[float | None]:
+    """Noiseless val_bpb (simulated target) of Tune's best-measured trial after each trial (the target's own
+    train.py until a trial is `ok`)."""
+    from arrl import tune_search
+
+    out, best = [], None
+    value = _noiseless(tgt.source(), tgt)
+    for t in tune_search.read(d):
+        if t["status"] == "ok" and t["val_bpb"] is not None and (best is None or t["val_bpb"] < best):
+            best = t["val_bpb"]
+            value = _noiseless(tune_search.source_for(tgt, t["values"]), tgt)
+        out.append(value)
+    return out
 
 
 def method_config(base: Config, method: str, seed: int, experiments: int, name: str) -> Config:
@@ -146,7 +203,10 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
             launch(method_config(base, method, seed, experiments, name), runs=runs, log=log)
     else:
         log(f"{name}: finished earlier, read from {d}")
-    return tune_trace(d, seed) if method == "tune" else loop_trace(d, method, seed)
+    trace = tune_trace(d, seed) if method == "tune" else loop_trace(d, method, seed)
+    if base.workers.sandbox == "simulated":
+        trace.truth = tune_truth(d, tgt) if method == "tune" else loop_truth(d, tgt)
+    return trace
 
 
 def _median(xs):
@@ -177,6 +237,10 @@ def summarize(traces: list[Trace], experiments: int) -> dict:
             "compute_to_reach_median": _median([r[1] if r[1] is not None else float("inf") for r in reach]),
             "compute_total_median": _median([t.compute[-1] if t.compute else 0.0 for t in ts]),
             "wall_median": _median([t.wall_s for t in ts])}
+        if ts and all(t.truth for t in ts):
+            half = max(experiments // 2, 1)
+            out["methods"][method]["truth_half_median"] = _median([t.truth[min(half, len(t.truth)) - 1] for t in ts])
+            out["methods"][method]["truth_final_median"] = _median([t.truth[-1] for t in ts])
     return out
 
 
@@ -189,18 +253,23 @@ def _fmt(x, spec=".4f"):
 
 
 def table(summary: dict) -> str:
-    thr = summary["threshold"]
-    lines = [f"Bar: random search's median final best, {_fmt(thr)} val_bpb, within {summary['experiments']} runs.",
+    thr, n = summary["threshold"], summary["experiments"]
+    truth = any("truth_final_median" in m for m in summary["methods"].values())
+    lines = [f"Bar: random search's median final best, {_fmt(thr)} val_bpb, within {n} runs.",
              "",
              "| method | seeds | runs (median) | final best val_bpb: median (min – max) | seeds reaching the bar | "
              "runs to reach it (median) | training s to reach it (median) | training s in all (median) | "
-             "wall s (median) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "wall s (median) |" + (f" noiseless val_bpb handed back after {max(n // 2, 1)} / {n} runs (median) |"
+                                    if truth else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if truth else "")]
     for method, m in summary["methods"].items():
-        lines.append(f"| {method} | {m['seeds']} | {_fmt(m['runs'], '.0f')} | {_fmt(m['final_best_median'])} ({_fmt(m['final_best_min'])} – "
-                     f"{_fmt(m['final_best_max'])}) | {m['reached']} of {m['seeds']} | "
-                     f"{_fmt(m['runs_to_reach_median'], '.0f')} | {_fmt(m['compute_to_reach_median'], '.1f')} | "
-                     f"{_fmt(m['compute_total_median'], '.1f')} | {_fmt(m['wall_median'], '.0f')} |")
+        row = (f"| {method} | {m['seeds']} | {_fmt(m['runs'], '.0f')} | {_fmt(m['final_best_median'])} ({_fmt(m['final_best_min'])} – "
+               f"{_fmt(m['final_best_max'])}) | {m['reached']} of {m['seeds']} | "
+               f"{_fmt(m['runs_to_reach_median'], '.0f')} | {_fmt(m['compute_to_reach_median'], '.1f')} | "
+               f"{_fmt(m['compute_total_median'], '.1f')} | {_fmt(m['wall_median'], '.0f')} |")
+        if truth:
+            row += f" {_fmt(m.get('truth_half_median'))} / {_fmt(m.get('truth_final_median'))} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -1,0 +1,172 @@
+"""What could any policy reach on the synthetic target, in this loop, within N runs?
+
+A model of the loop on the synthetic bowl (arrl.simulated's function and noise, the
+target's catalog and start values), with no Ray, vLLM or learner, so thousands of seeds
+take seconds. It follows the loop's rules as docs/LOOP.md states them: 2 baseline runs; a
+new edit runs once, is confirmed by a second run when it beats the incumbent by the
+one-run margin, and is accepted when the two runs' mean beats it by the two-run margin;
+sigma pooled over every source that ran more than once (floored at 0.002); a repeat of an
+unaccepted source whose runs beat the incumbent runs again, up to `--rerun` runs, and is
+judged on its mean; other repeats and empty edits are not runs. Every run counts, as in
+the research table, and "best" is the lowest single measurement, as there.
+
+Policies:
+  random    the random-search baseline: 1-2 knobs, each set to a uniformly drawn other value
+  oracle    knows each knob's optimum: one knob, set to its optimum
+  learned   one knob (or --knobs of them) uniformly, each value from a softmax over the
+            knob's values; after every group of --group proposals the softmax logits take
+            one exact REINFORCE step (group-relative advantages of the loop's reward, the
+            gain over the incumbent in sigmas clipped at +-5), learning rate --lr. This is
+            an idealised learner of the same kind as the RL loop's (a policy gradient over
+            the same choices), without a language model in between.
+
+    python bench/synthetic_bound.py --seeds 200 --lr 0.5 1.0 --group 4 8
+
+prints, per policy, the median (over seeds) of the best measurement after N/2 and N runs,
+the noiseless value of the final incumbent, and how many seeds reach random search's
+median final best within N/2 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from arrl import acceptance, paths, simulated, target  # noqa: E402
+from arrl.config import RewardSection  # noqa: E402
+from arrl.edits import catalog_values  # noqa: E402
+from arrl.reward import reward  # noqa: E402
+
+
+class Bowl:
+    def __init__(self):
+        tgt = target.load("synthetic", paths.targets_dir())
+        self.knobs = tgt.catalog
+        self.sizes = [len(k.values) for k in self.knobs]
+        self.opt = [simulated.optimum(k) for k in self.knobs]
+        cur = catalog_values(tgt.train_py.read_text(), self.knobs)
+        self.start = tuple(k.values.index(cur[k.name]) for k in self.knobs)
+
+    def value(self, c) -> float:
+        return 1.0 + 0.1 * sum(((c[i] - self.opt[i]) / (n - 1)) ** 2 for i, n in enumerate(self.sizes))
+
+
+def loop(bowl: Bowl, policy: str, n: int, seed: int, z: float = 2.0, rerun: int = 4, lr: float = 1.0,
+         group: int = 8, knobs: int = 1, noise: float = simulated.NOISE, min_sigma: float = 0.002):
+    """(best measurement after each run, noiseless value of the final incumbent) of one seed."""
+    rng = np.random.default_rng(seed)
+    rcfg = RewardSection()
+    runs: list[float] = []
+    meas: dict[tuple, list[float]] = {}
+
+    def run(c):
+        v = bowl.value(c) + rng.normal(0.0, noise)
+        runs.append(v)
+        meas.setdefault(c, []).append(v)
+        return v
+
+    inc = bowl.start
+    inc_v = [run(inc), run(inc)]
+    accepted = {inc}
+    theta = [np.zeros(s) for s in bowl.sizes]
+    idle = 0
+    while len(runs) < n and idle < 2000:  # 2000 proposals in a row that ran nothing: the policy is stuck
+        props = []
+        for _ in range(group):
+            c = list(inc)
+            if policy == "random":
+                chosen = rng.choice(len(c), size=rng.integers(1, 3), replace=False)
+                for k in chosen:
+                    c[k] = rng.choice([v for v in range(bowl.sizes[k]) if v != inc[k]])
+            elif policy == "oracle":
+                chosen = [rng.integers(len(c))]
+                c[chosen[0]] = bowl.opt[chosen[0]]
+            else:
+                chosen = rng.choice(len(c), size=knobs, replace=False)
+                for k in chosen:
+                    p = np.exp(theta[k] - theta[k].max())
+                    c[k] = rng.choice(bowl.sizes[k], p=p / p.sum())
+            props.append((tuple(c), chosen))
+        rewards, taken = [], []
+        for c, chosen in props:
+            if len(runs) >= n:
+                break
+            noise_est = acceptance.pooled(list(meas.values()), min_sigma)
+            n_inc, m_inc = len(inc_v), statistics.fmean(inc_v)
+            if c == inc:  # an empty edit
+                idle += 1
+                rewards.append(rcfg.edit_failed)
+                taken.append((c, chosen))
+                continue
+            if c in meas:  # a repeat: runs again only under the re-run rule, else answered from the ledger
+                vs = meas[c]
+                if c not in accepted and len(vs) < rerun and statistics.fmean(vs) < m_inc:
+                    idle = 0
+                    run(c)
+                    if acceptance.confirmed(vs, m_inc, noise_est, z, n_inc):
+                        inc, inc_v = c, list(vs)
+                        accepted.add(c)
+                else:
+                    idle += 1
+                v = statistics.fmean(meas[c])
+            else:
+                idle = 0
+                v = run(c)
+                if acceptance.promising(v, m_inc, noise_est, z, n_inc) and len(runs) < n:
+                    pair = [v, run(c)]
+                    if acceptance.confirmed(pair, m_inc, noise_est, z, n_inc):
+                        inc, inc_v = c, pair
+                        accepted.add(c)
+            rewards.append(reward("ok", v, m_inc, noise_est.sigma, rcfg))
+            taken.append((c, chosen))
+        if policy == "learned" and len(rewards) > 1:
+            r = np.asarray(rewards)
+            if r.std() > 1e-9:
+                adv = (r - r.mean()) / r.std()
+                for (c, chosen), a in zip(taken, adv):
+                    for k in chosen:
+                        p = np.exp(theta[k] - theta[k].max())
+                        grad = -p / p.sum()
+                        grad[c[k]] += 1.0
+                        theta[k] += lr * a * grad
+    best = np.minimum.accumulate(runs)
+    return best, bowl.value(inc)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--experiments", type=int, default=150)
+    ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--lr", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--group", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--knobs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rerun", type=int, default=4)
+    a = ap.parse_args(argv)
+    bowl, n, half = Bowl(), a.experiments, a.experiments // 2
+    rows = [("random", {}), ("oracle", {})]
+    rows += [("learned", dict(lr=lr, group=g, knobs=k)) for lr in a.lr for g in a.group for k in a.knobs]
+    results = {}
+    for name, kw in rows:
+        res = [loop(bowl, name, n, s, rerun=a.rerun, **kw) for s in range(a.seeds)]
+        results[(name, tuple(kw.items()))] = res
+    bar = statistics.median(r[0][-1] for r in results[("random", ())])
+    print(f"{a.seeds} seeds, {n} runs; the bar (random search's median best after {n} runs): {bar:.4f}\n")
+    print(f"| policy | best after {half} runs (median) | best after {n} | noiseless incumbent after {n} "
+          f"| seeds reaching the bar within {half} runs |")
+    print("|---|---|---|---|---|")
+    for (name, kw), res in results.items():
+        label = name + (" (" + ", ".join(f"{k} {v}" for k, v in kw) + ")" if kw else "")
+        at = [r[0][min(half, len(r[0])) - 1] for r in res]
+        print(f"| {label} | {statistics.median(at):.4f} | {statistics.median(r[0][-1] for r in res):.4f} "
+              f"| {statistics.median(r[1] for r in res):.4f} | {sum(x <= bar for x in at) / len(res):.0%} |")
+
+
+if __name__ == "__main__":
+    main()
