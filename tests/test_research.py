@@ -202,7 +202,8 @@ lr = 1e-3
         assert best == sorted(best, reverse=True)  # best so far never gets worse
         assert tr["compute"] == sorted(tr["compute"]) and tr["compute"][-1] > 0
         # the simulated sandbox: the noiseless value of what the method hands back, after every run
-        assert len(tr["truth"]) == len(tr["best"]) and all(1.0 <= v <= 1.2 for v in tr["truth"])
+        # the bowl spans 1.0 to 1.36; Tune's first trials are random and may be far worse than the start
+        assert len(tr["truth"]) == len(tr["best"]) and all(1.0 <= v < 1.4 for v in tr["truth"])
         if tr["method"] != "tune":  # the loop's incumbent only ever improves, from the target's own train.py
             assert tr["truth"][0] == pytest.approx(start)
     assert f"noiseless val_bpb handed back after {n // 2} / {n} runs (median) |" in text
