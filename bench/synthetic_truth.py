@@ -13,8 +13,9 @@ would hand a researcher after N/2 and after N sandbox runs:
 - tune: the trial with the best measured val_bpb among its first n finished trials.
 
 The same values are the noiseless column of the research table (arrl.research.loop_truth and
-tune_truth); this prints them per seed. Runs are counted as the research table counts them (sandbox runs in the order they finished,
-without failed edits and results answered from the ledger). Then the median per method.
+tune_truth); this prints them per seed. Runs are counted as the research table counts them
+(sandbox runs in the order they finished, without failed edits and results answered from
+the ledger). Then the median per method.
 """
 
 from __future__ import annotations

@@ -37,14 +37,15 @@ def value(source: str, catalog: tuple[Knob, ...]) -> float | str:
     except SyntaxError as e:
         return f"train.py does not parse: {e}"
     assigned = catalog_values(source, catalog)
-    loss = 0.0
     for k in catalog:
-        text = assigned.get(k.name)
-        if text not in k.values:
-            return f"{k.name} = {text!r} is not one of the simulated values"
-        span = max(len(k.values) - 1, 1)
-        loss += ((k.values.index(text) - optimum(k)) / span) ** 2
-    return 1.0 + 0.1 * loss
+        if assigned.get(k.name) not in k.values:
+            return f"{k.name} = {assigned.get(k.name)!r} is not one of the simulated values"
+    return value_at([k.values.index(assigned[k.name]) for k in catalog], catalog)
+
+
+def value_at(positions, catalog: tuple[Knob, ...]) -> float:
+    """The noiseless val_bpb of the knobs at these positions in their catalog lists (one per knob)."""
+    return 1.0 + 0.1 * sum(((p - optimum(k)) / max(len(k.values) - 1, 1)) ** 2 for p, k in zip(positions, catalog))
 
 
 class SimulatedSandbox:
