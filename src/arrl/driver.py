@@ -466,13 +466,15 @@ class Driver:
         self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof})
 
     def _update_noise(self) -> None:
-        """Re-estimate the noise after a run (pooled: a source's second run adds to it); log and record it when
-        it moved."""
+        """Re-estimate the noise after a run (pooled: a source's second run adds to it); record it when any of
+        its figures changed (a source's first run adds to `runs` alone), log it when the sigma moved."""
         if not self._baselines_done():
             return
         before, self.noise = self.noise, self._estimate_noise()
-        if self.noise.sigma != before.sigma:
+        if (self.noise.sigma, self.noise.raw, self.noise.runs, self.noise.dof) != \
+                (before.sigma, before.raw, before.runs, before.dof):
             self._put_noise()
+        if self.noise.sigma != before.sigma:
             self.log(f"noise sigma {before.sigma:.4f} -> {self.noise.sigma:.4f} (pooled over {self.noise.runs} "
                      f"runs, {self.noise.dof} dof)")
 
