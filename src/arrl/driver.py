@@ -471,8 +471,7 @@ class Driver:
         if not self._baselines_done():
             return
         before, self.noise = self.noise, self._estimate_noise()
-        if (self.noise.sigma, self.noise.raw, self.noise.runs, self.noise.dof) != \
-                (before.sigma, before.raw, before.runs, before.dof):
+        if self.noise != before:
             self._put_noise()
         if self.noise.sigma != before.sigma:
             self.log(f"noise sigma {before.sigma:.4f} -> {self.noise.sigma:.4f} (pooled over {self.noise.runs} "
