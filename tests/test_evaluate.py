@@ -1,9 +1,13 @@
-"""val_bpb correctness, the causality probe, and the evaluator's trust boundary."""
+"""val_bpb correctness, the causality probe, the sealed test split, and the evaluator's trust boundary."""
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -67,12 +71,20 @@ def _save(model, data_dir, tmp_path, profile_env):
     return model_io.save_model(model)
 
 
-def _scored_targets(data_dir) -> np.ndarray:
-    """The validation tokens the evaluator scores, read independently of env code."""
+def _scored_targets(data_dir, split: str = "val") -> np.ndarray:
+    """The validation (or test) tokens the evaluator scores, read independently of env code."""
     meta = manifest.read(data_dir)
-    tables = [pq.read_table(p) for p in sorted((data_dir / "val").glob("*.parquet"))]
+    tables = [pq.read_table(p) for p in sorted((data_dir / split).glob("*.parquet"))]
     tokens = np.concatenate([np.concatenate(t.column("tokens").to_pylist()) for t in tables])
-    return tokens[1: meta["eval_tokens"] + 1]
+    return tokens[1: meta["eval_tokens" if split == "val" else "test_eval_tokens"] + 1]
+
+
+def _unigram(targets: np.ndarray) -> tuple[torch.Tensor, float]:
+    """(logits of the unigram distribution of `targets`, its entropy in bits)."""
+    counts = np.bincount(targets, minlength=256).astype(np.float64)
+    p = counts / counts.sum()
+    entropy = -sum(q * math.log2(q) for q in p if q > 0)
+    return torch.tensor([math.log(q) if q > 0 else -60.0 for q in p], dtype=torch.float32), entropy
 
 
 def test_uniform_byte_model_scores_exactly_8(shakespeare_dir, tmp_path, profile_env):
@@ -84,11 +96,7 @@ def test_uniform_byte_model_scores_exactly_8(shakespeare_dir, tmp_path, profile_
 
 
 def test_unigram_model_scores_the_unigram_entropy(shakespeare_dir, tmp_path, profile_env):
-    targets = _scored_targets(shakespeare_dir)
-    counts = np.bincount(targets, minlength=256).astype(np.float64)
-    p = counts / counts.sum()
-    entropy = -sum(q * math.log2(q) for q in p if q > 0)
-    logits = torch.tensor([math.log(q) if q > 0 else -60.0 for q in p], dtype=torch.float32)
+    logits, entropy = _unigram(_scored_targets(shakespeare_dir))
     path = _save(Constant(logits), shakespeare_dir, tmp_path, profile_env)
     result = evaluate.evaluate(path, shakespeare_dir)
     assert result["status"] == "ok", result
@@ -110,12 +118,93 @@ def test_bpb_divides_by_bytes_not_tokens(web_dir, tmp_path, profile_env):
     assert len(scored) < len(targets)  # BOS tokens are in the stream and are not scored
 
 
+def _without_val(data_dir, tmp_path):
+    """A copy of the prepared data with no validation split at all."""
+    copy = tmp_path / "no-val"
+    shutil.copytree(data_dir, copy)
+    shutil.rmtree(copy / "val")
+    return copy
+
+
+def test_test_split_is_scored_and_val_is_never_read(shakespeare_dir, tmp_path, profile_env):
+    """A model fit to the test targets scores their entropy on the test split, another number on val."""
+    test_targets = _scored_targets(shakespeare_dir, "test")
+    logits, entropy = _unigram(test_targets)
+    path = _save(Constant(logits), shakespeare_dir, tmp_path, profile_env)
+    test = evaluate.evaluate(path, _without_val(shakespeare_dir, tmp_path), split="test")
+    assert test["status"] == "ok", test
+    assert set(test) == {"status", "test_bpb", "eval_tokens", "eval_bytes", "split", "eval_s"}
+    assert test["split"] == "test" and test["eval_tokens"] == len(test_targets) == 16384
+    assert test["test_bpb"] == pytest.approx(entropy, abs=1e-5)
+    val = evaluate.evaluate(path, shakespeare_dir)
+    assert val["status"] == "ok" and "split" not in val and "test_bpb" not in val
+    assert abs(val["val_bpb"] - test["test_bpb"]) > 0.01  # the same model, another split, another number
+    assert evaluate.evaluate(path, shakespeare_dir, split="test")["test_bpb"] == test["test_bpb"]
+
+
+def test_uniform_model_scores_8_on_the_test_split(shakespeare_dir, tmp_path, profile_env):
+    path = _save(Constant(torch.zeros(256)), shakespeare_dir, tmp_path, profile_env)
+    result = evaluate.evaluate(path, shakespeare_dir, split="test")
+    assert result["status"] == "ok" and result["test_bpb"] == pytest.approx(8.0, abs=1e-9)
+
+
+def test_command_line_split_option(shakespeare_dir, tmp_path, profile_env):
+    """`--split test` prints test_bpb from test/ alone; `--split val` prints what the default always printed."""
+    path = _save(Causal(256), shakespeare_dir, tmp_path, profile_env)
+    no_val = _without_val(shakespeare_dir, tmp_path)
+
+    def run(data_dir, *extra):
+        proc = subprocess.run([sys.executable, "-m", "env.evaluate", "--model", str(path), "--data-dir",
+                               str(data_dir), "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    test = run(no_val, "--split", "test")
+    assert list(test) == ["status", "test_bpb", "eval_tokens", "eval_bytes", "split", "eval_s"]
+    assert test["status"] == "ok" and test["split"] == "test"
+    in_process = evaluate.evaluate(path, shakespeare_dir, split="test")
+    assert test["test_bpb"] == in_process["test_bpb"]
+    val = run(shakespeare_dir, "--split", "val")
+    assert list(val) == ["status", "val_bpb", "eval_tokens", "eval_bytes", "eval_s"]  # unchanged
+    assert val["val_bpb"] == evaluate.evaluate(path, shakespeare_dir)["val_bpb"] != test["test_bpb"]
+    proc = subprocess.run([sys.executable, "-m", "env.evaluate", "--model", str(path), "--data-dir", str(no_val)],
+                          capture_output=True, text=True, timeout=300)
+    assert json.loads(proc.stdout)["status"] == "invalid_metric"  # the default split is val, and val is gone
+
+
+def test_test_split_of_old_data_is_a_data_error(shakespeare_dir, tmp_path, profile_env):
+    """Data prepared before the test split existed cannot be scored on it; the model is not blamed."""
+    path = _save(Constant(torch.zeros(256)), shakespeare_dir, tmp_path, profile_env)
+    old = tmp_path / "old"
+    shutil.copytree(shakespeare_dir, old)
+    shutil.rmtree(old / "test")
+    m = json.loads((old / "manifest.json").read_text())
+    for key in ("test_eval_tokens", "test_tokens"):
+        del m[key]
+    m["files"] = {f: v for f, v in m["files"].items() if not f.startswith("test/")}
+    (old / "manifest.json").write_text(json.dumps(m))
+    assert not manifest.has_test_split(manifest.read(old))
+    with pytest.raises(manifest.DataError, match="without a test split"):
+        evaluate.evaluate(path, old, split="test")
+    assert evaluate.evaluate(path, old)["val_bpb"] == pytest.approx(8.0, abs=1e-9)  # val still works
+    missing = tmp_path / "missing"
+    shutil.copytree(shakespeare_dir, missing)
+    shutil.rmtree(missing / "test")
+    with pytest.raises(manifest.DataError, match="no test shard"):
+        evaluate.evaluate(path, missing, split="test")
+    with pytest.raises(ValueError, match="unknown split"):
+        evaluate.evaluate(path, shakespeare_dir, split="train")
+
+
 @pytest.mark.parametrize("cheat", [Peek, PeekNextWindow])
 def test_causality_probe_flags_look_ahead(cheat, shakespeare_dir, tmp_path, profile_env):
     path = _save(cheat(256), shakespeare_dir, tmp_path, profile_env)
     result = evaluate.evaluate(path, shakespeare_dir)
     assert result["status"] == "invalid_metric"
     assert "causality probe failed" in result["message"]
+    result = evaluate.evaluate(path, shakespeare_dir, split="test")  # the probe runs on the test split too
+    assert result["status"] == "invalid_metric" and result["split"] == "test"
+    assert "causality probe failed" in result["message"] and "test_bpb" not in result
 
 
 def test_causality_probe_passes_a_causal_model(shakespeare_dir, tmp_path, profile_env):
