@@ -6,10 +6,11 @@ import json
 import re
 import sqlite3
 import subprocess
+import statistics
 
 import pytest
 
-from arrl import config as config_mod
+from arrl import acceptance, config as config_mod
 from arrl.launch import launch
 from arrl import report
 
@@ -116,12 +117,15 @@ def test_random_search_on_the_simulated_target(tmp_path, pool):
             groups.setdefault(norm, []).append(v)
     repeated = [g for g in groups.values() if len(g) > 1]
     assert len(repeated) >= (1 + len(acc) if pool else 1)  # the baselines, and every accepted edit ran twice
-    ss = sum((v - sum(g) / len(g)) ** 2 for g in repeated for v in g)
+    # robust: each run's deviation from its source's median, their median over its value for unit normal noise
+    devs = sorted(abs(v - statistics.median(g)) for g in repeated for v in g)
     dof = sum(len(g) - 1 for g in repeated)
     noise = json.loads(db.execute("SELECT value FROM meta WHERE key='noise'").fetchone()[0])
     assert noise["dof"] == dof and noise["runs"] == sum(len(g) for g in groups.values())
     assert dof == 2 or pool
-    assert noise["sigma"] == pytest.approx((ss / dof) ** 0.5, rel=1e-9)
+    scale = acceptance.consistency(tuple(sorted(len(g) for g in repeated)))
+    assert noise["sigma"] == pytest.approx(statistics.median(devs) / scale, rel=1e-9)
+    assert noise["estimator"] == "robust"
 
 
 # DECAY 0.1 and DROPOUT 0.1 on the synthetic target: noiseless val_bpb 1.0617 against the baseline's 1.1624

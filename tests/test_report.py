@@ -75,9 +75,11 @@ def ledger(d: Path) -> dict:
         acc = "(SELECT exp_id FROM accepted)"
         return {
             "total": one("SELECT COUNT(*) FROM experiments WHERE state='done'"),
-            "failed": one("SELECT COUNT(*) FROM experiments WHERE state='done' AND val_bpb IS NULL"),
+            # drawn in the "no usable val_bpb" band: no val_bpb, or a run that ended contended
+            "failed": one("SELECT COUNT(*) FROM experiments WHERE state='done' AND (val_bpb IS NULL OR "
+                          "status='contended')"),
             "baseline": one("SELECT COUNT(*) FROM experiments WHERE state='done' AND kind='baseline' AND "
-                            "val_bpb IS NOT NULL"),
+                            "val_bpb IS NOT NULL AND status!='contended'"),
             "accepted": one(f"SELECT COUNT(*) FROM experiments WHERE state='done' AND val_bpb IS NOT NULL AND "
                             f"(id IN {acc} OR (kind='confirm' AND parent IN {acc}))"),
             "accepted_ids": [r[0] for r in db.execute("SELECT exp_id FROM accepted ORDER BY created, exp_id")],
@@ -85,6 +87,8 @@ def ledger(d: Path) -> dict:
                                "ORDER BY a.val_bpb LIMIT 1").fetchone(),
             "rewards": one("SELECT COUNT(*) FROM experiments WHERE state='done' AND kind='candidate' AND "
                            "reward IS NOT NULL"),
+            "test_scores": one("SELECT COUNT(*) FROM test_scores")
+            if one("SELECT COUNT(*) FROM sqlite_master WHERE name='test_scores'") else 0,
         }
     finally:
         db.close()
@@ -178,7 +182,8 @@ def test_report_of_a_recorded_run(run, capsys):
     rc, out, err = report([run.name, "--runs-dir", str(run.parent)], capsys)
     assert rc == 0, err
     rep = run / "report"
-    assert out.split() == [str(rep / f) for f in summary.FILES]
+    gap = [summary.GAP_FILE] if want["test_scores"] else []  # gap.png only for a run with test scores
+    assert out.split() == [str(rep / f) for f in [*summary.FILES[:2], *gap, summary.FILES[2]]]
 
     # progress.png: a real image, with one point per finished experiment in its metadata
     png = (rep / "progress.png").read_bytes()
@@ -210,7 +215,7 @@ def test_report_of_a_recorded_run(run, capsys):
     page = parse(rep / "summary.html")
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     assert all(r.startswith("data:image/png;base64,") for r in page.refs), page.refs  # no external request
-    assert len(page.imgs) == 2
+    assert len(page.imgs) == 2 + len(gap)
     for src in page.imgs:
         assert_drawn(decode_png(base64.b64decode(src.split(",", 1)[1], validate=True)))
     rows = page.tables["accepted"]
@@ -321,7 +326,7 @@ def test_notebook_runs_against_the_run(run, tmp_path, monkeypatch):
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     images = [o["data"]["image/png"] for c in code for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2
+    assert len(images) == 2 + bool(ledger(run)["test_scores"])  # the gap figure only for a run with test scores
     for b64 in images:
         assert_drawn(decode_png(base64.b64decode(b64)))
     texts = "".join(o.get("text", "") for c in code for o in c.outputs)

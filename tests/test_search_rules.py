@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import statistics
 
 import pytest
 
@@ -13,17 +15,41 @@ from arrl.reward import reward
 from arrl.store import Store, StoreError
 
 
-def test_noise_estimate_is_the_sample_sd_with_a_floor():
+def test_noise_estimate_is_a_scaled_median_deviation_with_a_floor():
+    # deviations from the median 3.52: 0.02, 0, 0.02 -> median 0.02, over its value for normal noise of sigma 1
     n = acceptance.estimate([3.50, 3.52, 3.54], min_sigma=0.001)
-    assert n.sigma == pytest.approx(0.02) and n.raw == pytest.approx(0.02) and n.runs == 3
+    assert n.raw == pytest.approx(0.02 / acceptance.consistency((3,))) and n.sigma == n.raw
+    assert (n.runs, n.dof) == (3, 2)
     assert acceptance.estimate([3.5, 3.5], 0.005).sigma == 0.005  # identical runs: the floor
     assert acceptance.estimate([3.5, float("nan"), None], 0.004).runs == 1
 
 
-def test_pooled_noise_sums_squares_within_each_source():
-    # (3.50, 3.52, 3.54): 0.0008 over 2 dof; (3.40, 3.42): 0.0002 over 1; a single run and NaN add nothing
+def test_one_bad_run_cannot_multiply_sigma():
+    # the case: two quiet baselines 3.65 and 3.66 and one that lost its cores (14 steps, 4.75)
+    quiet = acceptance.estimate([3.65, 3.66, 3.655], 0.0).raw
+    robust = acceptance.estimate([3.65, 3.66, 4.75], 0.0).raw
+    sd = statistics.stdev([3.65, 3.66, 4.75])
+    assert sd > 0.6 and robust < 0.05 and robust < 3 * max(quiet, 0.01)
+    # pooled with confirmation pairs: one wild pair among ten moves it by less than a fifth
+    pairs = [[3.0 + i, 3.0 + i + 0.01 * (-1) ** i] for i in range(10)]
+    base = acceptance.pooled(pairs, 0.0).raw
+    assert acceptance.pooled(pairs[:-1] + [[3.0, 3.8]], 0.0).raw < 1.2 * base
+    # the centre: the median, not the mean
+    assert acceptance.centre([3.65, 3.66, 4.75]) == 3.66
+    assert math.isnan(acceptance.centre([None, float("nan")]))
+
+
+def test_robust_sigma_is_median_unbiased_for_normal_noise():
+    rng = random.Random(7)
+    sizes = (3, 2, 2, 2, 2, 2)
+    est = [acceptance.pooled([[rng.gauss(0.0, 0.01) for _ in range(n)] for n in sizes], 0.0).raw for _ in range(2000)]
+    assert statistics.median(est) == pytest.approx(0.01, rel=0.05)
+
+
+def test_pooled_noise_uses_deviations_within_each_source():
+    # deviations: (3.50, 3.52, 3.54) -> 0.02, 0, 0.02; (3.40, 3.42) -> 0.01, 0.01; a single run and NaN add nothing
     n = acceptance.pooled([[3.50, 3.52, 3.54], [3.40, 3.42], [3.0], [3.1, float("nan")]], min_sigma=0.001)
-    assert n.raw == pytest.approx(math.sqrt(0.001 / 3)) and n.sigma == n.raw
+    assert n.raw == pytest.approx(0.01 / acceptance.consistency((2, 3))) and n.sigma == n.raw
     assert (n.runs, n.dof) == (7, 3)
     # a wide pair raises it, a tight one lowers it, and the floor still holds
     assert acceptance.pooled([[3.5, 3.52], [3.4, 3.5]], 0.0).raw > acceptance.estimate([3.5, 3.52], 0.0).raw
@@ -32,15 +58,23 @@ def test_pooled_noise_sums_squares_within_each_source():
     assert acceptance.pooled([], 0.003) == acceptance.Noise(0.003, 0, 0.0, 0)
 
 
+def test_noise_warning_names_an_implausible_sigma_or_too_few_dof():
+    assert acceptance.warning(acceptance.Noise(0.63, 3, 0.63, 2), 0.1).startswith("sigma 0.6300 is above 0.1 bpb")
+    assert "1 degree(s) of freedom" in acceptance.warning(acceptance.Noise(0.01, 2, 0.01, 1), 0.1)
+    assert acceptance.warning(acceptance.Noise(0.01, 3, 0.01, 2), 0.1) is None
+    assert acceptance.warning(acceptance.Noise(5.0, 3, 5.0, 2), 0.0) is None  # no check for the target
+
+
 def test_acceptance_margin_follows_the_noise():
     noise = acceptance.Noise(0.01, 3, 0.01)
-    # one run vs a 3-run incumbent mean: margin = 2 * 0.01 * sqrt(1 + 1/3) = 0.0231
-    assert acceptance.margin(noise, 2.0, 1, 3) == pytest.approx(0.02 * math.sqrt(4 / 3))
-    assert acceptance.promising(3.476, 3.5, noise, 2.0, 3)
-    assert not acceptance.promising(3.480, 3.5, noise, 2.0, 3)
+    # one run vs the median of 3 incumbent runs (as precise as a mean of 6/pi): margin = 2 * 0.01 * sqrt(1 + pi/6)
+    assert acceptance.margin(noise, 2.0, 1, 3) == pytest.approx(0.02 * math.sqrt(1 + math.pi / 6))
+    assert acceptance.margin(noise, 2.0, 1, 2) == pytest.approx(0.02 * math.sqrt(1.5))  # a median of 2 is their mean
+    assert acceptance.promising(3.47, 3.5, noise, 2.0, 3)
+    assert not acceptance.promising(3.476, 3.5, noise, 2.0, 3)
     assert not acceptance.promising(None, 3.5, noise, 2.0, 3)
-    # two runs: margin = 2 * 0.01 * sqrt(1/2 + 1/3) = 0.01826
-    assert acceptance.confirmed([3.476, 3.486], 3.5, noise, 2.0, 3)
+    # two runs: margin = 2 * 0.01 * sqrt(1/2 + pi/6) = 0.0201
+    assert acceptance.confirmed([3.476, 3.483], 3.5, noise, 2.0, 3)
     assert not acceptance.confirmed([3.476, 3.50], 3.5, noise, 2.0, 3)  # the re-run did not hold up
     assert not acceptance.confirmed([3.40, None], 3.5, noise, 2.0, 3)
 

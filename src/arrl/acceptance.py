@@ -1,23 +1,33 @@
 """Noise estimate and the acceptance rule: is a candidate really better than the incumbent?
 
-The baseline is run `noise_runs` times at the start; sigma is the sample standard deviation
-of those val_bpb values (floored at `min_sigma`, since a few runs can agree by chance). With
-`[search] pool_noise` it is the pooled standard deviation of every source that ran more than
-once: the baselines and each candidate with its confirmation (a re-run with another seed), so
-the estimate gains a degree of freedom with every confirmation instead of resting on the
-2-3 baselines for the whole run.
-One run of a candidate and the incumbent's mean differ by noise of about
-sigma * sqrt(1 + 1/n_inc). A candidate is *promising* when it beats the incumbent by
-margin_z times that; with confirmation on, it is re-run with another seed and *accepted*
-when the mean of its two runs beats the incumbent by margin_z * sigma * sqrt(1/2 + 1/n_inc).
-The incumbent's value is then the mean of its runs.
+Both are robust, so that one bad run (a run that lost its cores, a lucky seed) cannot move
+them far:
+- A source's value is the *median* of its runs (`centre`), not the mean.
+- sigma pools every source that ran more than once (with `[search] pool_noise`: the baselines,
+  each candidate with its confirmation, re-run repeats; else the baselines alone): each run's
+  deviation from its own source's median, and sigma = the median of those absolute deviations
+  divided by the value that median takes for normal noise with sigma 1 and the same group
+  sizes (computed once per composition by simulation, seeded: `consistency`). One wild run
+  in three moves it by a bounded amount, where the standard deviation grows with the outlier.
+  It is floored at `min_sigma`, since a few runs can agree by chance. Its degrees of freedom
+  are runs minus sources, as for the pooled standard deviation (its efficiency is lower: at
+  normal noise the median of deviations uses about 40% of them).
+One run of a candidate and the incumbent's centre differ by noise of about
+sigma * sqrt(1 + 1/n_inc), with n_inc the incumbent's effective runs (`effective_runs`: a median
+of n > 2 runs is as precise as a mean of 2n/pi). A candidate is *promising* when it beats the
+incumbent by margin_z times that; with confirmation on, it is re-run with another seed and
+*accepted* when the centre of its runs beats the incumbent by margin_z * sigma *
+sqrt(1/n + 1/n_inc).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
+
+CALIBRATION_DRAWS = 4000  # simulated compositions behind each consistency constant
 
 
 @dataclass(frozen=True)
@@ -28,31 +38,67 @@ class Noise:
     dof: int = 0  # its degrees of freedom: runs minus the number of sources
 
 
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def centre(values) -> float:
+    """The robust centre of a source's runs: their median (nan for none)."""
+    vals = _finite(values)
+    return statistics.median(vals) if vals else float("nan")
+
+
+def effective_runs(n: int) -> float:
+    """How many runs' mean a median of `n` runs is as precise as (n for n <= 2; 2n/pi beyond, which is
+    conservative for small n)."""
+    return float(n) if n <= 2 else n * 2.0 / math.pi
+
+
 def estimate(values: list[float], min_sigma: float) -> Noise:
-    """Sample standard deviation of repeat runs of one source, floored at `min_sigma`."""
+    """Robust sigma of repeat runs of one source, floored at `min_sigma`."""
     return pooled([values], min_sigma)
 
 
-def pooled(groups: list[list[float]], min_sigma: float) -> Noise:
-    """Pooled standard deviation of repeat runs, one group per source: the squared deviations from
-    each group's own mean summed over all groups, divided by the degrees of freedom (runs minus
-    groups), floored at `min_sigma`. A source that ran once adds nothing; non-finite values are
-    left out."""
-    ss, runs, dof = 0.0, 0, 0
-    for values in groups:
-        vals = [v for v in values if v is not None and math.isfinite(v)]
-        runs += len(vals)
+def _deviations(groups: list[list[float]]) -> list[float]:
+    out = []
+    for vals in groups:
         if len(vals) >= 2:
-            mean = statistics.fmean(vals)
-            ss += sum((v - mean) ** 2 for v in vals)
-            dof += len(vals) - 1
-    raw = math.sqrt(ss / dof) if dof else 0.0
+            m = statistics.median(vals)
+            out += [abs(v - m) for v in vals]
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def consistency(sizes: tuple[int, ...]) -> float:
+    """The median of |deviations from each group's median| for normal noise of sigma 1 and these group
+    sizes, as the median over CALIBRATION_DRAWS seeded simulations: dividing by it makes the robust
+    sigma a median-unbiased estimate of sigma."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    devs = []
+    for n in sorted(set(sizes)):  # all groups of one size at once: (draws, groups, n)
+        x = rng.standard_normal((CALIBRATION_DRAWS, sizes.count(n), n))
+        devs.append(np.abs(x - np.median(x, axis=2, keepdims=True)).reshape(CALIBRATION_DRAWS, -1))
+    return float(np.median(np.median(np.concatenate(devs, axis=1), axis=1)))
+
+
+def pooled(groups: list[list[float]], min_sigma: float) -> Noise:
+    """Robust pooled sigma of repeat runs, one group per source (see the module docstring), floored at
+    `min_sigma`. A source that ran once adds nothing; non-finite values are left out."""
+    clean = [_finite(g) for g in groups]
+    runs = sum(len(g) for g in clean)
+    multi = [g for g in clean if len(g) >= 2]
+    dof = sum(len(g) - 1 for g in multi)
+    raw = 0.0
+    if multi:
+        raw = statistics.median(_deviations(multi)) / consistency(tuple(sorted(len(g) for g in multi)))
     return Noise(max(raw, min_sigma), runs, raw, dof)
 
 
 def margin(noise: Noise, z: float, n_candidate: int, n_incumbent: int) -> float:
-    """How far below the incumbent's mean a mean of `n_candidate` runs must be."""
-    return z * noise.sigma * math.sqrt(1.0 / n_candidate + 1.0 / max(n_incumbent, 1))
+    """How far below the incumbent's centre the centre of `n_candidate` runs must be."""
+    return z * noise.sigma * math.sqrt(1.0 / effective_runs(n_candidate) + 1.0 / effective_runs(max(n_incumbent, 1)))
 
 
 def promising(val_bpb: float | None, incumbent: float, noise: Noise, z: float, n_incumbent: int) -> bool:
@@ -60,7 +106,18 @@ def promising(val_bpb: float | None, incumbent: float, noise: Noise, z: float, n
 
 
 def confirmed(values: list[float], incumbent: float, noise: Noise, z: float, n_incumbent: int) -> bool:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+    vals = _finite(values)
     if len(vals) != len(values) or not vals:
         return False
-    return statistics.fmean(vals) < incumbent - margin(noise, z, len(vals), n_incumbent)
+    return centre(vals) < incumbent - margin(noise, z, len(vals), n_incumbent)
+
+
+def warning(noise: Noise, sigma_max: float) -> str | None:
+    """Why this sigma should not be trusted yet, or None: above what the target's runs plausibly vary
+    (target.toml `sigma_max_bpb`; 0 = no check), or resting on fewer than 2 degrees of freedom."""
+    if sigma_max and noise.sigma > sigma_max:
+        return (f"sigma {noise.sigma:.4f} is above {sigma_max:g} bpb, the most this target's runs plausibly vary "
+                f"(target.toml sigma_max_bpb): look for contention (arrl status shows each run's foreign share)")
+    if noise.dof < 2:
+        return f"sigma rests on {noise.dof} degree(s) of freedom; it is rough until confirmations add more"
+    return None

@@ -80,10 +80,13 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
 class _LearnerActor:
     """arrl.learner.Learner in an actor; adapter files leave it as object refs (no copy through the driver)."""
 
-    def __init__(self, model: str, settings: dict, ckpt_dir: str):
-        from arrl import models
+    def __init__(self, model: str, settings: dict, ckpt_dir: str, cores: str = ""):
+        from arrl import cores as cores_mod, models
         from arrl.learner import Learner
 
+        if cores:  # arrl.placement: the learner's cores, and a torch thread per core
+            cores_mod.pin_self(cores)
+            settings = {**settings, "threads": settings.get("threads") or len(cores_mod.parse(cores))}
         self.inner = Learner(models.resolve(model, progress=False), settings, ckpt_dir)
 
     def __repr__(self) -> str:
@@ -113,7 +116,8 @@ class _LearnerActor:
         return ray.put(self.inner.adapter_files())
 
 
-def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1, progress: bool = False):
+def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1, progress: bool = False,
+            cores: str = ""):
     """The learner actor `arrl/<run>/learner`, built (model loaded) before this returns.
 
     With num_learners = 0 the one learner lives in this actor and holds `num_gpus`; with more,
@@ -123,7 +127,7 @@ def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float
     cls = ray.remote(_LearnerActor)
     name = actor_name(run, "learner")
     handle = named(lambda: cls.options(name=name, num_gpus=gpus, num_cpus=num_cpus,
-                                       max_concurrency=1).remote(model, settings, ckpt_dir), name)
+                                       max_concurrency=1).remote(model, settings, ckpt_dir, cores), name)
     wait_for(handle.ready.remote(), "learner starting (model, LoRA, RLlib)", progress)
     return handle
 

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=web.DEFAULT_BASE_URL, help="web profile: base URL of the Parquet shards")
     p.add_argument("--shards", type=int, default=8, help="web profile: training shards to download")
     p.add_argument("--val-index", type=int, default=web.DEFAULT_VAL_INDEX, help="web profile: validation shard index")
+    p.add_argument("--test-index", type=int, default=None,
+                   help="web profile: the sealed test shard's index (default: the one before --val-index)")
     p.add_argument("--tokenizer-max-chars", type=int, default=250_000_000, help="web profile: BPE training text")
     p.add_argument("--verify", action="store_true", help="only re-check the sha256 of every prepared file")
 
@@ -59,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--source", type=Path, help="run this file instead of the target's train.py")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "none"])
-    r.add_argument("--threads", type=int, help="CPU threads for the run (default: all)")
+    r.add_argument("--threads", type=int, help="CPU threads for the run (default: its cores)")
+    r.add_argument("--cores", default="", help="confine the run to these CPU cores, e.g. 1 or 0-3 (default: not pinned)")
     r.add_argument("--data-home", type=Path, help="root of prepared data")
     r.add_argument("--runs-dir", type=Path, help="where run directories go (default: $ARRL_RUNS_DIR or ./runs)")
     r.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -134,7 +137,8 @@ def cmd_prepare(args) -> int:
         if args.verify:
             m = manifest.verify(data_dir)
         else:
-            src = web.Source(base_url=args.base_url, train_shards=args.shards, val_index=args.val_index)
+            src = web.Source(base_url=args.base_url, train_shards=args.shards, val_index=args.val_index,
+                             test_index=args.test_index)
             kw = {"tokenizer_max_chars": args.tokenizer_max_chars} if args.profile == "web" else {}
             m = prepare.prepare(args.profile, data_dir, source=src, **kw)
     except (manifest.DataError, shakespeare.CorpusError, web.DownloadError) as e:
@@ -143,7 +147,8 @@ def cmd_prepare(args) -> int:
         raise UsageError(f"{data_dir}: {e.strerror or e}") from None
     n_train = sum(1 for f in m["files"] if f.startswith("train/"))
     print(f"profile: {m['profile']}\ndata_dir: {data_dir}\ntrain_shards: {n_train}\n"
-          f"eval_tokens: {m['eval_tokens']}\ndata_sha256: {m['data_sha256']}")
+          f"eval_tokens: {m['eval_tokens']}\ntest_eval_tokens: {m.get('test_eval_tokens', '-')}\n"
+          f"data_sha256: {m['data_sha256']}")
     return 0
 
 
@@ -173,8 +178,19 @@ def cmd_run(args) -> int:
         raise UsageError(f"data for profile {tgt.profile!r} is not usable ({e}); run: arrl prepare --profile "
                          f"{tgt.profile}") from None
 
+    from arrl import cores as cores_mod
+
+    try:
+        pinned = cores_mod.parse(args.cores)
+    except cores_mod.CoreError as e:
+        raise UsageError(f"--cores: {e}") from None
+    if set(pinned) - set(cores_mod.available()):
+        raise UsageError(f"--cores: {cores_mod.fmt(set(pinned) - set(cores_mod.available()))} not available here "
+                         f"(cores {cores_mod.fmt(cores_mod.available())})")
+    threads = args.threads or len(pinned) or None
     config = SandboxConfig(budget_s=args.budget or tgt.budget_s, grace_s=tgt.grace_s, memory_mb=tgt.memory_mb,
-                           isolation=args.isolation, **({"threads": args.threads} if args.threads else {}))
+                           isolation=args.isolation, cores=cores_mod.fmt(pinned),
+                           **({"threads": threads} if threads else {}))
     runs = args.runs_dir or paths.runs_dir()
     run_dir = runs / "single" / f"{time.strftime('%Y%m%d-%H%M%S')}-{tgt.name}-{uuid.uuid4().hex[:6]}"
     try:
@@ -182,9 +198,13 @@ def cmd_run(args) -> int:
         run_dir.mkdir(parents=True)
     except (RuntimeError, OSError) as e:
         raise UsageError(str(e)) from None
-    print(f"running {tgt.name} (budget {config.budget_s:g} s, isolation {sandbox.isolation}) in {run_dir}",
+    pin = f", cores {config.cores} ({sandbox.pinning or 'not enforced'})" if config.cores else ""
+    print(f"running {tgt.name} (budget {config.budget_s:g} s, isolation {sandbox.isolation}{pin}) in {run_dir}",
           file=sys.stderr, flush=True)
-    outcome = sandbox.run(source, run_dir, seed=args.seed, env_hash=manifest.env_hash(meta))
+    try:
+        outcome = sandbox.run(source, run_dir, seed=args.seed, env_hash=manifest.env_hash(meta))
+    finally:
+        sandbox.close()
     (run_dir / "outcome.json").write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
     if args.json:
         print(json.dumps(outcome.to_dict()))

@@ -24,10 +24,22 @@
     isolation = "auto"              # process sandbox: auto | bwrap | none
     image = ""                      # docker sandbox: "host" | "arrl-sandbox:cpu" (a local launch builds it) | any
                                     # tag present on the workers' nodes; empty: $ARRL_SANDBOX_IMAGE there, else "host"
-    threads = 0                     # torch threads per run (0: cores / workers)
+    threads = 0                     # torch threads per run (0: the worker's cores, arrl.placement)
     budget_s = 0.0                  # 0: the target's budget
     grace_s = 0.0                   # 0: the target's grace before the hard kill
     memory_mb = 0                   # 0: the target's memory limit
+
+    [placement]                     # which cores each part uses (arrl.placement, docs/LOOP.md "Placement")
+    mode = "auto"                   # auto | reserved (policy + learner on cores of their own) | between_runs
+                                    # (they use the workers' cores only while no experiment trains) | off
+    cores = ""                      # the cores the run may use, e.g. "0-7" ("": all this process may use)
+    reserve_cores = 0               # reserved: cores for the policy server and learner (0: 1, or 2 from 16 cores)
+
+    [contention]                    # runs that got far less compute than comparable runs (arrl.contention)
+    check = true                    # re-run a contended run instead of scoring it
+    max_foreign_share = 0.15        # contended when other processes took more than this share of its cores
+    min_ratio = 0.8                 # ... or its tokens/s fell below this fraction of its source's earlier runs
+    reruns = 2                      # re-runs of a contended run; contended again after them: status `contended`
 
     [search]
     noise_runs = 3                  # baseline repeats at start (noise estimate)
@@ -148,6 +160,21 @@ class WorkersSection:
 
 
 @dataclass
+class PlacementSection:
+    mode: str = "auto"
+    cores: str = ""
+    reserve_cores: int = 0
+
+
+@dataclass
+class ContentionSection:
+    check: bool = True
+    max_foreign_share: float = 0.15
+    min_ratio: float = 0.8
+    reruns: int = 2
+
+
+@dataclass
 class SearchSection:
     noise_runs: int = 3
     margin_z: float = 2.0
@@ -242,6 +269,8 @@ class Config:
     name: str = ""
     policy: PolicySection = field(default_factory=PolicySection)
     workers: WorkersSection = field(default_factory=WorkersSection)
+    placement: PlacementSection = field(default_factory=PlacementSection)
+    contention: ContentionSection = field(default_factory=ContentionSection)
     search: SearchSection = field(default_factory=SearchSection)
     reward: RewardSection = field(default_factory=RewardSection)
     learner: LearnerSection = field(default_factory=LearnerSection)
@@ -256,6 +285,7 @@ CHOICES = {("policy", "kind"): ("vllm", "external", "scripted", "random"),
            ("policy", "fmt"): ("search_replace", "unified_diff", "catalog"),
            ("workers", "sandbox"): ("process", "docker", "simulated"),
            ("workers", "isolation"): ("auto", "bwrap", "none"),
+           ("placement", "mode"): ("auto", "reserved", "between_runs", "off"),
            ("learner", "advantage"): ("group", "gae"),
            ("learner", "group_by"): ("state", "incumbent")}
 POSITIVE = {("policy", "group_size"), ("workers", "count"), ("policy", "max_tokens"), ("learner", "batch_size"),
@@ -267,10 +297,10 @@ NON_NEGATIVE = {("search", "noise_runs"), ("search", "rerun_repeats"), ("search"
                 ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
                 ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
                 ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"),
-                ("learner", "advantage_scale"),
+                ("learner", "advantage_scale"), ("placement", "reserve_cores"), ("contention", "reruns"),
                 ("search", "abort_z"), ("search", "abort_margin"), ("integrity", "floor_bpb"),
                 ("integrity", "max_gain_z"), ("integrity", "max_gain_frac"), ("integrity", "reproduce_z")}
-UNIT = {("learner", "gamma"), ("learner", "lam"), ("search", "abort_every"), ("search", "abort_min_frac")}  # within [0, 1]
+UNIT = {("contention", "min_ratio"), ("contention", "max_foreign_share"), ("learner", "gamma"), ("learner", "lam"), ("search", "abort_every"), ("search", "abort_min_frac")}  # within [0, 1]
 
 
 def _check(value, default, where: str):

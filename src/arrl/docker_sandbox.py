@@ -17,7 +17,7 @@ Either way the container runs with:
   /arrl/data read-only (the val split is never mounted); the run's own work dir at
   /arrl/work writable; /tmp a small tmpfs; user 65534; all capabilities dropped,
   no-new-privileges; memory (= swap) and pids limits; the GPU through a DeviceRequest
-  (inside, it is CUDA device 0); `init` so signals reach the script; labels naming the
+  (inside, it is CUDA device 0); the run's cores as `cpuset_cpus` (arrl.placement); `init` so signals reach the script; labels naming the
   run, the worker and the run directory; an in-container `timeout -s KILL` as a backstop.
 The host watches it like the process sandbox does (resident memory, process count, budget
 + grace) and kills it from outside; that needs the container's processes visible, i.e.
@@ -230,7 +230,7 @@ class DockerSandbox(ProcessSandbox):
                 working_dir=WORK_MOUNT, network_mode="none", mem_limit=mem, memswap_limit=mem,
                 pids_limit=cfg.max_procs + 8, read_only=True, tmpfs={"/tmp": "size=512m,mode=1777"},
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65534:65534", init=True,
-                labels=labels, device_requests=devices, hostname="arrl-sandbox")
+                labels=labels, device_requests=devices, hostname="arrl-sandbox", cpuset_cpus=cfg.cores or None)
         except DockerException as e:
             # a container whose start failed (e.g. no GPU driver) stays "Created": remove it
             remove_labelled(self.client, {"arrl.run_dir": str(run_dir)})

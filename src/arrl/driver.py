@@ -3,17 +3,25 @@
 One loop, top to bottom:
   1. restore: derive incumbent, noise and counters from the ledger; `running` rows of a dead
      driver go back to `pending` (they re-run); the git branch is reconciled with the ledger.
+     With a local policy server, its first group of proposals is made (the prefill done) before
+     anything trains, so no baseline shares its cores with the parts starting up.
   2. baselines: the incumbent is run `noise_runs` times with different seeds (noise estimate).
   3. fill: every idle worker gets the oldest pending experiment (confirmations, re-runs), else
      a new candidate made from the next prefetched proposal: edit -> static policy ->
      de-duplication -> experiment row -> worker. Proposals are fetched in the background in
      groups of `group_size` per incumbent state, so workers never wait for the policy.
   4. wait: `ray.wait` on the running experiments; each result is written to the ledger with
-     its reward in one transaction before anything is derived from it.
+     its reward in one transaction before anything is derived from it. A run that got far less
+     compute than it should (arrl.contention) is re-run instead, and never scored.
+     With placement `between_runs` (arrl.placement) proposals and learner updates happen only
+     while no experiment trains, and no experiment starts while they run.
   5. accept: a promising candidate is re-run with another seed; if both runs confirm it
      beats the incumbent by the noise margin, it becomes the incumbent and a commit on the
      run's git branch.
   6. the oracle decides when to stop; the reason is recorded.
+Every incumbent's runs (the baselines, an accepted edit and its confirmations) are also
+scored on the environment's sealed test split by the worker that holds their models, in a
+separate evaluation (`test_scores`); nothing here reads those scores back.
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from pathlib import Path
 
 import ray
 
-from arrl import acceptance, edit_policy, edits, integrity, oracle
+from arrl import acceptance, contention, edit_policy, edits, integrity, oracle
 from arrl.branch import GitBranch
 from arrl.config import Config
 from arrl.metrics import RunMetrics
+from arrl.placement import Placement
 from arrl.prompt import HistoryEntry, PolicyState
 from arrl.reward import reward as compute_reward
 from arrl.store import Store
@@ -64,7 +73,8 @@ class Incumbent:
 
     @property
     def bpb(self) -> float:
-        return statistics.fmean(self.values) if self.values else float("nan")
+        """The robust centre of its runs (their median)."""
+        return acceptance.centre(self.values)
 
 
 INFRA_ATTEMPTS = 3  # runs of one experiment that may end in a sandbox error before it is recorded as a crash
@@ -72,7 +82,7 @@ INFRA_ATTEMPTS = 3  # runs of one experiment that may end in a sandbox error bef
 
 class Driver:
     def __init__(self, cfg: Config, store: Store, target: Target, policy, workers: list, make_worker=None,
-                 log=print, learning=None):
+                 log=print, learning=None, placement: Placement | None = None, warm_up: bool = False):
         self.cfg, self.store, self.target, self.policy = cfg, store, target, policy
         self.workers = list(workers)  # Ray actor handles of ExperimentWorker
         self.make_worker = make_worker  # index -> new handle, to replace a dead worker
@@ -89,6 +99,12 @@ class Driver:
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
         self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
         self.floor = integrity.floor(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
+        # between_runs: the policy server and the learner work on the workers' cores, so only while none trains
+        self.between_runs = placement is not None and placement.between_runs
+        self.warm_up = warm_up  # a local policy server makes its first proposals before anything trains
+        self.tests: dict = {}  # exp id -> incumbent id: runs whose models wait for the test split's score
+        self.test_inflight: dict = {}  # ObjectRef -> (exp id, incumbent id, worker index)
+        self.warned: str | None = None
 
     # -- derived state (always recomputed from the ledger) ----------------------------------------
     def _restore(self) -> None:
@@ -110,24 +126,28 @@ class Driver:
             self.incumbent = Incumbent(row["id"], src, vals)
             if not a["commit_sha"]:
                 self._commit(row, a["val_bpb"])
+            self._queue_tests(row["id"], self._accepted_ids(row))
         self.branch.ensure(self.target.source())
 
-    def _accepted_values(self, row) -> list:
-        """The val_bpb of the runs an accepted candidate was accepted on: the ones its `accepted_runs` event
-        names (re-run repeats, `[search] rerun_repeats`), else the candidate and its confirmations."""
+    def _accepted_ids(self, row) -> list:
+        """The runs an accepted candidate was accepted on: the ones its `accepted_runs` event names (re-run
+        repeats, `[search] rerun_repeats`), else the candidate and its confirmations."""
         ev = self.store.db.execute("SELECT data FROM events WHERE kind='accepted_runs' AND "
                                    "json_extract(data, '$.exp')=? ORDER BY id DESC LIMIT 1", (row["id"],)).fetchone()
         if ev:
-            ids = json.loads(ev[0])["runs"]
-            return [self.store.experiment(i)["val_bpb"] for i in ids]
-        return [row["val_bpb"]] + [c["val_bpb"] for c in self.store.experiments(
-            "kind='confirm' AND parent=? AND state='done'", (row["id"],))]
+            return list(json.loads(ev[0])["runs"])
+        return [row["id"]] + [c["id"] for c in self.store.experiments("kind='confirm' AND parent=? AND state='done'",
+                                                                      (row["id"],))]
+
+    def _accepted_values(self, row) -> list:
+        """The val_bpb of the runs an accepted candidate was accepted on (`_accepted_ids`)."""
+        return [self.store.experiment(i)["val_bpb"] for i in self._accepted_ids(row)]
 
     def _runs_of(self, norm: str) -> list:
         """Every finished run of one normalised source that trained (candidates and confirmations, not the
         baselines nor results answered from the ledger), oldest first."""
         return self.store.experiments("norm_sha=? AND kind!='baseline' AND reused_from IS NULL AND state='done' "
-                                      "AND status IS NOT NULL", (norm,))
+                                      "AND status IS NOT NULL AND status!='contended'", (norm,))
 
     def _rerun(self, norm: str, eid: int) -> list | None:
         """With `[search] rerun_repeats` = K: the runs of a repeated source that earn it another run (another
@@ -143,7 +163,7 @@ class Driver:
         runs = self._runs_of(norm)
         if not runs or len(runs) >= k or any(r["status"] != "ok" for r in runs):
             return None
-        if statistics.fmean(r["val_bpb"] for r in runs) >= self.incumbent.bpb:
+        if acceptance.centre(r["val_bpb"] for r in runs) >= self.incumbent.bpb:
             return None
         return runs
 
@@ -188,7 +208,8 @@ class Driver:
                            best=best, diagnostics=diag)
 
     # -- proposals ------------------------------------------------------------------------------
-    def _prefetch(self) -> None:
+    def _prefetch(self, start: bool = True) -> None:
+        """Collect a finished fetch of proposals; with `start`, ask for the next group when the queue runs low."""
         if self.fetch is not None:
             if not self.fetch.done():
                 return
@@ -202,7 +223,7 @@ class Driver:
                 self.log(f"policy error (retrying): {e}")
                 time.sleep(1.0)
             self.fetch = None
-        if self.proposals.qsize() < len(self.workers):
+        if start and self.proposals.qsize() < len(self.workers):
             st = self.state()
             self.fetch = self.pool.submit(self._propose, st, self.cfg.policy.group_size)
 
@@ -245,8 +266,8 @@ class Driver:
             prior = self._rerun(norm, eid) if dup is not None else None
             if prior:
                 self.store.event("rerun", exp=eid, of=[r["id"] for r in prior])
-                self.log(f"exp {eid:>4} candidate repeats exps {[r['id'] for r in prior]} (mean val_bpb "
-                         f"{statistics.fmean(r['val_bpb'] for r in prior):.4f}, not accepted): re-running it")
+                self.log(f"exp {eid:>4} candidate repeats exps {[r['id'] for r in prior]} (median val_bpb "
+                         f"{acceptance.centre(r['val_bpb'] for r in prior):.4f}, not accepted): re-running it")
             elif dup is not None:
                 r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
                                    res.lines_added) if self._baselines_done() and inc.values else None
@@ -299,7 +320,20 @@ class Driver:
             "status NOT IN ('edit_failed', 'rejected'))").fetchone()[0]
         return started < cap
 
+    def _parts_busy(self) -> bool:
+        """Whether the policy server or the learner is working (placement between_runs: nothing may train)."""
+        fetching = self.fetch is not None and not self.fetch.done()
+        return fetching or (self.learning is not None and self.learning.busy())
+
+    def _idle(self) -> bool:
+        return not self.inflight and not self.test_inflight
+
     def _fill(self) -> None:
+        if self.between_runs and self._parts_busy():
+            return
+        for w in range(len(self.workers)):  # test-split evaluations first: each needs one particular worker
+            if w not in self.busy:
+                self._submit_test(w)
         for w in range(len(self.workers)):
             if w in self.busy:
                 continue
@@ -319,6 +353,47 @@ class Driver:
                 if eid > 0:
                     self._submit(eid, w)
                     break
+
+    # -- the sealed test split -----------------------------------------------------------------
+    def _queue_tests(self, inc_id: int, run_ids: list) -> None:
+        """Score these runs of incumbent `inc_id` on the test split (each once, by the worker holding its model)."""
+        done = self.store.test_scored()
+        for i in run_ids:
+            if i not in done and i not in {e for e, _, _ in self.test_inflight.values()}:
+                self.tests.setdefault(i, inc_id)
+
+    def _submit_test(self, w: int) -> bool:
+        """Give idle worker `w` a test-split evaluation of a model it holds; True if it got one."""
+        for exp_id, inc_id in list(self.tests.items()):
+            ran_on = self.store.experiment(exp_id)["worker"] or ""
+            idx = int(ran_on.split("-")[-1]) if ran_on.startswith("worker-") else -1
+            if not 0 <= idx < len(self.workers):
+                self.tests.pop(exp_id)
+                with self.store.tx():
+                    self.store.add_test_score(exp_id, inc_id, "missing", None, f"no worker holds its model ({ran_on})")
+                continue
+            if idx != w:
+                continue
+            self.tests.pop(exp_id)
+            ref = self.workers[w].score_test.options(name=f"test split: exp {exp_id}").remote(exp_id)
+            self.test_inflight[ref] = (exp_id, inc_id, w)
+            self.busy.add(w)
+            return True
+        return False
+
+    def _handle_test(self, ref) -> None:
+        exp_id, inc_id, w = self.test_inflight.pop(ref)
+        self.busy.discard(w)
+        try:
+            r = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            r = {"status": "missing", "test_bpb": None, "message": f"worker-{w}: {str(e)[:300]}"}
+        with self.store.tx():
+            self.store.add_test_score(exp_id, inc_id, r["status"], r.get("test_bpb"), r.get("message") or "")
+        val = self.store.experiment(exp_id)["val_bpb"]
+        score = "-" if r.get("test_bpb") is None else f"{r['test_bpb']:.4f}"
+        self.log(f"exp {exp_id:>4} test split   {r['status']:<14} test_bpb {score} (val_bpb "
+                 f"{'-' if val is None else format(val, '.4f')}; incumbent exp {inc_id})")
 
     def _baselines_done(self) -> bool:
         n = self.cfg.search.noise_runs or 1
@@ -367,6 +442,38 @@ class Driver:
                                   "timings": {}, "log_tail": ""}, "worker": f"worker-{w}"}
         self._record(exp_id, result)
 
+    def _contended(self, row, o: dict) -> str | None:
+        """Why this run got far less compute than it should have (arrl.contention), or None."""
+        c = self.cfg.contention
+        if not c.check or o["status"] not in ("ok", "aborted", "timeout"):
+            return None
+        same = [contention.Throughput(r["steps"], r["tokens"], r["train_s"], None) for r in self.store.db.execute(
+            "SELECT steps, tokens, train_s FROM experiments WHERE norm_sha=? AND id!=? AND state='done' AND "
+            "status='ok' AND reused_from IS NULL", (row["norm_sha"], row["id"]))]
+        t = _throughput(o)
+        if not o.get("cores"):  # not pinned (placement off): its cores are shared by design, not by accident
+            t = contention.Throughput(t.steps, t.tokens, t.train_s, None)
+        return contention.verdict(t, same, contention.Rule(c.max_foreign_share, c.min_ratio))
+
+    def _rerun_contended(self, row, o: dict, why: str, done: bool = False) -> bool:
+        """Send a contended run back to pending (its outcome kept in a `contended` event and file); False once
+        it has had its `[contention] reruns`."""
+        if row["attempts"] > self.cfg.contention.reruns:
+            return False
+        d = self.store.exp_dir(row["id"])
+        (d / f"outcome-contended-{row['attempts']}.json").write_text(_json(o))
+        t = _throughput(o)
+        with self.store.tx():
+            again = self.store.redo(row["id"]) if done else self.store.requeue(row["id"])
+            if again:
+                self.store.event("contended", exp=row["id"], attempt=row["attempts"], reason=why[:300],
+                                 foreign_share=t.foreign_share, tokens_per_s=t.rate, steps=t.steps,
+                                 val_bpb=o.get("val_bpb"))
+        if again:
+            self.log(f"exp {row['id']:>4} {row['kind']:<9} contended: {why}; re-running it (attempt "
+                     f"{row['attempts']} of {self.cfg.contention.reruns + 1})"[:220])
+        return again
+
     def _record(self, exp_id: int, result: dict) -> None:
         o = result["outcome"]
         row = self.store.experiment(exp_id)
@@ -375,21 +482,33 @@ class Driver:
         (d / "curve.json").write_text(_json(o.get("curve") or []))
         (d / "outcome.json").write_text(_json(o))
         status, r, message = o["status"], None, o.get("message") or ""
-        if row["kind"] != "baseline":
+        why_contended = self._contended(row, o)
+        if why_contended and self._rerun_contended(row, o, why_contended):
+            return
+        if why_contended:  # contended again after every re-run: recorded, never scored
+            status, message = "contended", f"{why_contended} (after {row['attempts']} runs)"
+        elif row["kind"] != "baseline":
             status, r, why = self._score(row, status, o.get("val_bpb"))
             message = why or message
         t = o.get("timings") or {}
+        tp = _throughput(o)
         with self.store.tx():
-            fresh = self.store.finish(exp_id, status=status, val_bpb=o.get("val_bpb"),
+            fresh = self.store.finish(exp_id, status=status, val_bpb=None if why_contended else o.get("val_bpb"),
                                       train_s=t.get("train_s"), wall_s=t.get("wall_s"),
                                       peak_rss_mb=o.get("peak_rss_mb"), message=message[:1000],
-                                      reward=r, outcome={k: v for k, v in o.items() if k not in ("log_tail",)})
+                                      reward=r, outcome={k: v for k, v in o.items() if k not in ("log_tail",)},
+                                      steps=o.get("steps"), tokens=o.get("tokens"), tokens_per_s=tp.rate if
+                                      o.get("tokens") is not None else None, cpu_s=o.get("cpu_s"),
+                                      cpu_share=o.get("cpu_share"), cores=o.get("cores") or "",
+                                      foreign_share=o.get("foreign_share"))
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
         if not fresh:
             return
         self.log(f"exp {exp_id:>4} {row['kind']:<9} {status:<14} val_bpb "
                  f"{'-' if o.get('val_bpb') is None else format(o['val_bpb'], '.4f')}"
                  f"{'' if r is None else f'  reward {r:+.2f}'}  {row['summary'] or ''}"[:160])
+        if status == "contended" and row["kind"] != "baseline":
+            return
         if row["kind"] == "baseline":
             self._restore_baseline()
         elif status == "suspicious":
@@ -428,10 +547,12 @@ class Driver:
         if acc:
             return acc[0]
         base = [r["val_bpb"] for r in self.store.experiments("kind='baseline' AND state='done' AND status='ok'")]
-        return statistics.fmean(base) if base else None
+        return acceptance.centre(base) if base else None
 
     def _restore_baseline(self) -> None:
         base = self.store.experiments("kind='baseline' AND state='done'")
+        if self._baselines_done() and self._recheck_baselines(base):
+            return  # a baseline runs again; the noise waits for it
         vals = [r["val_bpb"] for r in base if r["status"] == "ok"]
         self.noise = self._estimate_noise()
         if not self.store.accepted():
@@ -442,12 +563,30 @@ class Driver:
                 self.stop_reason = "the baseline failed every run; see experiments/*/log_tail.txt"
             else:
                 self._put_noise()
-                base_bpb = statistics.fmean(vals)
+                base_bpb = acceptance.centre(vals)
                 inc = "" if self.incumbent.exp_id == base[0]["id"] else \
                     f"; incumbent exp {self.incumbent.exp_id} at {self.incumbent.bpb:.4f}"
-                self.log(f"baseline val_bpb {base_bpb:.4f}, noise sigma {self.noise.sigma:.4f} "
-                         f"(raw {self.noise.raw:.4f} over {self.noise.runs} runs, {self.noise.dof} dof){inc}")
+                self.log(f"baseline val_bpb {base_bpb:.4f} (median of {len(vals)}), noise sigma {self.noise.sigma:.4f}"
+                         f" (robust; raw {self.noise.raw:.4f} over {self.noise.runs} runs, {self.noise.dof} dof){inc}")
+                self._queue_tests(base[0]["id"], [r["id"] for r in base if r["status"] == "ok"])
                 self._rederive()
+
+    def _recheck_baselines(self, base) -> bool:
+        """Once every baseline is in: a baseline whose throughput is far below the other baselines' median
+        (the first one had nothing to compare with when it finished) runs again; True if one does."""
+        c = self.cfg.contention
+        if not c.check:
+            return False
+        ok = [r for r in base if r["status"] == "ok"]
+        again = False
+        for r in ok:
+            others = [contention.Throughput(x["steps"], x["tokens"], x["train_s"], None) for x in ok if x["id"] != r["id"]]
+            why = contention.verdict(contention.Throughput(r["steps"], r["tokens"], r["train_s"], None), others,
+                                     contention.Rule(c.max_foreign_share, c.min_ratio))
+            if why:
+                o = json.loads(r["outcome"]) if r["outcome"] else {"status": r["status"], "val_bpb": r["val_bpb"]}
+                again |= self._rerun_contended(r, o, why, done=True)
+        return again
 
     def _estimate_noise(self) -> acceptance.Noise:
         """The noise sigma from the ledger's done runs: the baselines, and with `[search] pool_noise` every
@@ -463,7 +602,13 @@ class Driver:
 
     def _put_noise(self) -> None:
         n = self.noise
-        self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof})
+        warn = acceptance.warning(n, self.target.sigma_max_bpb)
+        self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof, "estimator": "robust",
+                                 "warning": warn})
+        if warn != self.warned:
+            self.warned = warn
+            if warn:
+                self.log(f"warning: {warn}")
 
     def _update_noise(self) -> None:
         """Re-estimate the noise after a run (pooled: a source's second run adds to it); record it when any of
@@ -579,7 +724,7 @@ class Driver:
         return ok
 
     def _accept(self, cand, vals: list, run_ids: list | None = None) -> None:
-        value = statistics.fmean(vals)
+        value = acceptance.centre(vals)
         prev = self.incumbent.bpb
         with self.store.tx():
             self.store.accept(cand["id"], value, prev)
@@ -589,6 +734,7 @@ class Driver:
         self.incumbent = Incumbent(cand["id"], src, list(vals))
         self._commit(cand, value)
         self.log(f"accepted exp {cand['id']}: val_bpb {prev:.4f} -> {value:.4f}  {cand['summary']}")
+        self._queue_tests(cand["id"], run_ids or [cand["id"]])
         # proposals made for the old incumbent are stale now
         while not self.proposals.empty():
             self.proposals.get_nowait()
@@ -616,6 +762,19 @@ class Driver:
                                incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
                                stop_requested=(self.store.root / "STOP").exists())
 
+    def _warm(self) -> None:
+        """Make the policy server's first group of proposals (its first prefill) before anything trains."""
+        t0 = time.monotonic()
+        self._prefetch()
+        while self.fetch is not None and not self.fetch.done():
+            time.sleep(0.1)
+        n = self.proposals.qsize()
+        self._prefetch(start=False)
+        made, took = self.proposals.qsize() - n, time.monotonic() - t0
+        with self.store.tx():
+            self.store.event("policy_warm", proposals=made, seconds=round(took, 2))
+        self.log(f"policy warm: {made} proposals in {took:.1f} s; experiments start now")
+
     def _best(self) -> float | None:
         return self.incumbent.bpb if self.incumbent.values else None
 
@@ -627,30 +786,39 @@ class Driver:
         if self._baselines_done():
             self._restore_baseline()
         self.store.put("status", "running")
+        if self.warm_up:
+            self._warm()
         while True:
             if self.stop_reason is None and self._baselines_done():
                 self.stop_reason = oracle.check(self.progress(), self.cfg.oracle)
-            if self.stop_reason and not self.inflight:
+            if self.stop_reason and self._idle():
                 pending = self.store.experiments("state='pending'")
-                if not pending or "stop requested" in self.stop_reason or not self._baselines_done():
+                if "stop requested" in self.stop_reason or ((not pending or not self._baselines_done())
+                                                            and not self.tests):
                     break
+            # between_runs: the policy server's and the learner's work starts only while nothing trains
+            may_start = self._idle() or not self.between_runs
             if self.learning is not None:
-                self.learning.step()
+                self.learning.step(start=may_start)
             if not self.stop_reason and not (self.learning is not None and self.learning.holding()):
-                self._prefetch()
+                self._prefetch(start=may_start and not (self.between_runs and self._parts_busy()))
             self._fill()
             self.metrics.publish(self.store.db, self._best())
-            if not self.inflight:
+            if self._idle():
                 if self.stop_reason:
+                    time.sleep(0.05)
                     continue
                 time.sleep(0.2)
                 continue
             extra = self.learning.refs() if self.learning is not None else []
-            ready, _ = ray.wait(list(self.inflight) + extra, num_returns=1, timeout=1.0)
+            ready, _ = ray.wait(list(self.inflight) + list(self.test_inflight) + extra, num_returns=1, timeout=1.0)
             for ref in ready:
                 if ref in self.inflight:
                     self._handle(ref)
+                elif ref in self.test_inflight:
+                    self._handle_test(ref)
         if self.learning is not None and "stop requested" not in self.stop_reason:
+            self.learning.step()  # a full batch that waits is trained before the run ends, not left behind
             self.learning.drain()
         with self.store.tx():
             self.store.put("status", "finished")
@@ -684,6 +852,11 @@ def reference_runs(db, root: Path, inc_id, points: int = 400) -> list[list[tuple
         runs.append([(sum(e for e, _ in pts[i:i + step]) / len(pts[i:i + step]),
                       sum(v for _, v in pts[i:i + step]) / len(pts[i:i + step])) for i in range(0, len(pts), step)])
     return runs
+
+
+def _throughput(o: dict) -> contention.Throughput:
+    t = o.get("timings") or {}
+    return contention.Throughput(o.get("steps"), o.get("tokens"), t.get("train_s"), o.get("foreign_share"))
 
 
 def _summary(text: str, res) -> str:

@@ -16,9 +16,14 @@ check the numbers without reading pixels; `png_bytes` writes them into the PNG's
 Progress figure: one point per finished experiment, x = experiment id (the ledger's order),
 y = val_bpb. Baselines are blue squares; candidates circles and confirmation runs diamonds,
 green when accepted (a confirmation counts with its accepted candidate), grey when discarded;
-experiments without a val_bpb (failed edits, crashes, time-outs, ...) are grey crosses in a
-band above the plot. The step line is the incumbent: the baseline mean, then each accepted
-value from the experiment that confirmed it.
+experiments without a usable val_bpb (failed edits, crashes, time-outs, runs that ended
+`contended`, ...) are grey crosses in a band above the plot. The step line is the incumbent:
+the median of the ok baselines, then each accepted value (as the ledger records it) from the
+experiment that confirmed it.
+
+Gap figure (only for runs with test scores): for each incumbent, x = the experiment id at which
+it became the incumbent, y = its val_bpb and its test_bpb (the median of its runs' ok scores on
+the sealed test split) above, and the gap test - val below (`gap_data`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from __future__ import annotations
 import io
 import json
 import math
+import statistics
 from pathlib import Path
 
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events")
+TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
 CATEGORIES = ("baseline", "accepted", "discarded", "failed")
 COLORS = {"baseline": "#1f77b4", "accepted": "#2ca02c", "discarded": "#9a9a9a", "failed": "#7a7a7a",
-          "incumbent": "#d62728"}
+          "incumbent": "#d62728", "val": "#1f77b4", "test": "#ff7f0e", "gap": "#9467bd"}
+# per-run throughput columns of the experiments table; empty in a ledger from before them
+THROUGHPUT = ("steps", "tokens", "tokens_per_s", "cpu_s", "cpu_share", "cores", "foreign_share")
 MARKERS = {"baseline": "s", "candidate": "o", "confirm": "D"}
 LABEL_CHARS = 40
 MAX_LABELS = 30  # the most recent accepted edits are labelled; more would overlap
@@ -110,16 +118,134 @@ def accepted_edits(tables: dict) -> list[dict]:
     return out
 
 
-def baseline_mean(tables: dict) -> float | None:
+def _median(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _baseline_values(tables: dict) -> list[float]:
     vals = [_num(r.get("val_bpb")) for r in done_experiments(tables) if r.get("kind") == "baseline"
             and r.get("status") == "ok"]
-    vals = [v for v in vals if v is not None]
+    return [v for v in vals if v is not None]
+
+
+def baseline_value(tables: dict) -> float | None:
+    """The starting incumbent's value: the median of the ok baselines (the driver's robust centre)."""
+    return _median(_baseline_values(tables))
+
+
+def baseline_mean(tables: dict) -> float | None:
+    """The plain mean of the ok baselines (the starting value of older arrl versions; see baseline_value)."""
+    vals = _baseline_values(tables)
     return sum(vals) / len(vals) if vals else None
+
+
+def throughput(row: dict) -> dict:
+    """One experiment's recorded throughput: steps, tokens, tokens_per_s, cpu_s, cpu_share, foreign_share
+    (the share of its cores other processes took) (None when not recorded, e.g. a ledger from before they
+    were) and cores ("" = not pinned or not recorded)."""
+    out = {k: _num(row.get(k)) for k in THROUGHPUT if k != "cores"}
+    for k in ("steps", "tokens"):
+        out[k] = _int(out[k])
+    out["cores"] = row.get("cores") if isinstance(row.get("cores"), str) else ""
+    return out
+
+
+def throughput_rows(tables: dict) -> list[dict]:
+    """Finished experiments that recorded any throughput, in id order: {id, kind, status, steps, tokens,
+    tokens_per_s, cpu_s, cpu_share, cores, foreign_share}."""
+    out = []
+    for r in done_experiments(tables):
+        t = throughput(r)
+        if any(t[k] is not None for k in ("steps", "tokens_per_s", "cpu_share")):
+            out.append({"id": _int(r["id"]), "kind": r.get("kind"), "status": r.get("status"), **t})
+    return out
+
+
+def throughput_summary(rows: list[dict]) -> dict:
+    """Medians over throughput rows: {"n", "steps", "tokens_per_s", "cpu_share"} (None where none recorded)."""
+    return {"n": len(rows), **{k: _median(r.get(k) for r in rows) for k in ("steps", "tokens_per_s", "cpu_share")}}
+
+
+def _events(tables: dict, kind: str) -> list[dict]:
+    out = []
+    for e in sorted(tables.get("events", []), key=lambda e: _int(e.get("id")) or 0):
+        if e.get("kind") != kind:
+            continue
+        try:
+            data = json.loads(e.get("data") or "{}")
+        except (TypeError, ValueError):
+            data = {}
+        out.append(data if isinstance(data, dict) else {})
+    return out
+
+
+def contended_reruns(tables: dict) -> list[dict]:
+    """The `contended` events: one per attempt that got too little compute and was re-run
+    ({exp, attempt, cpu_share, tokens_per_s, reference, reason})."""
+    return _events(tables, "contended")
+
+
+def incumbent_runs(tables: dict, exp_id: int | None) -> list[dict]:
+    """The finished ok runs an incumbent stands on: the ok baselines for the starting incumbent (or any
+    baseline id), else the runs its `accepted_runs` event names, else the candidate and its confirmations."""
+    done = done_experiments(tables)
+    by_id = {_int(r["id"]): r for r in done}
+    row = by_id.get(exp_id)
+    if row is None or row.get("kind") == "baseline":
+        return [r for r in done if r.get("kind") == "baseline" and r.get("status") == "ok"]
+    ids = None
+    for ev in _events(tables, "accepted_runs"):
+        if _int(ev.get("exp")) == exp_id and isinstance(ev.get("runs"), list):
+            ids = [_int(i) for i in ev["runs"]]
+    if ids is None:
+        ids = [exp_id] + [_int(r["id"]) for r in done if r.get("kind") == "confirm" and _int(r.get("parent")) == exp_id]
+    return [by_id[i] for i in ids if i in by_id and by_id[i].get("status") == "ok"]
+
+
+def incumbents(tables: dict) -> list[dict]:
+    """Every incumbent of the run, in order: the start (the unchanged target, id = the first baseline's)
+    and each accepted edit, with its val and test values.
+
+    Keys: exp_id, at (the experiment id at which it became the incumbent: the first baseline for the
+    start, else accepted_edits' `at`), start (bool), summary, val (the median of the ok baselines, or the
+    accepted val_bpb as recorded), test (the median of its runs' ok test_bpb, None if none), n_test (ok
+    test scores), n_failed (test scores that were not ok), gap (test - val, None unless both)."""
+    base = sorted((r for r in tables.get("experiments", []) if r.get("kind") == "baseline"
+                   and _int(r.get("id")) is not None), key=lambda r: _int(r["id"]))
+    scores: dict[int, list] = {}
+    for t in tables.get("test_scores", []):
+        inc = _int(t.get("incumbent_id"))
+        if inc is not None:
+            scores.setdefault(inc, []).append(t)
+    out = []
+    if base:
+        out.append({"exp_id": _int(base[0]["id"]), "at": _int(base[0]["id"]), "start": True,
+                    "summary": "the unchanged target (baselines)", "val": baseline_value(tables)})
+    for a in accepted_edits(tables):
+        out.append({"exp_id": a["exp_id"], "at": a["at"], "start": False, "summary": a["summary"], "val": a["val_bpb"]})
+    for inc in out:
+        rows = scores.get(inc["exp_id"], [])
+        ok = [_num(t.get("test_bpb")) for t in rows if t.get("status") == "ok"]
+        ok = [v for v in ok if v is not None]
+        inc["test"] = _median(ok)
+        inc["n_test"] = len(ok)
+        inc["n_failed"] = len(rows) - len(ok)
+        inc["gap"] = inc["test"] - inc["val"] if inc["test"] is not None and inc["val"] is not None else None
+    return out
+
+
+def gap_data(tables: dict) -> dict:
+    """Everything the gap figure draws: incumbents (incumbents(tables)) and counts {"incumbents", "scored"
+    (incumbents with a test value), "test_scores" (rows of the test_scores table)}."""
+    inc = incumbents(tables)
+    return {"incumbents": inc, "counts": {"incumbents": len(inc), "scored": sum(i["test"] is not None for i in inc),
+                                          "test_scores": len(tables.get("test_scores", []))}}
 
 
 def category(row: dict, accepted_ids: set[int]) -> str:
     """baseline | accepted | discarded | failed for one finished experiment."""
-    if _num(row.get("val_bpb")) is None:
+    if _num(row.get("val_bpb")) is None or row.get("status") == "contended":  # contended: no comparable value
         return "failed"
     if row.get("kind") == "baseline":
         return "baseline"
@@ -132,19 +258,21 @@ def progress_data(tables: dict) -> dict:
 
     points: {category: [(x, y or None, kind, summary), ...]}; counts: points per category and
     "total" (= finished experiments); in_flight: experiments not finished yet; incumbent:
-    [(x, y), ...] step points; accepted: accepted_edits(tables)."""
+    [(x, y), ...] step points; accepted: accepted_edits(tables); throughput: throughput_rows(tables)
+    (steps, tokens/s, cpu share of each finished experiment that recorded them)."""
     acc = accepted_edits(tables)
     ids = {a["exp_id"] for a in acc}
     done = done_experiments(tables)
     points = {c: [] for c in CATEGORIES}
     for r in done:
-        points[category(r, ids)].append((_int(r["id"]), _num(r.get("val_bpb")), r.get("kind") or "candidate",
-                                         r.get("summary") or ""))
+        cat = category(r, ids)
+        points[cat].append((_int(r["id"]), None if cat == "failed" else _num(r.get("val_bpb")),
+                            r.get("kind") or "candidate", r.get("summary") or ""))
     counts = {c: len(points[c]) for c in CATEGORIES}
     counts["total"] = len(done)
     in_flight = sum(1 for r in tables.get("experiments", []) if r.get("state") in ("pending", "running"))
     steps = []
-    start = baseline_mean(tables)
+    start = baseline_value(tables)
     if start is None and acc:
         start = acc[0]["prev_bpb"]
     if start is not None and done:
@@ -154,7 +282,8 @@ def progress_data(tables: dict) -> dict:
             steps.append((a["at"], a["val_bpb"]))
         last = max(_int(done[-1]["id"]), steps[-1][0])
         steps.append((last, steps[-1][1]))
-    return {"points": points, "counts": counts, "in_flight": in_flight, "incumbent": steps, "accepted": acc}
+    return {"points": points, "counts": counts, "in_flight": in_flight, "incumbent": steps, "accepted": acc,
+            "throughput": throughput_rows(tables)}
 
 
 def learning_data(tables: dict) -> dict:
@@ -237,10 +366,11 @@ def progress_figure(tables: dict, name: str = "", target: str = ""):
                        gid=f"{cat}/{kind}")
     if pts["failed"]:
         ax.axhspan(band_lo, top, color="#bbbbbb", alpha=0.18, lw=0, zorder=0)
-        ax.text(0.005, band_y, "no val_bpb", transform=ax.get_yaxis_transform(), va="center", ha="left",
+        ax.text(0.005, band_y, "no usable val_bpb", transform=ax.get_yaxis_transform(), va="center", ha="left",
                 fontsize=8, color="#555555")
         ax.scatter([x for x, *_ in pts["failed"]], [band_y] * len(pts["failed"]), marker="x", s=30,
-                   c=COLORS["failed"], linewidths=1.2, zorder=2, label="failed (no val_bpb)", gid="failed")
+                   c=COLORS["failed"], linewidths=1.2, zorder=2, label="failed or contended (no val_bpb)",
+                   gid="failed")
     if data["incumbent"]:
         ax.step([x for x, _ in data["incumbent"]], [y for _, y in data["incumbent"]], where="post",
                 color=COLORS["incumbent"], lw=1.6, zorder=1, label="incumbent (running best)")
@@ -315,6 +445,47 @@ def learning_figure(tables: dict, name: str = "", target: str = ""):
     if len(vs) <= 20:  # integer versions; longer runs keep matplotlib's ticks
         for a in (ax2, ax3):
             a.set_xticks(vs)
+    return fig
+
+
+def gap_figure(tables: dict, name: str = "", target: str = ""):
+    """The val/test gap over the run: each incumbent's val_bpb and test_bpb (top) and their gap (bottom),
+    x = the experiment id at which it became the incumbent."""
+    data = gap_data(tables)
+    inc = data["incumbents"]
+    fig = _figure(11, 6)
+    gs = fig.add_gridspec(2, 1, height_ratios=[1.4, 1])
+    c = data["counts"]
+    fig.suptitle(f"{name or 'run'}" + (f" — target {target}" if target else "") + ": validation vs sealed test",
+                 fontsize=13, fontweight="bold")
+    ax = fig.add_subplot(gs[0])
+    ax.set_title(f"{c['incumbents']} incumbents, {c['scored']} with a test score; test = median of the "
+                 f"incumbent's runs' ok test_bpb", fontsize=10)
+    if not c["scored"]:
+        _message(ax, "no test scores yet")
+        return fig
+    val = [(i["at"], i["val"]) for i in inc if i["val"] is not None]
+    test = [(i["at"], i["test"]) for i in inc if i["test"] is not None]
+    ax.plot([x for x, _ in val], [y for _, y in val], "o-", color=COLORS["val"], drawstyle="steps-post", lw=1.4,
+            label="val_bpb (the value acceptance used)", gid="val")
+    ax.plot([x for x, _ in test], [y for _, y in test], "s--", color=COLORS["test"], drawstyle="steps-post", lw=1.4,
+            label="test_bpb (sealed test split)", gid="test")
+    for i in inc:
+        y = i["test"] if i["test"] is not None else i["val"]
+        if y is not None:
+            ax.annotate("start" if i["start"] else f"exp {i['exp_id']}", (i["at"], y), xytext=(4, 6),
+                        textcoords="offset points", fontsize=7.5, color="#444444", parse_math=False)
+    ax.set_ylabel("bpb (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax2 = fig.add_subplot(gs[1], sharex=ax)
+    gap = [(i["at"], i["gap"]) for i in inc if i["gap"] is not None]
+    ax2.plot([x for x, _ in gap], [g for _, g in gap], "D-", color=COLORS["gap"], drawstyle="steps-post", lw=1.2,
+             label="test - val", gid="gap")
+    ax2.axhline(0.0, color="black", lw=0.6, alpha=0.5)
+    ax2.set_xlabel("experiment id at which the incumbent was accepted")
+    ax2.set_ylabel("gap: test - val (bpb)")
+    ax2.grid(alpha=0.3)
     return fig
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import ray
 
-from arrl import actors, config as config_mod, images as images_mod, paths, target as target_mod
+from arrl import actors, config as config_mod, images as images_mod, paths, placement as placement_mod, \
+    target as target_mod
 from arrl.config import Config, ConfigError
 from arrl.driver import Driver
 from arrl.store import Store
@@ -47,7 +48,7 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
     return cfg, d
 
 
-def make_policy(cfg: Config, run: str, workdir: Path, tgt):
+def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = ""):
     p = cfg.policy
     from arrl.policy import ExternalPolicy, PolicyConfig, RandomCatalogPolicy, Sampling, ScriptedPolicy
 
@@ -63,7 +64,8 @@ def make_policy(cfg: Config, run: str, workdir: Path, tgt):
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
     handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k,
-                                               max_lora_rank=max(16, cfg.learner.rank), server={"seed": p.seed}),
+                                               max_lora_rank=max(16, cfg.learner.rank),
+                                               server={"seed": p.seed, "cores": cores}),
                                   run=run, workdir=str(workdir / "policy"), progress=True,
                                   num_gpus=config_mod.auto_gpus(p.num_gpus, cfg))
     return _ActorPolicy(handle), handle
@@ -79,12 +81,42 @@ class _ActorPolicy:
         return ray.get(self.handle.propose.options(name=f"propose {n}").remote(state, n))
 
 
-def sandbox_settings(cfg: Config, tgt) -> dict:
-    """The SandboxConfig fields of every experiment: the `[workers]` settings over the target's."""
+def sandbox_settings(cfg: Config, tgt, place: placement_mod.Placement | None = None, worker: int = 0) -> dict:
+    """The SandboxConfig fields of an experiment on worker `worker`: the `[workers]` settings over the
+    target's, its cores from the placement and a thread per core (unless `[workers] threads` says)."""
     w = cfg.workers
+    cores = place.worker_cores[worker] if place is not None else ""
+    threads = w.threads or (place.threads(worker) if place is not None else 0) or max(1, (os.cpu_count() or 1) // w.count)
     return {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
-            "memory_mb": w.memory_mb or tgt.memory_mb, "isolation": w.isolation,
-            "threads": w.threads or max(1, (os.cpu_count() or 1) // w.count)}
+            "memory_mb": w.memory_mb or tgt.memory_mb, "isolation": w.isolation, "threads": threads, "cores": cores}
+
+
+def plan_placement(cfg: Config, address: str | None) -> placement_mod.Placement:
+    """The run's placement (arrl.placement) on this machine; a ConfigError naming the setting if it cannot be
+    met. The simulated backend trains nothing: its workers are not pinned."""
+    p = cfg.placement
+    local_parts = cfg.policy.kind == "vllm"
+    mode = "off" if cfg.workers.sandbox == "simulated" and p.mode == "auto" else p.mode
+    try:
+        place = placement_mod.plan(mode, cfg.workers.count, cfg.workers.gpus_per_worker > 0, local_parts, p.cores,
+                                   p.reserve_cores)
+    except placement_mod.PlacementError as e:
+        raise ConfigError(str(e)) from None
+    _check_gpus(cfg, address)
+    return place
+
+
+def _check_gpus(cfg: Config, address: str | None) -> None:
+    """On a machine with real GPUs and a local Ray: the run must not ask for more GPUs than it has."""
+    from arrl.worker import host_gpus_present
+
+    if address or not host_gpus_present() or not cfg.workers.gpus_per_worker:
+        return
+    have = len([d for d in Path("/dev").glob("nvidia[0-9]*")])
+    need = _gpus_needed(cfg)
+    if need > have:
+        raise ConfigError(f"[workers] gpus_per_worker: the run needs {need:g} GPUs ({cfg.workers.count} workers, the "
+                          f"policy server and the learner) and this machine has {have}")
 
 
 def _gpus_needed(cfg: Config) -> float:
@@ -134,6 +166,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
     tgt = target_mod.load(cfg.target, paths.targets_dir())
+    place = plan_placement(cfg, address)
     if cfg.workers.sandbox == "docker" and cfg.workers.image == images_mod.CPU_SANDBOX and not address:
         # a local Ray's workers use this machine's engine: build the self-contained CPU image once, before
         # they look for it (and before anything is started that a failed build would have to stop)
@@ -144,6 +177,9 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         except (images_mod.ImageBuildError, DockerUnavailable) as e:
             raise ConfigError(f"[workers] image = {cfg.workers.image!r}: {e}") from None
     store = Store(d)
+    with store.tx():
+        store.put("placement", place.to_dict())
+    log(place.describe())
     if not resume:
         (d / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     (d / "STOP").unlink(missing_ok=True)
@@ -156,18 +192,17 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             kw["num_gpus"] = int(_gpus_needed(cfg) + 0.999)
         _init_ray(kw, log)
     w = cfg.workers
-    sandbox = sandbox_settings(cfg, tgt)
 
     def make_worker(i):
-        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox, w.sandbox, num_gpus=w.gpus_per_worker,
-                                        catalog=tgt.catalog, image=w.image)
+        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox_settings(cfg, tgt, place, i), w.sandbox,
+                                        num_gpus=w.gpus_per_worker, catalog=tgt.catalog, image=w.image)
 
 
     workers, handle, learner, learning = [], None, None, None
     try:
         workers += [make_worker(i) for i in range(w.count)]
         _wait_ready(workers)
-        policy, handle = make_policy(cfg, cfg.name, d, tgt)
+        policy, handle = make_policy(cfg, cfg.name, d, tgt, place.policy_cores)
         learning = None
         if cfg.learner.enabled and handle is not None:
             from arrl.learning import Learning
@@ -177,7 +212,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             def make_learner(progress: bool = False):
                 return actors.learner(cfg.name, cfg.policy.model,
                                       cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
-                                      str(d / "learner"), progress=progress)
+                                      str(d / "learner"), progress=progress, cores=place.learner_cores)
 
             learner = make_learner(progress=True)
             learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log,
@@ -188,7 +223,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
         log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy "
             f"{cfg.policy.kind}; ledger {d / 'ledger.sqlite'}")
-        reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning).run()
+        reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning, placement=place,
+                        warm_up=handle is not None).run()
     finally:
         if w.sandbox == "docker" and workers:  # each worker removes its containers on its own node
             try:

@@ -105,14 +105,21 @@ class Learning:
             f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
-    def step(self) -> None:
+    def busy(self) -> bool:
+        """Whether an update or an adapter load is in flight (placement between_runs: no experiment
+        starts meanwhile, arrl.placement)."""
+        return self.update_ref is not None or self.load_ref is not None
+
+    def step(self, start: bool = True) -> None:
+        """Record finished updates and loads; with `start`, send the next batch when one is ready (the
+        driver passes False while an experiment trains on the learner's cores)."""
         if self.dead:
             return
         if self.update_ref is not None and _done(self.update_ref[0]):
             self._finish_update()
         if self.load_ref is not None and _done(self.load_ref[0]):
             self._finish_load()
-        if self.update_ref is None and self.load_ref is None:
+        if start and self.update_ref is None and self.load_ref is None:
             done = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE state='done'").fetchone()[0]
             if (done, self.version) == self._checked:
                 return  # nothing new since the last look: spare the driver the join

@@ -20,6 +20,7 @@ STATUSES = (
     "aborted",  # stopped early by self-evaluation
     "invalid_metric",  # no model, unloadable model, failed causality probe
     "suspicious",  # implausible result awaiting confirmation
+    "contended",  # got far less compute than comparable runs, again after every re-run (arrl.contention)
 )
 
 
@@ -44,11 +45,22 @@ class Outcome:
     exit_code: int | None = None
     peak_rss_mb: float | None = None
     steps: int | None = None
+    tokens: int | None = None  # tokens the environment's loader served for training (its progress records)
+    cpu_s: float | None = None  # CPU time the training process tree got (measured from outside)
+    cpu_share: float | None = None  # cpu_s / (the training process's wall time x its cores); 1.0 = all busy
+    foreign_share: float | None = None  # share of its cores' time that other processes took while it trained
+    cores: str = ""  # the cores the run was confined to, e.g. "1" or "0-3" ("" = not pinned)
     curve: tuple[tuple[float, int, float], ...] = ()  # (elapsed_s, step, train_loss)
 
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"unknown outcome status {self.status!r}")
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Training throughput: tokens over the training clock's seconds."""
+        t = self.timings.train_s
+        return self.tokens / t if self.tokens is not None and t else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +78,12 @@ class Outcome:
             f"eval_s: {fmt(t.eval_s)}",
             f"wall_s: {fmt(t.wall_s)}",
             f"steps: {'-' if self.steps is None else self.steps}",
+            f"tokens: {'-' if self.tokens is None else self.tokens}",
+            f"tokens_per_s: {fmt(self.tokens_per_s)}",
+            f"cpu_s: {fmt(self.cpu_s)}",
+            f"cpu_share: {fmt(self.cpu_share)}",
+            f"foreign_share: {fmt(self.foreign_share)}",
+            f"cores: {self.cores or '-'}",
             f"peak_rss_mb: {fmt(self.peak_rss_mb)}",
             f"isolation: {self.isolation}",
             f"env_hash: {self.env_hash[:16]}",
@@ -73,3 +91,12 @@ class Outcome:
         if self.message:
             lines.append(f"message: {self.message}")
         return "\n".join(lines)
+
+
+def core_count(cores: str) -> int:
+    """How many cores a list such as "0-2,5" names (0 for "")."""
+    n = 0
+    for part in filter(None, cores.split(",")):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n

@@ -1,7 +1,9 @@
 """Reading a run back: the status view (`arrl status`) and the exports (`arrl export`).
 
 Exports go to `runs/<name>/exports/`: one Parquet file per ledger table (experiments,
-proposals, accepted, policy_versions, samples, events) and `results.tsv` in autoresearch's column
+proposals, accepted, policy_versions, samples, events, test_scores; a table an older ledger
+lacks is skipped, and experiments always carries the throughput columns, empty in an older
+ledger) and `results.tsv` in autoresearch's column
 layout `commit val_bpb memory_gb status description`, where status is keep (accepted),
 discard (ran, not accepted) or crash (anything that did not produce a val_bpb), and
 commit is the short git sha of an accepted edit or `e<experiment id>` otherwise.
@@ -14,7 +16,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events")
+from arrl import figures
+
+TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
 
 
 def _connect(d: Path) -> sqlite3.Connection:
@@ -25,6 +29,10 @@ def _connect(d: Path) -> sqlite3.Connection:
 
 def _has(db, table: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
+
+
+def _cols(db, table: str) -> list[str]:
+    return [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
 
 
 def _meta(db, key, default=None):
@@ -41,7 +49,6 @@ def status_text(d: Path) -> tuple[str, bool]:
         counts = dict(db.execute("SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status"))
         inflight = db.execute("SELECT COUNT(*) FROM experiments WHERE state='running'").fetchone()[0]
         pending = db.execute("SELECT COUNT(*) FROM experiments WHERE state='pending'").fetchone()[0]
-        base = [r[0] for r in db.execute("SELECT val_bpb FROM experiments WHERE kind='baseline' AND status='ok'")]
         acc = db.execute("SELECT a.exp_id, a.val_bpb, a.prev_bpb, e.summary FROM accepted a JOIN experiments e "
                          "ON e.id=a.exp_id ORDER BY a.created").fetchall()
         ran = db.execute("SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND state='done' AND status NOT IN "
@@ -53,17 +60,39 @@ def status_text(d: Path) -> tuple[str, bool]:
             if _has(db, "samples") else (0, 0)
         wall = _meta(db, "wall_s", 0.0) or 0.0
         noise = _meta(db, "noise")
+        placement = _meta(db, "placement")
         reason = _meta(db, "stop_reason")
+        # the rows arrl.figures derives incumbents, throughput and the val/test gap from (a ledger from an
+        # older arrl lacks the throughput columns and the test_scores table: they are simply absent)
+        have = set(_cols(db, "experiments"))
+        extra = "".join(f", {c}" for c in figures.THROUGHPUT if c in have)
+        tables = {
+            "experiments": [dict(r) for r in db.execute(
+                f"SELECT id, kind, parent, state, status, val_bpb, summary{extra} FROM experiments "
+                "WHERE state='done' OR kind='baseline' ORDER BY id")],
+            "accepted": [dict(r) for r in db.execute("SELECT * FROM accepted")],
+            "events": [dict(r) for r in db.execute("SELECT * FROM events WHERE kind IN ('contended', 'accepted_runs') "
+                                                   "ORDER BY id")],
+            "test_scores": [dict(r) for r in db.execute("SELECT * FROM test_scores")]
+            if _has(db, "test_scores") else [],
+        }
     finally:
         db.close()
     workers = cfg["workers"]["count"]
     lines = [f"run {d.name}: {state}" + (f" ({reason})" if reason else ""),
              f"target {cfg['target']}, policy {cfg['policy']['kind']} ({cfg['policy']['fmt']}), {workers} worker(s)"]
+    base = figures._baseline_values(tables)
     if base:
-        start = sum(base) / len(base)
+        start = figures.baseline_value(tables)
         best = acc[-1]["val_bpb"] if acc else start
-        lines.append(f"best val_bpb {best:.4f} (baseline {start:.4f}"
-                     + (f", noise sigma {noise['sigma']:.4f}" if noise else "") + f"), {len(acc)} accepted")
+        lines.append(f"best val_bpb {best:.4f} (baseline {start:.4f}, the median of {len(base)} ok), "
+                     f"{len(acc)} accepted")
+    if isinstance(noise, dict) and figures._num(noise.get("sigma")) is not None:
+        lines.append(noise_line(noise))
+        if noise.get("warning"):
+            lines.append("warning: " + " ".join(str(noise["warning"]).split()))
+    if isinstance(placement, dict) and placement:
+        lines.append(placement_line(placement))
     cap = cfg["oracle"]["max_experiments"]
     lines.append(f"experiments run {ran}" + (f" / {cap}" if cap else "") + f", in flight {inflight}, "
                  f"pending {pending}; proposals from policy version {version or 0}")
@@ -78,11 +107,100 @@ def status_text(d: Path) -> tuple[str, bool]:
         lines.append(f"wall {wall:.0f} s, worker busy fraction {busy / (workers * wall):.0%}")
         if cap and 0 < ran < cap:
             lines.append(f"ETA to the experiment budget: {(cap - ran) * wall / ran:.0f} s")
+    thr = figures.throughput_rows(tables)
+    reruns = figures.contended_reruns(tables)
+    if thr or reruns or counts.get("contended"):
+        lines.append(f"contended: {len(reruns)} re-run(s) of an attempt that got too little compute, "
+                     f"{counts.get('contended', 0)} run(s) ended contended")
+    if thr:
+        lines.append(throughput_line(tables, acc[-1]["exp_id"] if acc else None, thr))
+    gap = gap_line(tables)
+    if gap:
+        lines.append(gap)
     lines.append("by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
     for a in acc[-5:]:
         lines.append(f"  accepted exp {a['exp_id']}: {a['prev_bpb']:.4f} -> {a['val_bpb']:.4f}  {a['summary'] or ''}"
                      [:120])
     return "\n".join(lines), state == "finished"
+
+
+LAST_RUNS = 10  # the status line's throughput of "the last runs"
+
+
+def noise_line(noise: dict) -> str:
+    """`noise sigma 0.0123 (robust, 4 dof)`; an older ledger records no dof: `noise sigma 0.0123`."""
+    dof = figures._int(noise.get("dof"))
+    return f"noise sigma {figures._num(noise['sigma']):.4f}" + (f" (robust, {dof} dof)" if dof is not None else "")
+
+
+def placement_line(p: dict) -> str:
+    """The run's CPU placement in one line, e.g. `placement: reserved, cores 0-3; workers 0-1 | 2-3; policy 2;
+    learner 3 (why)`."""
+    def cores(x) -> str:
+        return str(x) if x not in (None, "") else "unpinned"
+
+    parts = [str(p.get("mode") or "?")]
+    if "cores" in p:
+        parts.append(f"cores {cores(p['cores'])}")
+    out = "placement: " + ", ".join(parts)
+    roles = []
+    if isinstance(p.get("worker_cores"), list):
+        roles.append("workers " + (" | ".join(cores(c) for c in p["worker_cores"]) or "none"))
+    for role in ("policy", "learner"):
+        if f"{role}_cores" in p:
+            roles.append(f"{role} {cores(p[f'{role}_cores'])}")
+    if roles:
+        out += "; " + "; ".join(roles)
+    if p.get("why"):
+        out += " (" + " ".join(str(p["why"]).split()) + ")"
+    return out
+
+
+def _rate(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def _thr(t: dict) -> str:
+    steps = "-" if t["steps"] is None else f"{t['steps']:.0f}"
+    share = "-" if t["cpu_share"] is None else f"{t['cpu_share']:.2f}"
+    return f"{steps} steps, {_rate(t['tokens_per_s'])} tokens/s, cpu share {share}"
+
+
+def throughput_line(tables: dict, inc_id: int | None, thr: list[dict]) -> str:
+    """Median steps, tokens/s and CPU share of the incumbent's runs (its ok baselines for the start) and of
+    the last LAST_RUNS finished runs that recorded throughput."""
+    ids = {figures._int(r["id"]) for r in figures.incumbent_runs(tables, inc_id)}
+    own = figures.throughput_summary([t for t in thr if t["id"] in ids])
+    last = figures.throughput_summary(thr[-LAST_RUNS:])
+    whose = f"{own['n']} baselines" if inc_id is None else f"exp {inc_id}, {own['n']} run{'s' * (own['n'] != 1)}"
+    line = "throughput (median): "
+    if own["n"]:
+        line += f"incumbent ({whose}): {_thr(own)}; "
+    return line + f"last {last['n']} runs: {_thr(last)}"
+
+
+def gap_line(tables: dict) -> str | None:
+    """`val/test gap: incumbent exp 14 test 1.2100 - val 1.2000 = +0.0100 (2 runs); start ...`, when the
+    ledger has test scores."""
+    if not tables.get("test_scores"):
+        return None
+    inc = figures.incumbents(tables)
+    if not inc:
+        return None
+
+    def one(i: dict) -> str:
+        name = "start" if i["start"] else f"exp {i['exp_id']}"
+        if i["gap"] is None:
+            return f"{name} not scored" + (f" ({i['n_failed']} failed)" if i["n_failed"] else " yet")
+        return (f"{name} test {i['test']:.4f} - val {i['val']:.4f} = {i['gap']:+.4f} ({i['n_test']} run"
+                f"{'s' if i['n_test'] != 1 else ''})")
+
+    line = "val/test gap: incumbent " + one(inc[-1])
+    if len(inc) > 1:
+        line += "; " + one(inc[0])
+    return line
 
 
 def export(d: Path) -> list[Path]:
@@ -96,8 +214,10 @@ def export(d: Path) -> list[Path]:
     try:
         for table in (t for t in TABLES if _has(db, t)):  # a ledger from an older arrl may lack a table
             rows = [dict(r) for r in db.execute(f"SELECT * FROM {table}")]
-            cols = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
-            arrays = {c: [r[c] for r in rows] for c in cols}
+            cols = _cols(db, table)
+            if table == "experiments":  # a ledger from before the throughput columns: exported empty
+                cols += [c for c in figures.THROUGHPUT if c not in cols]
+            arrays = {c: [r.get(c) for r in rows] for c in cols}
             t = pa.table(arrays) if rows else pa.table({c: pa.array([], pa.string()) for c in cols})
             p = out / f"{table}.parquet"
             pq.write_table(t, p)

@@ -13,7 +13,10 @@ Containment, from the outside (nothing here trusts the script):
 - isolation `none` (no bubblewrap on the machine): a plain process group; children are
   found by process tree and by a per-run token in their environment and killed. The
   network is open and the env is writable; the outcome says so.
-- both: `prlimit` caps the data segment (memory), file size and core dumps; a watchdog
+- both: the run's cores (`cores`, arrl.placement) confine the training process and the
+  evaluator with a cpuset cgroup where the machine allows it (arrl.cores), and the CPU time
+  the training tree gets is measured from outside (the contention check, arrl.contention);
+  `prlimit` caps the data segment (memory), file size and core dumps; a watchdog
   sums the resident memory and counts the processes of the run's tree, and sizes the
   work directory (many files each under the file-size cap still fill a disk); the run is
   killed at budget + grace measured from spawn (status `timeout`); stdout/stderr are
@@ -44,6 +47,7 @@ from pathlib import Path
 
 import psutil
 
+from arrl.cores import CoreSet, parse as parse_cores
 from arrl.outcome import Outcome, Timings
 
 ENV_MOUNT = "/arrl/env"
@@ -68,6 +72,7 @@ class SandboxConfig:
     isolation: str = "auto"  # auto | bwrap | none
     python: str = sys.executable
     gpu: str | None = None  # host GPU index or UUID given to this run; None = CPU
+    cores: str = ""  # the CPU cores the run is confined to, e.g. "1" or "0-3" ("" = not pinned)
 
 
 def bwrap_available() -> bool:
@@ -126,6 +131,16 @@ class ProcessSandbox:
         elif iso not in ("bwrap", "none"):
             raise ValueError(f"unknown isolation {iso!r} (auto, bwrap, none)")
         self.isolation = iso
+        self.coreset = CoreSet(config.cores)  # made once per sandbox, used by every run
+
+    def close(self) -> None:
+        """Release the run's cgroup (arrl.cores); a sandbox is used for many runs, then closed."""
+        self.coreset.close()
+
+    @property
+    def pinning(self) -> str:
+        """How the run is held to its cores: "cpuset" (a wall), "affinity" (honest code only) or ""."""
+        return self.coreset.mode
 
     # ---- building the command lines ---------------------------------------------
     def _data_items(self, split: str) -> list[Path]:
@@ -205,9 +220,15 @@ class ProcessSandbox:
             env = self._env_vars(token, str(view), str(work), str(self.env_dir.parent), seed)
             full = self._limits() + cmd
             cwd = work
-        return subprocess.Popen(full, env=env, cwd=cwd, start_new_session=True, **popen)
+        return subprocess.Popen(self.coreset.wrap(full), env=env, cwd=cwd, start_new_session=True, **popen)
 
     # ---- running ------------------------------------------------------------------
+    def score(self, model: Path, run_dir: Path, split: str = "test", seed: int = 0) -> dict:
+        """Evaluate a model that a run saved on another split of the environment (the sealed test
+        split), in a fresh evaluator sandbox that sees only that split and the model; returns the
+        evaluator's JSON ({"status", "test_bpb", ...})."""
+        return _score_split(self, model, run_dir, split, seed)
+
     def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:
         """Train `source` in a fresh `run_dir`, evaluate it, and return the Outcome."""
         cfg = self.config
@@ -219,6 +240,8 @@ class ProcessSandbox:
         token = uuid.uuid4().hex
         work_path = WORK_MOUNT if self.isolation == "bwrap" else str(work)
 
+        watched = parse_cores(cfg.cores) if cfg.cores else tuple(range(os.cpu_count() or 1))
+        busy0, watch0 = _busy_s(watched), _thread_cpu_s()
         t_spawn_wall, t_spawn = time.time(), time.monotonic()
         evaluator = self._spawn(  # -P: the work dir (its cwd) is not on its module path
             [cfg.python, "-P", "-m", "env.evaluate", "--wait", "--model", f"{work_path}/{MODEL_FILE}", "--data-dir",
@@ -236,10 +259,17 @@ class ProcessSandbox:
         log = _Log(trainer.stdout, run_dir / "train.log", cfg.log_cap_bytes)
 
         killed_for, peak_rss, abort_reason = None, 0.0, ""
+        cpu_seen: dict = {}  # (pid, start time) -> CPU seconds: the training tree's CPU time
+        eval_seen: dict = {}  # the same for the waiting evaluator (its imports): the run's own, not foreign
         deadline = t_spawn + cfg.budget_s + cfg.grace_s
         last_progress_size, next_disk_check = -1, 0.0
+        next_cpu = 0.0
         while trainer.poll() is None:
             tree = _tree(trainer.pid)
+            if time.monotonic() >= next_cpu:  # CPU accounting 4 times a second: the watchdog's own cost is foreign
+                next_cpu = time.monotonic() + 0.25
+                _cpu_times(tree, cpu_seen)
+                _cpu_times(_tree(evaluator.pid), eval_seen)
             rss = _rss_mb(tree)
             peak_rss = max(peak_rss, rss)
             if time.monotonic() > deadline:
@@ -265,7 +295,8 @@ class ProcessSandbox:
                         break
             time.sleep(0.05)
         _kill(trainer, token)
-        t_exit_wall = time.time()
+        t_exit_wall, t_exit = time.time(), time.monotonic()
+        busy1, watch1 = _busy_s(watched), _thread_cpu_s()
         log.join()
         exit_code = trainer.returncode
         prog = _read_progress(work / PROGRESS_FILE, run_dir / PROGRESS_FILE)
@@ -283,6 +314,12 @@ class ProcessSandbox:
 
         within = lambda t: t if t is not None and t_spawn_wall <= t <= t_exit_wall else None  # noqa: E731
         start, launch = within(prog.start_time), within(prog.launch_time)
+        cpu_s = sum(cpu_seen.values())
+        span = (t_exit - t_spawn) * len(watched)  # what the run's cores could give while it trained
+        cpu_share = cpu_s / span if span > 0 else None
+        own = cpu_s + sum(eval_seen.values()) + (watch1 - watch0)  # the run, its evaluator, this watchdog
+        foreign = max(0.0, (busy1 - busy0) - own) / span if span > 0 and busy0 is not None and busy1 is not None \
+            else None
         setup_s = start - t_spawn_wall if start else None
         train_s = t_exit_wall - start if start else None
         launch_s = launch - t_spawn_wall if launch else None
@@ -297,8 +334,35 @@ class ProcessSandbox:
             exit_code=exit_code,
             peak_rss_mb=round(peak_rss, 1),
             steps=prog.curve[-1].step if prog.curve else None,
+            tokens=getattr(prog, "tokens", None),
+            cpu_s=round(cpu_s, 3),
+            cpu_share=None if cpu_share is None else round(cpu_share, 4),
+            foreign_share=None if foreign is None else round(foreign, 4),
+            cores=self.coreset.cores,
             curve=tuple((p.elapsed, p.step, p.train_loss) for p in prog.curve),
         )
+
+
+def _score_split(box: "ProcessSandbox", model: Path, run_dir: Path, split: str, seed: int) -> dict:
+    """`ProcessSandbox.score`'s body (kept beside the run it mirrors)."""
+    cfg = box.config
+    run_dir = Path(run_dir).resolve()
+    work = run_dir / "work"
+    work.mkdir(parents=True)
+    shutil.copyfile(model, work / MODEL_FILE)
+    token = uuid.uuid4().hex
+    bw = box.isolation == "bwrap"
+    work_path = WORK_MOUNT if bw else str(work)
+    evaluator = box._spawn(
+        [cfg.python, "-P", "-m", "env.evaluate", "--wait", "--model", f"{work_path}/{MODEL_FILE}", "--data-dir",
+         DATA_MOUNT if bw else str(run_dir / f"data-{split}"), "--split", split,
+         "--device", "cuda" if cfg.gpu is not None else "cpu"],
+        split, run_dir, work, False, token, seed,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(run_dir / "eval.log", "wb"))
+    try:
+        return _await_eval(evaluator, cfg.eval_timeout_s)
+    finally:
+        _kill(evaluator, token)
 
 
 def _train_status(killed_for, exit_code, prog, log_tail: str, cfg: SandboxConfig):
@@ -361,6 +425,45 @@ def _tree(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def _busy_s(cores) -> float | None:
+    """Seconds the kernel counts `cores` busy since boot (all but idle and iowait, steal included), from
+    /proc/stat; None where it cannot be read. Busy time on a run's cores that is not the run's own is
+    what other processes took from it (arrl.contention)."""
+    want = {f"cpu{c}" for c in cores}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for line in lines:
+        f = line.split()
+        if f and f[0] in want:
+            v = [int(x) for x in f[1:9]]
+            total += sum(v) - v[3] - v[4]  # user nice system idle iowait irq softirq steal
+    return total / ticks
+
+
+def _thread_cpu_s() -> float:
+    """CPU seconds of the calling thread (the watchdog's own cost, which may land on the run's cores)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_THREAD)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_times(procs: list[psutil.Process], seen: dict) -> None:
+    """Note each process's CPU seconds so far (user + system; its own, not its children's, so nothing
+    counts twice when a parent reaps a child). What a process used after the last look is lost:
+    at most one poll interval of it."""
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            seen[(p.pid, p.create_time())] = t.user + t.system
+        except psutil.Error:
+            pass
 
 
 def _rss_mb(procs: list[psutil.Process]) -> float:

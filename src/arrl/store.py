@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS experiments (
     state TEXT NOT NULL DEFAULT 'pending',                                   -- pending | running | done
     worker TEXT, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL,
     status TEXT, val_bpb REAL, train_s REAL, wall_s REAL, peak_rss_mb REAL, message TEXT,
-    reused_from INTEGER, reward REAL, outcome TEXT);
+    reused_from INTEGER, reward REAL, outcome TEXT,
+    steps INTEGER, tokens INTEGER, tokens_per_s REAL,                        -- throughput (arrl.contention)
+    cpu_s REAL, cpu_share REAL, cores TEXT,                                  -- CPU time got / (train wall x cores)
+    foreign_share REAL);                                                     -- share of its cores others took
 CREATE INDEX IF NOT EXISTS exp_norm ON experiments(norm_sha, state);
 CREATE TABLE IF NOT EXISTS accepted (
     exp_id INTEGER PRIMARY KEY, created REAL NOT NULL, val_bpb REAL NOT NULL, prev_bpb REAL NOT NULL,
@@ -46,9 +49,17 @@ CREATE TABLE IF NOT EXISTS samples (                                         -- 
     exp_id INTEGER PRIMARY KEY, version INTEGER NOT NULL,                    -- the update that consumed it
     used INTEGER NOT NULL, staleness INTEGER);                               -- used=0: dropped (stale/invalid)
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, data TEXT);
+CREATE TABLE IF NOT EXISTS test_scores (                                     -- the sealed test split: never read
+    exp_id INTEGER PRIMARY KEY, incumbent_id INTEGER NOT NULL,               -- for reward, acceptance or abort
+    created REAL NOT NULL, status TEXT NOT NULL, test_bpb REAL, message TEXT);
 """
 
-EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message", "reward", "outcome")
+EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message", "reward", "outcome", "steps",
+              "tokens", "tokens_per_s", "cpu_s", "cpu_share", "cores", "foreign_share")
+# columns added since the first ledgers: a resumed old run gets them (empty) when it is opened
+ADDED_COLUMNS = {"experiments": (("steps", "INTEGER"), ("tokens", "INTEGER"), ("tokens_per_s", "REAL"),
+                                 ("cpu_s", "REAL"), ("cpu_share", "REAL"), ("cores", "TEXT"),
+                                 ("foreign_share", "REAL"))}
 
 
 class StoreError(Exception):
@@ -67,11 +78,19 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            self._migrate()
             self.db.execute("PRAGMA quick_check").fetchone()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.db_path}: the ledger is unreadable ({e}); it was left untouched") from None
         except OSError as e:
             raise StoreError(f"{self.root}: cannot use the run directory ({e.strerror})") from None
+
+    def _migrate(self) -> None:
+        for table, cols in ADDED_COLUMNS.items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in cols:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     # -- transactions ------------------------------------------------------------------------
     def tx(self):
@@ -113,6 +132,21 @@ class Store:
         self.db.execute("UPDATE experiments SET state='running', worker=?, started=?, attempts=attempts+1 "
                         "WHERE id=? AND state!='done'", (worker, time.time(), exp_id))
 
+    def requeue(self, exp_id: int) -> bool:
+        """A running experiment goes back to pending (it runs again); False if it was not running."""
+        return self.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE id=? AND state='running'",
+                               (exp_id,)).rowcount == 1
+
+    def redo(self, exp_id: int) -> bool:
+        """A finished experiment is cleared and goes back to pending (a baseline found contended once its
+        peers were in); its result lives on in a `contended` event and its experiment folder."""
+        return self.db.execute("UPDATE experiments SET state='pending', worker=NULL, status=NULL, val_bpb=NULL, "
+                               "reward=NULL, message=NULL WHERE id=? AND state='done'", (exp_id,)).rowcount == 1
+
+    def test_scored(self) -> set[int]:
+        """Experiments whose model has a test-split score (read only to avoid scoring twice)."""
+        return {r[0] for r in self.db.execute("SELECT exp_id FROM test_scores")}
+
     def finish(self, exp_id: int, **fields) -> bool:
         """Record an experiment's result once; returns False if it was already done (not counted twice)."""
         bad = set(fields) - set(EXP_FIELDS) - {"reused_from"}
@@ -137,9 +171,10 @@ class Store:
         return self.db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
 
     def done_with_norm(self, norm_sha: str) -> sqlite3.Row | None:
-        """The first finished, non-reused run of the same normalised source (for de-duplication)."""
+        """The first finished, non-reused run of the same normalised source (for de-duplication); a run that
+        stayed `contended` measured nothing and answers nothing."""
         return self.db.execute("SELECT * FROM experiments WHERE norm_sha=? AND state='done' AND reused_from IS NULL "
-                               "AND status IS NOT NULL AND kind!='baseline' ORDER BY id LIMIT 1",
+                               "AND status IS NOT NULL AND status!='contended' AND kind!='baseline' ORDER BY id LIMIT 1",
                                (norm_sha,)).fetchone()
 
     def counts(self) -> dict[str, int]:
@@ -150,6 +185,13 @@ class Store:
     def accept(self, exp_id: int, val_bpb: float, prev_bpb: float) -> None:
         self.db.execute("INSERT OR IGNORE INTO accepted(exp_id, created, val_bpb, prev_bpb) VALUES(?,?,?,?)",
                         (exp_id, time.time(), val_bpb, prev_bpb))
+
+    def add_test_score(self, exp_id: int, incumbent_id: int, status: str, test_bpb: float | None,
+                       message: str = "") -> None:
+        """The sealed test split's score of one run's model (once). Nothing that decides a reward,
+        an acceptance or an abort reads this table."""
+        self.db.execute("INSERT OR IGNORE INTO test_scores(exp_id, incumbent_id, created, status, test_bpb, message) "
+                        "VALUES(?,?,?,?,?,?)", (exp_id, incumbent_id, time.time(), status, test_bpb, message[:1000]))
 
     def set_commit(self, exp_id: int, sha: str) -> None:
         self.db.execute("UPDATE accepted SET commit_sha=? WHERE exp_id=?", (sha, exp_id))

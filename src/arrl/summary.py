@@ -3,8 +3,11 @@
     runs/<name>/report/          (or --out DIR)
       progress.png               val_bpb of every experiment, the incumbent as a step line
       learning.png               rewards by adapter version; the learner's reward, KL, clip fraction
-      summary.html               one file, no external requests: both figures (base64 data URIs),
-                                 the best diff, accepted edits, statuses, timings, the run's config
+      gap.png                    each incumbent's val_bpb and sealed test_bpb and their gap (only when
+                                 the run has test scores)
+      summary.html               one file, no external requests: the figures (base64 data URIs),
+                                 the best diff, accepted edits, incumbents' val/test, statuses,
+                                 timings and throughput, the run's config
 
 The report first refreshes the run's Parquet export (arrl.report.export, which also writes
 results.tsv) and draws from those tables with arrl.figures, the functions the notebook uses.
@@ -27,7 +30,8 @@ from pathlib import Path
 
 from arrl import figures
 
-FILES = ("progress.png", "learning.png", "summary.html")
+FILES = ("progress.png", "learning.png", "summary.html")  # always written
+GAP_FILE = "gap.png"  # written (before summary.html) when the run has test scores
 
 
 class ReportError(Exception):
@@ -83,7 +87,8 @@ def _line(e: Exception) -> str:
 
 # -- writing ----------------------------------------------------------------------------------
 def write_report(run_dir: Path, out: Path | None = None) -> list[Path]:
-    """Write progress.png, learning.png and summary.html for the run in `run_dir`; returns their paths."""
+    """Write progress.png, learning.png, gap.png (when the run has test scores) and summary.html for the run
+    in `run_dir`; returns their paths."""
     run = load(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "report"
     try:
@@ -96,6 +101,8 @@ def write_report(run_dir: Path, out: Path | None = None) -> list[Path]:
         "progress.png": figures.png_bytes(figures.progress_figure(t, name, target), figures.progress_data(t)["counts"]),
         "learning.png": figures.png_bytes(figures.learning_figure(t, name, target), figures.learning_data(t)["counts"]),
     }
+    if t.get("test_scores"):
+        pngs[GAP_FILE] = figures.png_bytes(figures.gap_figure(t, name, target), figures.gap_data(t)["counts"])
     page = summary_html(run, pngs)
     paths = []
     try:
@@ -155,6 +162,29 @@ def accepted_table(tables: dict, sigma: float | None = None) -> tuple[list[str],
     return header, rows
 
 
+def incumbents_table(tables: dict) -> tuple[list[str], list[list]]:
+    """(header, rows) of the incumbents (the start, then each accepted edit) with their val, test and gap."""
+    header = ["incumbent", "from exp", "summary", "val_bpb", "test_bpb", "test runs", "gap (test − val)"]
+    rows = []
+    for i in figures.incumbents(tables):
+        runs = str(i["n_test"]) + (f" (+{i['n_failed']} failed)" if i["n_failed"] else "")
+        what = "start: " + i["summary"] if i["start"] else figures.shorten(i["summary"], 80)
+        rows.append([i["exp_id"], i["at"], what, _f(i["val"]), _f(i["test"]), runs, _f(i["gap"], "+.4f")])
+    return header, rows
+
+
+THROUGHPUT_ROWS = 200  # the throughput table's most recent runs
+
+
+def throughput_table(tables: dict) -> tuple[list[str], list[list]]:
+    """(header, rows) of the finished runs that recorded throughput (the most recent THROUGHPUT_ROWS)."""
+    header = ["exp", "kind", "status", "steps", "tokens/s", "cpu s", "cpu share", "foreign share", "cores"]
+    rows = [[r["id"], r["kind"], r["status"], _f(r["steps"], "d"), _f(r["tokens_per_s"], ",.0f"),
+             _f(r["cpu_s"], ".1f"), _f(r["cpu_share"], ".2f"), _f(r["foreign_share"], ".2f"), r["cores"] or "–"]
+            for r in figures.throughput_rows(tables)[-THROUGHPUT_ROWS:]]
+    return header, rows
+
+
 def _median(xs) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -170,7 +200,8 @@ def summary_html(run: dict, pngs: dict[str, bytes]) -> str:
     acc = prog["accepted"]
     noise = meta.get("noise") if isinstance(meta.get("noise"), dict) else {}
     sigma = num(noise.get("sigma"))
-    base = figures.baseline_mean(t)
+    dof = figures._int(noise.get("dof"))
+    base = figures.baseline_value(t)
     best = min(acc, key=lambda a: a["val_bpb"]) if acc else None
     pol, wk = cfg.get("policy") or {}, cfg.get("workers") or {}
     state = str(meta.get("status", "starting")) + (f" ({meta['stop_reason']})" if meta.get("stop_reason") else "")
@@ -183,12 +214,30 @@ def summary_html(run: dict, pngs: dict[str, bytes]) -> str:
               f"report written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>")]
     c = prog["counts"]
     kv = [["experiments finished", c["total"]], ["pending or running", prog["in_flight"]],
-          ["baseline val_bpb (mean of ok baselines)", _f(base)],
-          ["noise σ", _f(sigma)],
-          ["best val_bpb", _f(best["val_bpb"]) + f" (exp {best['exp_id']})" if best else "–"],
-          ["improvement over the baseline", _f(base - best["val_bpb"] if best and base is not None else None, "+.4f")],
-          ["accepted edits", len(acc)]]
-    parts.append(html_table(None, kv, cls="kv"))
+          ["baseline val_bpb (median of ok baselines)", _f(base)],
+          ["noise σ", _f(sigma) + (f" (robust, {dof} dof)" if sigma is not None and dof is not None else "")]]
+    if noise.get("warning"):
+        kv.append(["noise warning", " ".join(str(noise["warning"]).split())])
+    kv += [["best val_bpb", _f(best["val_bpb"]) + f" (exp {best['exp_id']})" if best else "–"],
+           ["improvement over the baseline", _f(base - best["val_bpb"] if best and base is not None else None,
+                                                "+.4f")],
+           ["accepted edits", len(acc)]]
+    gaps = figures.gap_data(t)
+    last = gaps["incumbents"][-1] if gaps["incumbents"] else None
+    if t.get("test_scores") and last:
+        kv.append(["val/test gap of the incumbent", _f(last["gap"], "+.4f") + (
+            f" (test {_f(last['test'])}, val {_f(last['val'])})" if last["gap"] is not None else " (not scored)")])
+    thr = prog["throughput"]
+    reruns = figures.contended_reruns(t)
+    n_contended = sum(1 for r in done if r.get("status") == "contended")
+    if thr or reruns or n_contended:
+        kv.append(["contended", f"{len(reruns)} re-run(s) after too little compute, {n_contended} run(s) ended "
+                                "contended"])
+    if isinstance(meta.get("placement"), dict) and meta["placement"]:
+        from arrl import report
+
+        kv.append(["placement", report.placement_line(meta["placement"]).removeprefix("placement: ")])
+    parts.append(html_table(None, kv, cls="kv key-numbers"))
     parts.append("<h2>Progress</h2>")
     parts.append(_img(pngs["progress.png"], "val_bpb of every experiment and the incumbent"))
     parts.append("<h2>Policy learning</h2>")
@@ -214,6 +263,15 @@ def summary_html(run: dict, pngs: dict[str, bytes]) -> str:
     else:
         parts.append("<p class='empty'>none</p>")
 
+    if t.get("test_scores"):
+        parts.append("<h2>Validation vs test</h2>")
+        parts.append("<p>Each incumbent's model scored on the sealed test split (never used for a reward, an "
+                     "acceptance or an abort): test_bpb is the median of its runs' ok scores; the gap is "
+                     "test − val, where val is the value acceptance used.</p>")
+        parts.append(_img(pngs[GAP_FILE], "val_bpb and test_bpb of each incumbent, and their gap"))
+        header, rows = incumbents_table(t)
+        parts.append(html_table(header, rows, numeric={0, 1, 3, 4, 5, 6}, cls="incumbents"))
+
     parts.append("<h2>Experiments by status</h2>")
     kinds = ("baseline", "candidate", "confirm")
     by: dict[str, dict[str, int]] = {}
@@ -237,9 +295,29 @@ def summary_html(run: dict, pngs: dict[str, bytes]) -> str:
     rows = []
     for s in sorted(by):
         rs = [r for r in done if (r.get("status") or "?") == s]
-        rows.append([s, len(rs), _f(_median(num(r.get("train_s")) for r in rs), ".2f"),
-                     _f(_median(num(r.get("wall_s")) for r in rs), ".2f")])
-    parts.append(html_table(["status", "n", "median train_s", "median wall_s"], rows, numeric={1, 2, 3}))
+        row = [s, len(rs), _f(_median(num(r.get("train_s")) for r in rs), ".2f"),
+               _f(_median(num(r.get("wall_s")) for r in rs), ".2f")]
+        if thr:
+            m = figures.throughput_summary([x for x in thr if (x["status"] or "?") == s])
+            row += [_f(m["steps"], ".0f"), _f(m["tokens_per_s"], ",.0f"), _f(m["cpu_share"], ".2f")]
+        rows.append(row)
+    header = ["status", "n", "median train_s", "median wall_s"]
+    if thr:
+        header += ["median steps", "median tokens/s", "median cpu share"]
+    parts.append(html_table(header, rows, numeric=set(range(1, len(header))), cls="timings"))
+    if thr:
+        parts.append("<h3>Throughput</h3>")
+        parts.append("<p>Steps, tokens per second of training and CPU share (CPU seconds the run's processes got "
+                     "/ (its training wall time × its cores); 1.0 = its cores fully busy) and foreign share "
+                     "(the share of its cores other processes took) of the runs that recorded them.</p>")
+        header, rows = throughput_table(t)
+        parts.append(html_table(header, rows, numeric={0, 3, 4, 5, 6, 7}, cls="throughput"))
+    if reruns:
+        parts.append("<h3>Contended re-runs</h3>")
+        rows = [[figures._int(e.get("exp")), figures._int(e.get("attempt")), _f(num(e.get("cpu_share")), ".2f"),
+                 _f(num(e.get("tokens_per_s")), ",.0f"), figures.shorten(e.get("reason"), 160)] for e in reruns]
+        parts.append(html_table(["exp", "attempt", "cpu share", "tokens/s", "reason"], rows, numeric={0, 1, 2, 3},
+                                cls="contended"))
     parts.append("<h3>Learner updates</h3>")
     if learn["updates"]:
         rows = [[u["version"], u["samples_in"] if u["samples_in"] is not None else "–", _f(u["reward_mean"], "+.3f"),

@@ -6,6 +6,8 @@ target.toml fields (all validated; unknown fields are errors that name the file)
     grace_s       extra seconds before the hard kill (start-up, saving)   default 20
     memory_mb     memory limit of a run's process tree                  default 4096
     description   one line shown in listings and prompts
+    sigma_max_bpb the largest run-to-run noise sigma that is plausible for this target; a larger
+                  estimate is flagged in `arrl status` and the report (0: no check)   default 0
     [[editable]]  optional regions of train.py the policy may change:
                   begin = "marker line text", end = "marker line text"
     allow         names the static edit policy lets edits use (modules, calls), e.g. ["shutil"]
@@ -56,6 +58,7 @@ class Target:
     editable: tuple[Region, ...]
     catalog: tuple[Knob, ...]
     allow: frozenset[str] = frozenset()
+    sigma_max_bpb: float = 0.0
 
     @property
     def train_py(self) -> Path:
@@ -70,7 +73,7 @@ class Target:
 
 
 _FIELDS = {"profile": str, "budget_s": (int, float), "grace_s": (int, float), "memory_mb": int,
-           "description": str, "editable": list, "catalog": dict, "allow": list}
+           "sigma_max_bpb": (int, float), "description": str, "editable": list, "catalog": dict, "allow": list}
 
 
 def _assignments(tree: ast.Module, source: str) -> dict[str, str]:
@@ -163,8 +166,9 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
     budget = float(spec.get("budget_s", prof.time_budget_s))
     grace = float(spec.get("grace_s", 20))
     memory = spec.get("memory_mb", 4096)
-    if budget <= 0 or grace < 0 or memory <= 0:
-        raise TargetError(f"{where}: budget_s and memory_mb must be positive, grace_s not negative")
+    sigma_max = float(spec.get("sigma_max_bpb", 0.0))
+    if budget <= 0 or grace < 0 or memory <= 0 or sigma_max < 0:
+        raise TargetError(f"{where}: budget_s and memory_mb must be positive, grace_s and sigma_max_bpb not negative")
     return Target(
         name=d.name,
         dir=d.resolve(),
@@ -176,4 +180,5 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
         editable=_regions(spec.get("editable", []), source.splitlines(), where),
         catalog=_catalog(spec.get("catalog", {}), _assignments(tree, source), where),
         allow=frozenset(allow),
+        sigma_max_bpb=sigma_max,
     )

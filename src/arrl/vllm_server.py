@@ -46,6 +46,7 @@ class ServerConfig:
     kv_cache_gib: int = 1  # CPU only
     gpu_memory_utilization: float | None = None  # default 0.3 on CPU, 0.85 on GPU
     threads: int | None = None  # CPU threads for the engine (OMP); default: all cores
+    cores: str = ""  # CPU cores the server runs on, e.g. "0" (arrl.placement); "" = wherever the OS puts it
     json_whitespace: bool = False  # structured outputs: allow whitespace between JSON tokens (wasted
     # decisions for a small policy); the grammar backend is pinned to xgrammar so arrl.grammar can rebuild its mask
     extra_args: tuple[str, ...] = ()
@@ -123,7 +124,12 @@ class VLLMServer:
         if self.device() == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gib)
             env.setdefault("VLLM_TARGET_DEVICE", "cpu")
-            if self.config.threads:
+            if self.config.cores:  # vLLM binds its OMP threads itself: to these cores, one thread each
+                from arrl.cores import parse
+
+                env["OMP_NUM_THREADS"] = str(self.config.threads or len(parse(self.config.cores)))
+                env["VLLM_CPU_OMP_THREADS_BIND"] = self.config.cores
+            elif self.config.threads:
                 env["OMP_NUM_THREADS"] = str(self.config.threads)
                 env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         env.update(self.config.env)
@@ -163,7 +169,8 @@ class VLLMServer:
         me = psutil.Process()
         guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(me.create_time()),
                  str(pid_file), "--"]
-        launcher = subprocess.Popen(guard + self.command(), stdout=log, stderr=subprocess.STDOUT,
+        pin = ["taskset", "-c", self.config.cores] if self.config.cores else []  # the server and all it starts
+        launcher = subprocess.Popen(pin + guard + self.command(), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
         log.close()
         self.pgid = launcher.pid  # the launcher led a new session; its group outlives it

@@ -25,6 +25,9 @@ def host_gpus_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+KEEP_MODELS = 8  # models of `ok` runs a worker keeps for the sealed test split's evaluation (newest)
+
+
 class UnsafeNode(RuntimeError):
     """This node may not run untrusted code the way the run asks (see ARRL_CLUSTER_NODE)."""
 
@@ -60,6 +63,12 @@ class ExperimentWorker:
         # Ray's GPU ids -> the host device the sandbox gets; fake GPUs (no /dev/nvidia*) run on CPU.
         self.ray_gpus = list(gpu_ids or [])
         gpu = str(self.ray_gpus[0]) if self.ray_gpus and host_gpus_present() else None
+        sandbox = dict(sandbox)
+        if sandbox.get("cores"):  # the plan was made on the launching machine; this node may have fewer cores
+            from arrl import cores as cores_mod
+
+            if not set(cores_mod.parse(sandbox["cores"])) <= set(cores_mod.available()):
+                sandbox["cores"] = ""  # unpinned: its outcomes say cores "" and contention is judged on throughput
         self.sandbox_config = SandboxConfig(**{**sandbox, "gpu": gpu})
         self._sandbox = None
         self.catalog = tuple(catalog)  # the simulated backend scores knobs from it
@@ -68,6 +77,7 @@ class ExperimentWorker:
         self._lock = threading.Lock()
         self.current: dict | None = None  # exp id, started, budget, last progress record
         self.done = 0
+        self.kept: dict[int, tuple[Path | str, int]] = {}  # exp id -> (its model, or its source when simulated; seed)
         self.busy_s = 0.0
         self.started = time.time()
         from arrl.metrics import WorkerMetrics
@@ -104,7 +114,15 @@ class ExperimentWorker:
         from env import manifest
 
         if (self.data_dir / "manifest.json").is_file():
-            return
+            try:
+                if manifest.has_test_split(manifest.read(self.data_dir)):
+                    return
+            except manifest.DataError:
+                pass
+            if self.profile != "shakespeare":  # prepared by an older arrl, without the sealed test split
+                raise RuntimeError(f"{self.name}: the data for profile {self.profile!r} at {self.data_dir} has no "
+                                   f"test split (prepared by an older arrl); run `arrl prepare --profile "
+                                   f"{self.profile}` on every node")
         if self.profile != "shakespeare":
             raise RuntimeError(f"{self.name}: no prepared data for profile {self.profile!r} at {self.data_dir}; run "
                                f"`arrl prepare --profile {self.profile}` on every node")
@@ -157,8 +175,49 @@ class ExperimentWorker:
                 self.busy_s += time.time() - t0
             self.done += 1
             self.metrics.update(self.busy_s, time.time() - self.started)
+        if outcome.status == "ok":
+            self._keep(exp_id, run_dir, source, seed)
         shutil.rmtree(run_dir, ignore_errors=True)
         return {"outcome": outcome.to_dict(), "worker": self.name, "isolation": getattr(sandbox, "isolation", "")}
+
+    def _keep(self, exp_id: int, run_dir: Path, source: str, seed: int) -> None:
+        """Keep an `ok` run's model (the newest KEEP_MODELS), so an incumbent's runs can be scored on the test split."""
+        if self.backend == "simulated":
+            self.kept[exp_id] = (source, seed)
+        else:
+            model = run_dir / "work" / "model.pt2"
+            dest = self.scratch / "models" / f"{exp_id:06d}.pt2"
+            dest.parent.mkdir(exist_ok=True)
+            try:
+                shutil.move(str(model), dest)
+            except OSError:
+                return
+            self.kept[exp_id] = (dest, seed)
+        while len(self.kept) > KEEP_MODELS:
+            old, _ = self.kept.pop(min(self.kept))
+            if isinstance(old, Path):
+                old.unlink(missing_ok=True)
+
+    def score_test(self, exp_id: int) -> dict:
+        """The sealed test split's score of experiment `exp_id`'s model, in a separate evaluation that sees
+        only the test split: {"status", "test_bpb", "message"}. `missing` when this worker no longer
+        holds that model (evicted, or a worker started after it ran)."""
+        if exp_id not in self.kept:
+            return {"status": "missing", "test_bpb": None,
+                    "message": f"{self.name} does not hold the model of experiment {exp_id}"}
+        held, seed = self.kept[exp_id]
+        if self.backend == "simulated":
+            from arrl.simulated import test_value
+
+            r = test_value(held, self.catalog, seed)
+        else:
+            run_dir = self.scratch / f"test-{exp_id:06d}-{int(time.time() * 1000) % 10**8}"
+            try:
+                r = self._ensure().score(held, run_dir, "test", seed)
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        return {"status": r.get("status", "invalid_metric"), "test_bpb": r.get("test_bpb"),
+                "message": str(r.get("message", ""))[:500]}
 
     def sweep(self) -> int:
         """Remove this worker's sandbox containers on its node (the driver calls it before killing the actor)."""
