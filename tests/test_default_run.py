@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from arrl import config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,7 @@ SHORTENED = {"search": {"noise_runs": 2}, "oracle": {"max_experiments": 4}, "wor
              "learner": {"batch_size": 4}, "name": "default-short"}
 
 
+@pytest.mark.timeout(1500)
 def test_the_default_run_shortened(shakespeare_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
     default = config_mod.Config()
