@@ -59,25 +59,26 @@ def test_split_is_deterministic_and_keeps_the_training_set_large():
     assert sum(map(len, train)) > 0.85 * sum(map(len, texts.values()))
 
 
-def test_corrupted_shard_is_detected(shakespeare_dir, tmp_path):
+def _flipped_copy(data_dir, tmp_path, shard_name: str, where: float, mask: int):
+    """A copy of the prepared data with one byte of one shard flipped (same size: only the hash can tell)."""
     copy = tmp_path / "copy"
-    shutil.copytree(shakespeare_dir, copy)
-    shard = copy / "train" / "shard_00001.parquet"
+    shutil.copytree(data_dir, copy)
+    shard = copy / shard_name
     data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[int(len(data) * where)] ^= mask
     shard.write_bytes(bytes(data))
+    return copy, shard
+
+
+def test_corrupted_shard_is_detected(shakespeare_dir, tmp_path):
+    copy, _ = _flipped_copy(shakespeare_dir, tmp_path, "train/shard_00001.parquet", 1 / 2, 0xFF)
     manifest.verify(copy, full=False)  # same size: only the hash can tell
     with pytest.raises(manifest.DataError, match="shard_00001.parquet: sha256 mismatch"):
         manifest.verify(copy, full=True)
 
 
 def test_corrupted_test_shard_is_detected(shakespeare_dir, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(shakespeare_dir, copy)
-    shard = copy / "test" / "shard_00000.parquet"
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 3] ^= 0x01
-    shard.write_bytes(bytes(data))
+    copy, shard = _flipped_copy(shakespeare_dir, tmp_path, "test/shard_00000.parquet", 1 / 3, 0x01)
     manifest.verify(copy, only="val/")
     with pytest.raises(manifest.DataError, match="test/shard_00000.parquet: sha256 mismatch"):
         manifest.verify(copy, only="test/")
