@@ -1,0 +1,91 @@
+"""The README's main command as a user sees it: what one default run measured, and whether it holds.
+
+    # in a fresh clone with ../shared beside it:
+    bash scripts/setup.sh && .venv/bin/arrl prepare && .venv/bin/arrl launch
+    .venv/bin/python bench/default_run.py runs/<name> [--seeds 3] [--alone 5] [--out FILE.json]
+
+For the run in RUN_DIR it reports the baselines' steps and val_bpb, σ with its degrees of
+freedom and warning, each accepted edit, the contended re-runs and the wall time; then it
+re-runs every accepted edit's train.py on its own (`arrl run tiny --source ... --seed S`,
+`--seeds` seeds, pinned to the worker's cores as in the run) and the unedited train.py
+`--alone` times, and says whether each accepted edit reproduces: the median of its separate
+runs beats the median of the separate runs of the incumbent it replaced (the unedited script,
+or the accepted edit before it) by more than 2 pooled standard deviations of those runs. `--alone 0 --seeds 0` only reads the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ledger(run_dir: Path) -> dict:
+    db = sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    base = [dict(zip(("exp", "status", "val_bpb", "steps", "foreign_share", "attempts"), r)) for r in db.execute(
+        "SELECT id, status, val_bpb, steps, foreign_share, attempts FROM experiments WHERE kind='baseline' ORDER BY id")]
+    acc = [dict(zip(("exp", "val_bpb", "prev_bpb", "summary"), r)) for r in db.execute(
+        "SELECT a.exp_id, a.val_bpb, a.prev_bpb, e.summary FROM accepted a JOIN experiments e ON e.id = a.exp_id "
+        "ORDER BY a.created")]
+    contended = db.execute("SELECT COUNT(*) FROM events WHERE kind='contended'").fetchone()[0]
+    steps = [r[0] for r in db.execute("SELECT steps FROM experiments WHERE steps IS NOT NULL")]
+    return {"run": run_dir.name, "placement": meta.get("placement"), "noise": meta.get("noise"),
+            "wall_s": meta.get("wall_s"), "stop_reason": meta.get("stop_reason"), "baselines": base,
+            "accepted": acc, "contended_reruns": contended, "runs_with_steps": len(steps)}
+
+
+def run_one(source: Path, seed: int, cores: str) -> dict:
+    cmd = [sys.executable, "-m", "arrl", "run", "tiny", "--source", str(source), "--seed", str(seed), "--json"]
+    if cores:
+        cmd += ["--cores", cores]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    o = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"status": o["status"], "val_bpb": o["val_bpb"], "steps": o["steps"], "foreign_share": o["foreign_share"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--alone", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rep = ledger(args.run_dir)
+    print(json.dumps(rep), flush=True)
+    cores = ((rep["placement"] or {}).get("worker_cores") or [""])[0]
+    alone = [run_one(ROOT / "targets" / "tiny" / "train.py", 100 + s, cores) for s in range(args.alone)]
+    for a in alone:
+        print(json.dumps({"alone": a}), flush=True)
+    ok = [a["val_bpb"] for a in alone if a["status"] == "ok"]
+    rep["alone"] = alone
+    if len(ok) > 1:
+        rep["alone_sd"] = statistics.stdev(ok)
+        rep["sigma_over_alone_sd"] = (rep["noise"] or {}).get("sigma", float("nan")) / rep["alone_sd"]
+    before = ok  # each accepted edit against the incumbent it replaced: the unedited script, then the last edit
+    for acc in rep["accepted"]:
+        src = args.run_dir / "experiments" / f"{acc['exp']:06d}" / "train.py"
+        runs = [run_one(src, 200 + s, cores) for s in range(args.seeds)]
+        vals = [r["val_bpb"] for r in runs if r["status"] == "ok"]
+        acc["separate_runs"] = runs
+        groups = [g for g in (vals, before) if len(g) > 1]
+        if vals and before and groups:
+            pooled = (sum(sum((v - statistics.fmean(g)) ** 2 for v in g) for g in groups)
+                      / sum(len(g) - 1 for g in groups)) ** 0.5
+            acc["separate_gain"] = statistics.median(before) - statistics.median(vals)
+            acc["reproduces"] = acc["separate_gain"] > 2 * pooled
+        before = vals
+        print(json.dumps({"accepted": acc}), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(rep, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
