@@ -555,20 +555,21 @@ class Driver:
             return  # a baseline runs again; the noise waits for it
         vals = [r["val_bpb"] for r in base if r["status"] == "ok"]
         self.noise = self._estimate_noise()
+        first = self.store.experiments("kind='baseline'")[0]["id"]  # not the first *done*: they finish in any order
         if not self.store.accepted():
             self.incumbent.values = vals
-            self.incumbent.exp_id = base[0]["id"]
+            self.incumbent.exp_id = first
         if self._baselines_done():
             if not vals:
                 self.stop_reason = "the baseline failed every run; see experiments/*/log_tail.txt"
             else:
                 self._put_noise()
                 base_bpb = acceptance.centre(vals)
-                inc = "" if self.incumbent.exp_id == base[0]["id"] else \
+                inc = "" if self.incumbent.exp_id == first else \
                     f"; incumbent exp {self.incumbent.exp_id} at {self.incumbent.bpb:.4f}"
                 self.log(f"baseline val_bpb {base_bpb:.4f} (median of {len(vals)}), noise sigma {self.noise.sigma:.4f}"
                          f" (robust; raw {self.noise.raw:.4f} over {self.noise.runs} runs, {self.noise.dof} dof){inc}")
-                self._queue_tests(base[0]["id"], [r["id"] for r in base if r["status"] == "ok"])
+                self._queue_tests(first, [r["id"] for r in base if r["status"] == "ok"])
                 self._rederive()
 
     def _recheck_baselines(self, base) -> bool:
