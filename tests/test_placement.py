@@ -105,6 +105,20 @@ def test_the_sandbox_holds_a_run_to_its_cores(shakespeare_dir, tmp_path):
     assert out.cpu_s is not None and out.foreign_share is not None
 
 
+@pytest.mark.skipif(len(cores.available()) < 2 or not cores.cpuset_usable(), reason="needs root, cpuset, 2 cores")
+def test_two_workers_sandboxes_keep_their_own_cores(shakespeare_dir, tmp_path):
+    """Each sandbox's cgroup lives as long as its owner: making a second one sweeps only dead owners' cgroups."""
+    a = ProcessSandbox(ROOT / "env", shakespeare_dir, SandboxConfig(budget_s=5, grace_s=10, cores="0", threads=1))
+    b = ProcessSandbox(ROOT / "env", shakespeare_dir, SandboxConfig(budget_s=5, grace_s=10, cores="1", threads=1))
+    try:
+        for box, name, want in ((a, "a", "[0]"), (b, "b", "[1]"), (a, "a2", "[0]")):
+            box.run(AFFINITY, tmp_path / name)
+            assert f"ALLOWED {want}" in (tmp_path / name / "train.log").read_text()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_the_plan_is_recorded_as_json():
     p = plan("auto", 1, False, True, have=(0, 1))
     assert json.loads(json.dumps(p.to_dict()))["worker_cores"] == ["0-1"]

@@ -77,9 +77,11 @@ class CoreSet:
         self.path: Path | None = None
         if not self.cores:
             return
+        # named after the process that owns it: a sweep removes only the cgroups of dead owners
+        self.name = name or f"s{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if cpuset_usable():
             try:
-                self.path = _make(name or f"s{os.getpid()}-{uuid.uuid4().hex[:8]}", self.cores)
+                self.path = _make(self.name, self.cores)
                 self.mode = "cpuset"
                 return
             except OSError:
@@ -88,6 +90,8 @@ class CoreSet:
 
     def wrap(self, cmd: list[str]) -> list[str]:
         if self.mode == "cpuset":
+            if self.path is None or not self.path.is_dir():  # closed, or removed from outside: make it again
+                self.path = _make(self.name, self.cores)
             tasks = self.path / "cgroup.procs"
             return ["/bin/sh", "-c", f'echo $$ > "{tasks}" && exec "$@"', "arrl-cores", *cmd]
         if self.mode == "affinity":
@@ -121,14 +125,30 @@ def _make(name: str, cores: str) -> Path:
     return path
 
 
+def _owner_alive(name: str) -> bool:
+    """Whether the process a cgroup is named after (s<pid>-...) still runs."""
+    try:
+        pid = int(name[1:].split("-")[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def sweep() -> int:
-    """Remove arrl's cgroups that no process uses any more (left by a sandbox killed with its worker)."""
+    """Remove arrl's cgroups whose owner is gone and that no process uses (left by a worker killed with its
+    sandbox). Another live sandbox's cgroup is empty between its runs: it is left alone."""
     parent = CPUSET_ROOT / PARENT
     n = 0
     if not parent.is_dir():
         return 0
     for d in parent.iterdir():
-        if d.is_dir():
+        if d.is_dir() and not _owner_alive(d.name):
             try:
                 if not (d / "tasks").read_text().strip():
                     d.rmdir()

@@ -238,6 +238,10 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             except Exception:  # noqa: BLE001 - already gone
                 pass
         store.close()
+        from arrl import cores as cores_mod
+
+        if cores_mod.cpuset_usable():
+            cores_mod.sweep()  # the cgroups of the workers just killed
         if w.sandbox == "docker":
             from arrl.docker_sandbox import sweep_run
 
