@@ -152,7 +152,8 @@ class Learning:
         self.update_ref = None
         try:
             res = ray.get(ref)
-        except ray.exceptions.RayActorError as e:
+        except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
+            # killed, or killed by Ray's memory monitor (the node ran low): the same as a death
             with self.store.tx():
                 self.store.event("learner_died", error=str(e)[:1000], samples=len(ids))
             self._replace_learner(" ".join(str(e).split())[:200])
@@ -221,7 +222,7 @@ class Learning:
         self.load_ref = None
         try:
             swap_s = ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
             with self.store.tx():
                 self.store.event("adapter_load_error", version=version, error=str(e)[:1000])
             self.log(f"policy server could not load adapter v{version}: {str(e)[:300]}")
