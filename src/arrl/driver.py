@@ -418,8 +418,7 @@ class Driver:
         except ray.exceptions.RayActorError as e:
             self.log(f"worker-{w} died during experiment {exp_id}; re-running it on another worker")
             with self.store.tx():
-                self.store.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE id=? AND "
-                                      "state='running'", (exp_id,))
+                self.store.requeue(exp_id)
                 self.store.event("worker_died", worker=w, exp=exp_id, error=str(e)[:300])
             if self.make_worker is not None:
                 self.workers[w] = self.make_worker(w)
@@ -433,14 +432,17 @@ class Driver:
                 self.log(f"worker-{w}: sandbox error on experiment {exp_id} (attempt {attempts}); re-running it: "
                          f"{str(cause)[:200]}")
                 with self.store.tx():
-                    self.store.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE id=? AND "
-                                          "state='running'", (exp_id,))
+                    self.store.requeue(exp_id)
                     self.store.event("sandbox_error", worker=w, exp=exp_id, error=str(cause)[:300])
                 time.sleep(1.0)
                 return
             result = {"outcome": {"status": "crash", "message": f"worker error: {str(e)[:300]}", "val_bpb": None,
                                   "timings": {}, "log_tail": ""}, "worker": f"worker-{w}"}
         self._record(exp_id, result)
+
+    def _rule(self) -> contention.Rule:
+        c = self.cfg.contention
+        return contention.Rule(c.max_foreign_share, c.min_ratio)
 
     def _contended(self, row, o: dict) -> str | None:
         """Why this run got far less compute than it should have (arrl.contention), or None."""
@@ -453,7 +455,7 @@ class Driver:
         t = _throughput(o)
         if not o.get("cores"):  # not pinned (placement off): its cores are shared by design, not by accident
             t = contention.Throughput(t.steps, t.tokens, t.train_s, None)
-        return contention.verdict(t, same, contention.Rule(c.max_foreign_share, c.min_ratio))
+        return contention.verdict(t, same, self._rule())
 
     def _rerun_contended(self, row, o: dict, why: str, done: bool = False) -> bool:
         """Send a contended run back to pending (its outcome kept in a `contended` event and file); False once
@@ -583,7 +585,7 @@ class Driver:
         for r in ok:
             others = [contention.Throughput(x["steps"], x["tokens"], x["train_s"], None) for x in ok if x["id"] != r["id"]]
             why = contention.verdict(contention.Throughput(r["steps"], r["tokens"], r["train_s"], None), others,
-                                     contention.Rule(c.max_foreign_share, c.min_ratio))
+                                     self._rule())
             if why:
                 o = json.loads(r["outcome"]) if r["outcome"] else {"status": r["status"], "val_bpb": r["val_bpb"]}
                 again |= self._rerun_contended(r, o, why, done=True)
