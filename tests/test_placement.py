@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,25 @@ def test_two_workers_sandboxes_keep_their_own_cores(shakespeare_dir, tmp_path):
     finally:
         a.close()
         b.close()
+
+
+NICE = """
+import os
+print("NICE", os.nice(0), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a process's priority back needs root")
+def test_a_run_started_from_a_nice_ray_worker_trains_at_nice_0(shakespeare_dir, tmp_path):
+    """Ray starts its workers at nice 15; a sandbox they start must not inherit it, or every nice-0
+    process of the node (raylet, the dashboard, the policy server) would take the run's cores first."""
+    code = (f"import os; os.nice(15); from pathlib import Path; from arrl.sandbox import ProcessSandbox, SandboxConfig; "
+            f"box = ProcessSandbox(Path({str(ROOT / 'env')!r}), Path({str(shakespeare_dir)!r}), "
+            f"SandboxConfig(budget_s=5, grace_s=10, threads=1)); box.run({NICE!r}, Path({str(tmp_path / 'run')!r})); "
+            f"box.close(); print('PARENT', os.nice(0))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "PARENT 15" in r.stdout, r.stderr[-2000:]
+    assert "NICE 0" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_the_plan_is_recorded_as_json():
