@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -62,7 +63,10 @@ def free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     ports = dict(zip(("gcs", "dashboard", "client", "metrics"), free_ports(4)))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # as a user who ran `.venv/bin/ray start --head` without activating the venv: it is not on PATH
+    path = ":".join(p for p in os.environ["PATH"].split(":") if p and Path(p).resolve() != BIN.resolve())
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("VIRTUAL_ENV", None)
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(ports["gcs"]),
@@ -171,30 +175,34 @@ def test_launch_through_ray_client(head, tmp_path):
 
 
 def test_submit_returns_a_job_that_runs_the_loop(head, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
+    """From a shell whose PATH has no venv (nor had the head's `ray start`): the job runs, and the commands
+    `--submit` prints work exactly as printed."""
     cfg = write_config(tmp_path, budget=0.2, n=8)
     url = f"http://127.0.0.1:{head['dashboard']}"
     runs = tmp_path / "runs"
+    assert shutil.which("arrl", path=head["env"]["PATH"]) is None  # nothing of the venv on PATH
     t0 = time.time()
     out = subprocess.run([str(BIN / "arrl"), "launch", str(cfg), "--submit", "--name", "via-job", "--address", url,
                           "--runs-dir", str(runs)], env=head["env"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     submit_s = time.time() - t0
     job_id = re.search(r"as Ray job (\S+)", out.stdout).group(1)
-    assert f"ray job logs --follow {job_id} --address {url}" in out.stdout
-    # this process imported ray without RAY_AUTH_MODE=token: hand the head's token over explicitly
-    token = (Path.home() / ".ray" / "auth_token")
-    headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if token.is_file() else None
-    client = JobSubmissionClient(url, headers=headers)
-    deadline = time.time() + 300
-    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        assert time.time() < deadline, client.get_job_logs(job_id)[-2000:]
-        time.sleep(1)
-    logs = client.get_job_logs(job_id)
-    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert client.get_job_info(job_id).metadata["arrl_run"] == "via-job"
-    assert "stopped: experiment budget reached" in logs
+    printed = dict(re.findall(r"^  ([a-z ()]+):\s+(.+)$", out.stdout, re.M))
+    assert set(printed) == {"follow its log", "its state", "stop it", "its run (on the head)"}, out.stdout
+
+    def shell(what: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", printed[what]], env=head["env"], capture_output=True, text=True,
+                              timeout=timeout, cwd=tmp_path)
+
+    logs = shell("follow its log", timeout=300)  # returns when the job ends
+    assert logs.returncode == 0, logs.stdout[-2000:] + logs.stderr[-2000:]
+    assert "stopped: experiment budget reached" in logs.stdout, logs.stdout[-3000:]
+    state = shell("its state")
+    assert state.returncode == 0 and "SUCCEEDED" in state.stdout, state.stdout[-2000:] + state.stderr[-2000:]
+    status = shell("its run (on the head)")
+    assert status.returncode == 0 and "via-job" in status.stdout and "finished" in status.stdout, \
+        status.stdout[-2000:] + status.stderr[-2000:]
+    assert job_id in printed["stop it"]
     db = sqlite3.connect(runs / "via-job" / "ledger.sqlite")
     assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == '"finished"'
     assert submit_s < 60  # the client returned without waiting for the run

@@ -12,7 +12,7 @@ import pytest
 
 from arrl import acceptance, config as config_mod
 from arrl.launch import launch
-from arrl import report
+from arrl import export, report
 
 
 def block(search: str, replace: str) -> str:
@@ -77,14 +77,15 @@ def test_full_run_with_every_status(runs):
     assert log[-1] == "baseline" and len(log) == 1 + n_acc
     text, finished = report.status_text(d)
     assert finished and "every-status" in text and re.search(r"by status: .*timeout \d", text)
-    paths = report.export(d)
+    paths = export.export(d)
     tsv = (d / "exports" / "results.tsv").read_text().splitlines()
     assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
-    assert len(tsv) - 1 == len(rows)
+    ideas = [r for r in rows if r[0] == "candidate" and r[2] is None]  # baselines in one row; reused ones not run
+    assert len(tsv) - 1 == 1 + len(ideas) and tsv[1].split("\t")[3] == "keep"
     import pyarrow.parquet as pq
 
     assert pq.read_table(d / "exports" / "experiments.parquet").num_rows == len(rows)
-    assert sorted(p.name for p in paths) == sorted([f"{t}.parquet" for t in report.TABLES] + ["results.tsv"])
+    assert sorted(p.name for p in paths) == sorted([f"{t}.parquet" for t in export.TABLES] + ["meta.parquet", "results.tsv"])
     cfg_saved = json.loads((d / "config.json").read_text())
     assert cfg_saved["workers"]["count"] == 4
 

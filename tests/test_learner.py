@@ -142,6 +142,42 @@ def test_checkpoint_restore_reproduces_the_next_update_bit_for_bit(tiny_model, t
         b.restore(7)
 
 
+def test_a_saved_adapter_travels_without_this_machines_paths(tiny_model, tmp_path):
+    """The learner's adapter, copied alone to another folder, names its base portably (no path of the
+    machine that trained it), resolves to the same base, and loads with plain PEFT to the learner's model."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from arrl import models
+
+    a = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "seed": 3}, str(tmp_path / "ckpt"))
+    a.update(fake_batch(6, version=0, seed=1))
+    moved = tmp_path / "elsewhere" / "adapter"
+    shutil.copytree(tmp_path / "ckpt" / f"ckpt-{a.version:06d}" / "adapter", moved)
+    for f in moved.iterdir():
+        text = f.read_text(errors="replace") if f.suffix == ".json" else ""
+        assert str(tiny_model) not in text and str(tmp_path) not in text, f.name
+    cfg = json.loads((moved / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "tiny-random"
+    ident = models.adapter_identity(moved)
+    assert ident["spec"] == "tiny-random" and len(ident["sha256"]) == 64
+    assert models.resolve_adapter_base(moved, home=tiny_model.parent) == str(tiny_model)
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), moved).eval()
+    ids = torch.tensor([[5, 17, 99, 3, 42]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        moved_logits, base_logits = plain(input_ids=ids).logits, base(input_ids=ids).logits
+    assert not torch.allclose(moved_logits, base_logits)  # the update moved it, and the load carries that
+    files = a.adapter_files()  # what the policy server gets through the object store: the same files
+    assert models.BASE_FILE in files and json.loads(files[models.BASE_FILE]) == ident
+    other = models.build_tiny(tmp_path / "other" / "tiny-random", seed=1)  # same name, other weights
+    with pytest.raises(models.ModelError, match="an adapter for base tiny-random") as e:
+        models.check_base(moved, other)
+    assert "\n" not in str(e.value)
+
+
 def test_a_fixed_advantage_scale_replaces_the_normalisation(tiny_model, tmp_path):
     batch = fake_batch(6, seed=8)
     r = np.array(batch["reward"].to_pylist())

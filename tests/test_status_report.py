@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from arrl import cli, figures, report, summary
+from arrl import cli, export, figures, report, summary
 from arrl.store import Store
 
 from test_report import assert_drawn, decode_png, parse
@@ -130,7 +130,7 @@ def test_status_of_the_starting_incumbent_and_an_unscored_one(tmp_path):
 def test_export_has_test_scores_and_throughput_columns(ledger_run):
     import pyarrow.parquet as pq
 
-    paths = report.export(ledger_run)
+    paths = export.export(ledger_run)
     assert ledger_run / "exports" / "test_scores.parquet" in paths
     scores = pq.read_table(ledger_run / "exports" / "test_scores.parquet").to_pylist()
     assert sorted((r["exp_id"], r["incumbent_id"], r["status"], r["test_bpb"]) for r in scores)[:2] == \
@@ -146,8 +146,9 @@ def test_export_and_status_of_an_older_ledger(ledger_run):
     import pyarrow.parquet as pq
 
     age(ledger_run)
-    paths = report.export(ledger_run)
-    assert not (ledger_run / "exports" / "test_scores.parquet").exists() and paths[-1].name == "results.tsv"
+    paths = export.export(ledger_run)
+    scores = pq.read_table(ledger_run / "exports" / "test_scores.parquet")  # the table it lacks: empty, typed
+    assert scores.num_rows == 0 and scores.schema == export.schema("test_scores") and paths[-1].name == "results.tsv"
     exp = pq.read_table(ledger_run / "exports" / "experiments.parquet")
     assert set(figures.THROUGHPUT) <= set(exp.column_names)  # present, empty
     assert all(r["steps"] is None for r in exp.to_pylist())

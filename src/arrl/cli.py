@@ -301,11 +301,9 @@ def _submit(cfg, args) -> int:
         job_id, name, url = jobs.submit(cfg, args.config, args.resume, args.address, args.runs_dir)
     except jobs.SubmitError as e:
         raise UsageError(str(e)) from None
-    print(f"submitted run {name} as Ray job {job_id} to {url}\n"
-          f"  follow its log:  ray job logs --follow {job_id} --address {url}\n"
-          f"  its state:       ray job status {job_id} --address {url}   (or the dashboard's Jobs tab)\n"
-          f"  stop it:         ray job stop {job_id} --address {url}\n"
-          f"  on the head:     arrl status {name}")
+    print(f"submitted run {name} as Ray job {job_id} to {url} (the dashboard's Jobs tab shows it too)")
+    for what, cmd in jobs.follow_commands(job_id, name, url, args.runs_dir):
+        print(f"  {what + ':':<23}{cmd}")
     return 0
 
 
@@ -333,11 +331,11 @@ def cmd_stop(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from arrl import report
+    from arrl import export
 
     d = _existing_run(args)
     with _run_errors(d):
-        written = report.export(d)
+        written = export.export(d)
     for path in written:
         print(path)
     return 0

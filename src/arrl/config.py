@@ -42,7 +42,7 @@
     reruns = 2                      # re-runs of a contended run; contended again after them: status `contended`
 
     [search]
-    noise_runs = 3                  # baseline repeats at start (noise estimate)
+    noise_runs = 5                  # baseline repeats at start (noise estimate; 3 is too few, docs/LOOP.md)
     margin_z = 2.0                  # acceptance margin in noise standard deviations
     min_sigma = 0.002               # floor of the noise estimate (bpb)
     pool_noise = true               # sigma pools the baselines with every confirmation pair (else baselines only)
@@ -176,7 +176,7 @@ class ContentionSection:
 
 @dataclass
 class SearchSection:
-    noise_runs: int = 3
+    noise_runs: int = 5
     margin_z: float = 2.0
     min_sigma: float = 0.002
     pool_noise: bool = True

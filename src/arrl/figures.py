@@ -6,7 +6,7 @@ The same functions serve `arrl report` (arrl.summary) and notebooks/analysis.ipy
     fig = figures.progress_figure(tables, name="night-1", target="tiny")
     png = figures.png_bytes(fig, figures.progress_data(tables)["counts"])
 
-Tables are plain lists of dicts, one per ledger row (arrl.report.TABLES), as pyarrow's
+Tables are plain lists of dicts, one per ledger row (arrl.export.TABLES), as pyarrow's
 `to_pylist` gives them; the figures are `matplotlib.figure.Figure` objects drawn on the Agg
 canvas, never through pyplot, so nothing here touches global plotting state or needs a
 display. The `*_data` functions hold everything a figure shows, so tests and notebooks can
@@ -34,7 +34,7 @@ import math
 import statistics
 from pathlib import Path
 
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
+from arrl.export import TABLES  # the exported ledger tables
 CATEGORIES = ("baseline", "accepted", "discarded", "failed")
 COLORS = {"baseline": "#1f77b4", "accepted": "#2ca02c", "discarded": "#9a9a9a", "failed": "#7a7a7a",
           "incumbent": "#d62728", "val": "#1f77b4", "test": "#ff7f0e", "gap": "#9467bd"}

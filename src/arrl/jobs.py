@@ -1,6 +1,7 @@
 """`arrl launch --submit`: the research loop as a Ray job, so it outlives the client.
 
-The job's entrypoint is `arrl launch` itself, run on the head node with `--address auto`;
+The job's entrypoint is `arrl launch` itself, run on the head node with `--address auto` by
+the Python that runs Ray there (HEAD_SCRIPT: not whatever `arrl` the head's PATH finds, if any);
 the launch config travels in the job's working directory (runtime_env `working_dir`), and
 the run is named here so the client can print how to follow it. The runs directory is the
 head's: `--runs-dir` when given (an absolute path on the head), otherwise `$ARRL_RUNS_DIR`
@@ -42,15 +43,61 @@ def dashboard_url(address: str | None) -> str:
     return f"http://{host}:8265"
 
 
+HEAD_SCRIPT = "arrl-on-head.sh"
+# The job's entrypoint runs this from its working directory. It starts arrl with the Python that runs
+# Ray on the head: the job supervisor, its parent process, has Ray's _raylet.so mapped from that
+# Python's prefix (a venv, conda or system install). So the job does not depend on the head's PATH,
+# which need not hold the venv that `ray start` came from. $ARRL_PYTHON overrides it.
+HEAD_SCRIPT_TEXT = r"""# arrl on the Ray head, with the Python that runs Ray there (written by arrl launch --submit)
+prefix=$(sed -n 's#^.* \(/.*\)/lib/python3[.0-9]*/[a-z-]*packages/ray/_raylet[^/]*\.so$#\1#p' "/proc/$PPID/maps" \
+         2>/dev/null | head -n 1)
+for py in "$ARRL_PYTHON" "$prefix/bin/python3" "$prefix/bin/python"; do
+    if [ -n "$py" ] && [ -x "$py" ] && "$py" -c "import arrl" 2>/dev/null; then
+        exec "$py" -m arrl "$@"
+    fi
+done
+echo "arrl: no Python with arrl found on this node (Ray's prefix: ${prefix:-unknown}); set ARRL_PYTHON" >&2
+exit 127
+"""
+
+
 def entrypoint(name: str, config_file: str | None, resume: str | None, runs_dir: Path | None) -> str:
-    args = ["arrl", "launch"]
+    args = ["sh", HEAD_SCRIPT, "launch"]
     if config_file:
         args.append(config_file)
     args += ["--resume", resume] if resume else ["--name", name]
     args += ["--address", "auto"]
     cmd = " ".join(shlex.quote(a) for a in args)
-    runs = shlex.quote(str(runs_dir)) if runs_dir else '"${ARRL_RUNS_DIR:-$HOME/arrl-runs}"'
-    return f"{cmd} --runs-dir {runs}"
+    return f"{cmd} --runs-dir {runs_arg(runs_dir)}"
+
+
+def runs_arg(runs_dir: Path | None) -> str:
+    """The runs directory on the head as a shell word: the given one, else the head's default."""
+    return shlex.quote(str(runs_dir)) if runs_dir else '"${ARRL_RUNS_DIR:-$HOME/arrl-runs}"'
+
+
+def local_command(name: str) -> str:
+    """`ray` or `arrl` as this machine can run it whatever its PATH: the executable beside this
+    interpreter (the venv's), else `python -m arrl` for arrl, else the bare name."""
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m arrl" if name == "arrl" else name
+
+
+def follow_commands(job_id: str, name: str, url: str, runs_dir: Path | None) -> list[tuple[str, str]]:
+    """The commands that follow a submitted run, exactly as they work when pasted into a shell on this
+    machine: Ray's CLI with the cluster's token mode when one is in use (it sends the token only then),
+    and `arrl status` with the runs directory the job writes to."""
+    auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+    ray_cli, arrl_cli = local_command("ray"), local_command("arrl")
+    job, addr = shlex.quote(job_id), shlex.quote(url)
+    return [("follow its log", f"{auth}{ray_cli} job logs --follow {job} --address {addr}"),
+            ("its state", f"{auth}{ray_cli} job status {job} --address {addr}"),
+            ("stop it", f"{auth}{ray_cli} job stop {job} --address {addr}"),
+            ("its run (on the head)", f"{arrl_cli} status {shlex.quote(name)} --runs-dir {runs_arg(runs_dir)}")]
 
 
 def submit(cfg: Config, config_path: Path | None, resume: str | None, address: str | None,
@@ -80,8 +127,7 @@ def submit(cfg: Config, config_path: Path | None, resume: str | None, address: s
         if config_path is not None:
             config_file = "launch.toml"
             shutil.copyfile(config_path, work / config_file)
-        else:
-            (work / "README").write_text("arrl launch with the embedded CPU default\n")
+        (work / HEAD_SCRIPT).write_text(HEAD_SCRIPT_TEXT)
         job_id = f"arrl-{name}-{os.urandom(3).hex()}"
         try:
             client.submit_job(entrypoint=entrypoint(name, config_file, resume, runs_dir), submission_id=job_id,

@@ -221,4 +221,88 @@ def lora_adapter(model_dir: str | Path, out: str | Path, rank: int = 16, std: fl
                 if "lora_" in name:
                     p.normal_(0.0, std)
     model.save_pretrained(out)
+    make_portable(out, base_identity(model_dir))
     return Path(out)
+
+
+# ---- adapters that travel -----------------------------------------------------------------------
+BASE_FILE = "arrl-base.json"  # beside adapter_config.json: the exact base model an adapter was trained on
+HUB_NAMES = {EMBEDDED: "HuggingFaceTB/SmolLM2-135M-Instruct"}  # the public name of a built-in model's family
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _weights_digest(files: dict[str, str]) -> str:
+    """One sha256 over a model's weight files' own sha256s (their names sorted): the base's identity."""
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(files.items()) if name.endswith(WEIGHT_SUFFIXES))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def base_identity(model_dir: str | Path) -> dict:
+    """A portable identity of the base model in `model_dir`: {"spec", "name", "sha256", "source"}.
+    `spec` is what `resolve` builds it from (a built-in name) or None, `name` a name that means
+    the same model elsewhere (the Hugging Face id of its family, the built-in name, or the
+    directory's name), `sha256` one digest of its weight files. An arrl-built model's files were
+    hashed when it was built (its manifest); any other directory's weights are hashed here."""
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():  # a Hugging Face id served as is: the name is the identity
+        return {"spec": None, "name": str(model_dir), "sha256": None, "source": "hub"}
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+        files, kind = manifest["files"], manifest.get("kind")
+    except (OSError, ValueError, KeyError, TypeError):
+        files = {p.name: _sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+        manifest, kind = {}, None
+    spec = kind if kind in (EMBEDDED, TINY) else None
+    return {"spec": spec, "name": HUB_NAMES.get(spec, spec or d.name), "sha256": _weights_digest(files),
+            "source": manifest.get("source") or (f"arrl {spec}" if spec else str(d))}
+
+
+def make_portable(adapter_dir: str | Path, identity: dict) -> None:
+    """Rewrite a PEFT adapter saved from a local base so it names no path of this machine:
+    adapter_config.json's `base_model_name_or_path` becomes the identity's portable name, and
+    BASE_FILE records the identity (`resolve_adapter_base` reads it back)."""
+    d = Path(adapter_dir)
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = identity["name"]
+    (d / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (d / BASE_FILE).write_text(json.dumps(identity, indent=1, sort_keys=True))
+
+
+def adapter_identity(adapter_dir: str | Path) -> dict:
+    """The base identity an adapter records (one-line ModelError when it is not an arrl adapter)."""
+    d = Path(adapter_dir)
+    if not (d / "adapter_config.json").is_file():
+        raise ModelError(f"{d}: not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        ident = json.loads((d / BASE_FILE).read_text())
+        if not isinstance(ident, dict) or "name" not in ident:
+            raise ValueError("no name")
+    except FileNotFoundError:
+        raise ModelError(f"{d}: no {BASE_FILE}: an adapter saved before arrl recorded its base model; "
+                         f"pass the base model explicitly") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{d / BASE_FILE}: unreadable ({e})") from None
+    return ident
+
+
+def check_base(adapter_dir: str | Path, model_dir: str | Path) -> dict:
+    """The adapter's identity, after checking that `model_dir` is the base it was trained on (by the
+    weights' digest where both have one, else by name): one-line ModelError when it is not."""
+    want = adapter_identity(adapter_dir)
+    have = base_identity(model_dir)
+    same = (want.get("sha256") == have["sha256"]) if want.get("sha256") and have["sha256"] else \
+        want["name"] == have["name"]
+    if not same:
+        raise ModelError(f"{adapter_dir}: an adapter for base {want['name']} (weights sha256 "
+                         f"{str(want.get('sha256'))[:12]}), not for {model_dir} ({have['name']}, "
+                         f"{str(have['sha256'])[:12]})")
+    return want
+
+
+def resolve_adapter_base(adapter_dir: str | Path, home: Path | None = None, progress: bool = False) -> str:
+    """The model directory (or Hugging Face id) an adapter's base resolves to on this machine: a
+    built-in base is built here as `resolve` does, and its weights must match the recorded digest."""
+    ident = adapter_identity(adapter_dir)
+    base = resolve(ident.get("spec") or ident["name"], home, progress)
+    check_base(adapter_dir, base)
+    return base

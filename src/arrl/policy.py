@@ -32,7 +32,7 @@ from arrl.proposal import Proposal
 from arrl.vllm_server import ServerConfig, ServerError, VLLMServer, tail
 
 ADAPTER_PREFIX = "arrl-v"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", models.BASE_FILE)
 
 
 class PolicyError(Exception):

@@ -101,5 +101,11 @@ class TokenPPOLearner(TorchLearner):
         return res
 
     def save_adapter(self, path: str) -> None:
+        """The PEFT files, naming the base portably (arrl.models.make_portable), not by this node's path."""
+        from arrl import models
+
         module = self.module[next(iter(self.module.keys()))].unwrapped()
         module.model.save_pretrained(path)
+        if getattr(self, "_base_identity", None) is None:
+            self._base_identity = models.base_identity(module.model_config["model_dir"])
+        models.make_portable(path, self._base_identity)

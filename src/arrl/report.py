@@ -1,13 +1,4 @@
-"""Reading a run back: the status view (`arrl status`) and the exports (`arrl export`).
-
-Exports go to `runs/<name>/exports/`: one Parquet file per ledger table (experiments,
-proposals, accepted, policy_versions, samples, events, test_scores; a table an older ledger
-lacks is skipped, and experiments always carries the throughput columns, empty in an older
-ledger) and `results.tsv` in autoresearch's column
-layout `commit val_bpb memory_gb status description`, where status is keep (accepted),
-discard (ran, not accepted) or crash (anything that did not produce a val_bpb), and
-commit is the short git sha of an accepted edit or `e<experiment id>` otherwise.
-"""
+"""Reading a run back: the status view (`arrl status`). The files for other tools are arrl.export."""
 
 from __future__ import annotations
 
@@ -17,9 +8,6 @@ import time
 from pathlib import Path
 
 from arrl import figures
-
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
-
 
 def _connect(d: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
@@ -201,45 +189,6 @@ def gap_line(tables: dict) -> str | None:
     if len(inc) > 1:
         line += "; " + one(inc[0])
     return line
-
-
-def export(d: Path) -> list[Path]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = d / "exports"
-    out.mkdir(exist_ok=True)
-    db = _connect(d)
-    paths = []
-    try:
-        for table in (t for t in TABLES if _has(db, t)):  # a ledger from an older arrl may lack a table
-            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table}")]
-            cols = _cols(db, table)
-            if table == "experiments":  # a ledger from before the throughput columns: exported empty
-                cols += [c for c in figures.THROUGHPUT if c not in cols]
-            arrays = {c: [r.get(c) for r in rows] for c in cols}
-            t = pa.table(arrays) if rows else pa.table({c: pa.array([], pa.string()) for c in cols})
-            p = out / f"{table}.parquet"
-            pq.write_table(t, p)
-            paths.append(p)
-        acc = {r["exp_id"]: r["commit_sha"] for r in db.execute("SELECT exp_id, commit_sha FROM accepted")}
-        lines = ["commit\tval_bpb\tmemory_gb\tstatus\tdescription"]
-        for r in db.execute("SELECT * FROM experiments WHERE state='done' ORDER BY id"):
-            if r["id"] in acc:
-                commit, status = (acc[r["id"]] or "")[:7] or f"e{r['id']:06d}", "keep"
-            else:
-                commit = f"e{r['id']:06d}"
-                status = "discard" if r["status"] == "ok" else "crash"
-            bpb = f"{r['val_bpb']:.6f}" if r["val_bpb"] is not None else "0.000000"
-            mem = f"{(r['peak_rss_mb'] or 0) / 1024:.1f}"
-            desc = f"[{r['kind']}] " + ("" if r["status"] == "ok" else f"{r['status']}: ") + (r["summary"] or "")
-            lines.append("\t".join([commit, bpb, mem, status, " ".join(desc.split())[:200]]))
-        p = out / "results.tsv"
-        p.write_text("\n".join(lines) + "\n")
-        paths.append(p)
-    finally:
-        db.close()
-    return paths
 
 
 def wait_finished(d: Path, timeout: float) -> bool:

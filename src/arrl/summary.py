@@ -9,7 +9,7 @@
                                  the best diff, accepted edits, incumbents' val/test, statuses,
                                  timings and throughput, the run's config
 
-The report first refreshes the run's Parquet export (arrl.report.export, which also writes
+The report first refreshes the run's Parquet export (arrl.export.export, which also writes
 results.tsv) and draws from those tables with arrl.figures, the functions the notebook uses.
 It only reads the run, so it works on a run in progress (the figures show finished
 experiments; the title counts the others) and on an empty one (the figures say "no
@@ -41,7 +41,7 @@ class ReportError(Exception):
 # -- reading the run --------------------------------------------------------------------------
 def load(run_dir: Path) -> dict:
     """Refresh the export and read it: {"tables", "config", "meta", "run_dir"}."""
-    from arrl import report
+    from arrl import export
 
     d = Path(run_dir)
     db_path = d / "ledger.sqlite"
@@ -56,7 +56,7 @@ def load(run_dir: Path) -> dict:
     except (OSError, ValueError, TypeError) as e:
         raise ReportError(f"{d / 'config.json'}: unreadable ({_line(e)})") from None
     try:
-        report.export(d)
+        export.export(d)
         meta = _meta(db_path)
     except sqlite3.Error as e:
         raise ReportError(f"{db_path}: the ledger is unreadable ({_line(e)})") from None
