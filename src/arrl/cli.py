@@ -123,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
     rs.add_argument("--out", type=Path, help="output folder (default: ./bench-research/<target>)")
 
+    sv = sub.add_parser("serve", help="serve a policy model and a trained adapter as an OpenAI-compatible API")
+    sv.add_argument("--model", help="the base model: smollm2, tiny-random, a model folder or a Hugging Face id "
+                                    "(default: the adapter's recorded base, else smollm2)")
+    sv.add_argument("--adapter", help="an adapter folder, or RUN / RUN:VERSION (a run's learner checkpoints)")
+    sv.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    sv.add_argument("--threads", type=int, help="CPU threads of the engine (default: all cores)")
+    sv.add_argument("--runs-dir", type=Path)
+
     im = sub.add_parser("image", help="build arrl's sandbox images on the local Docker engine")
     im.add_argument("action", choices=["build"], help="build: the self-contained CPU sandbox image, offline")
     im.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -307,6 +315,17 @@ def _submit(cfg, args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from arrl import serve
+
+    try:
+        p = serve.plan(args.model, args.adapter, args.runs_dir or paths.runs_dir())
+        serve.serve(p, args.port, threads=args.threads)
+    except serve.ServeError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
 def cmd_status(args) -> int:
     from arrl import report
 
@@ -446,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return {"prepare": cmd_prepare, "run": cmd_run, "launch": cmd_launch, "status": cmd_status,
                 "stop": cmd_stop, "export": cmd_export, "report": cmd_report,
-                "image": cmd_image, "bench": cmd_bench}[args.command](args)
+                "image": cmd_image, "bench": cmd_bench, "serve": cmd_serve}[args.command](args)
     except UsageError as e:
         print(f"arrl: error: {e}", file=sys.stderr)
         return 2
