@@ -49,8 +49,12 @@ def test_serve_answers_with_the_adapter_through_the_openai_sdk_and_stops_on_ctrl
                 break
         banner = lines[-1]
         assert f"http://127.0.0.1:{port}/v1" in banner and "models: base, adapter" in banner, banner
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        assert kids  # the server's processes, to check they are gone afterwards
+        # the server's processes (its guard detaches them into a process group of their own), to check they
+        # are gone afterwards: the one that listens on the port, and all it started
+        api = [p for p in psutil.process_iter(["cmdline"]) if "--port" in (p.info["cmdline"] or [])
+               and str(port) in p.info["cmdline"]]
+        kids = api + [k for p in api for k in p.children(recursive=True)]
+        assert kids
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
         assert {m.id for m in client.models.list().data} >= {"base", "adapter"}
         out = {}
@@ -65,8 +69,8 @@ def test_serve_answers_with_the_adapter_through_the_openai_sdk_and_stops_on_ctrl
     assert rest.strip().endswith("stopped")
     time.sleep(1)
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # the port is free again
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))  # nothing listens there any more
 
 
 def test_serve_refuses_in_one_line_before_starting(tiny_model, make_adapter, tmp_path):
