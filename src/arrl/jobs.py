@@ -45,12 +45,16 @@ def dashboard_url(address: str | None) -> str:
 
 HEAD_SCRIPT = "arrl-on-head.sh"
 # The job's entrypoint runs this from its working directory. It starts arrl with the Python that runs
-# Ray on the head: the job supervisor, its parent process, has Ray's _raylet.so mapped from that
+# Ray on the head: the job supervisor, an ancestor of this shell, has Ray's _raylet.so mapped from that
 # Python's prefix (a venv, conda or system install). So the job does not depend on the head's PATH,
 # which need not hold the venv that `ray start` came from. $ARRL_PYTHON overrides it.
 HEAD_SCRIPT_TEXT = r"""# arrl on the Ray head, with the Python that runs Ray there (written by arrl launch --submit)
-prefix=$(sed -n 's#^.* \(/.*\)/lib/python3[.0-9]*/[a-z-]*packages/ray/_raylet[^/]*\.so$#\1#p' "/proc/$PPID/maps" \
-         2>/dev/null | head -n 1)
+pid=$PPID prefix=
+while [ -z "$prefix" ] && [ "${pid:-0}" -gt 1 ]; do  # up from the shell Ray ran this in, to the supervisor
+    prefix=$(sed -n 's#^.* \(/.*\)/lib/python3[.0-9]*/[a-z-]*packages/ray/_raylet[^/]*\.so$#\1#p' \
+             "/proc/$pid/maps" 2>/dev/null | head -n 1)
+    pid=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$pid/status" 2>/dev/null)
+done
 for py in "$ARRL_PYTHON" "$prefix/bin/python3" "$prefix/bin/python"; do
     if [ -n "$py" ] && [ -x "$py" ] && "$py" -c "import arrl" 2>/dev/null; then
         exec "$py" -m arrl "$@"
