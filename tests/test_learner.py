@@ -390,8 +390,8 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     lrn.step()
     lrn.drain()
     assert lrn.version == 2
-    assert ray.get(policy.get.remote()) == [(1, ["adapter_config.json", "adapter_model.safetensors"]),
-                                            (2, ["adapter_config.json", "adapter_model.safetensors"])]
+    assert ray.get(policy.get.remote()) == [(1, ["adapter_config.json", "adapter_model.safetensors", "arrl-base.json"]),
+                                            (2, ["adapter_config.json", "adapter_model.safetensors", "arrl-base.json"])]
     versions = store.policy_versions()
     assert [v["version"] for v in versions] == [1, 2]
     assert all(v["loaded_at"] and v["adapter_sha256"] for v in versions)
