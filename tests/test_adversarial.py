@@ -79,6 +79,7 @@ def _no_curve_leak(ctx):
 def _good_records_kept(ctx):
     points = [(step, loss) for _, step, loss in ctx.out.curve]
     assert (1, 4.0) in points and (2, 3.5) in points, points
+    assert all(0 <= step < 2 ** 63 for step, _ in points) and ctx.out.steps == 2  # the ledger can hold it
 
 
 def _payload_did_not_run(ctx):

@@ -188,7 +188,9 @@ def test_submit_returns_a_job_that_runs_the_loop(head, tmp_path):
     submit_s = time.time() - t0
     job_id = re.search(r"as Ray job (\S+)", out.stdout).group(1)
     printed = dict(re.findall(r"^  ([a-z ()]+):\s+(.+)$", out.stdout, re.M))
-    assert set(printed) == {"follow its log", "its state", "stop it", "its run (on the head)"}, out.stdout
+    assert set(printed) == {"follow its log", "its state", "stop it", "its run (if this is the head)",
+                            "its run (on the head)"}, out.stdout  # this head's PATH has no arrl: both
+    assert printed["its run (on the head)"].startswith("arrl status via-job --runs-dir ")
 
     def shell(what: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(["sh", "-c", printed[what]], env=head["env"], capture_output=True, text=True,
@@ -199,7 +201,7 @@ def test_submit_returns_a_job_that_runs_the_loop(head, tmp_path):
     assert "stopped: experiment budget reached" in logs.stdout, logs.stdout[-3000:]
     state = shell("its state")
     assert state.returncode == 0 and "succeeded" in state.stdout.lower(), state.stdout[-2000:] + state.stderr[-2000:]
-    status = shell("its run (on the head)")
+    status = shell("its run (if this is the head)")
     assert status.returncode == 0 and "via-job" in status.stdout and "finished" in status.stdout, \
         status.stdout[-2000:] + status.stderr[-2000:]
     assert job_id in printed["stop it"]

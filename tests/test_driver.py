@@ -80,7 +80,8 @@ def test_full_run_with_every_status(runs):
     paths = export.export(d)
     tsv = (d / "exports" / "results.tsv").read_text().splitlines()
     assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
-    ideas = [r for r in rows if r[0] == "candidate" and r[2] is None]  # baselines in one row; reused ones not run
+    ideas = [r for r in rows if r[0] == "candidate" and r[2] is None  # baselines in one row; reused ones, failed
+             and r[1] not in export.NOT_RUN]                          # edits and refused ones did not train
     assert len(tsv) - 1 == 1 + len(ideas) and tsv[1].split("\t")[3] == "keep"
     import pyarrow.parquet as pq
 

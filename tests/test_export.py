@@ -75,6 +75,33 @@ def test_results_tsv_of_a_run_with_nothing_accepted_still_analyses(tmp_path):
     assert [r[1] for r in rows if r[3] == "discard"] == ["1.410000", "1.310000"]
 
 
+def test_results_tsv_leaves_out_what_never_trained_and_quotes_what_needs_it(tmp_path):
+    d = build(tmp_path / "runs" / "odd")
+    s = Store(d)
+    with s.tx():
+        for status, bpb, summary in (("edit_failed", None, "no such knob"), ("rejected", None, "imports os"),
+                                     ("ok", 1.45, '"quoted" at the start\tand a tab')):
+            eid = s.add_experiment("candidate", seed=50, source_sha="s", norm_sha=f"n-{status}", summary=summary)
+            s.finish(eid, status=status, val_bpb=bpb)
+    s.close()
+    db = sqlite3.connect(d / "ledger.sqlite")  # cells SQLite takes but no column type holds: exported null
+    db.execute("UPDATE experiments SET val_bpb='not a number', steps=1e300, cores=x'00ff' WHERE id=7")
+    db.commit()
+    db.close()
+    export.export(d)
+    import pyarrow.parquet as pq
+
+    row7 = [r for r in pq.read_table(d / "exports" / "experiments.parquet").to_pylist() if r["id"] == 7][0]
+    assert row7["val_bpb"] is None and row7["steps"] is None and isinstance(row7["cores"], str)
+    a = autoresearch_analysis(d / "exports" / "results.tsv")
+    assert (a["rows"], a["keep"], a["discard"], a["crash"]) == (6, 3, 1, 2)  # one more idea tried: the quoted one
+    assert a["total"] == pytest.approx(1.52 - 1.31)
+    import pandas as pd
+
+    df = pd.read_csv(d / "exports" / "results.tsv", sep="\t")
+    assert df.iloc[-1]["description"] == '"quoted" at the start and a tab' and df.iloc[-1]["val_bpb"] == 1.45
+
+
 def _empty_run(d: Path) -> Path:
     """A run where nothing was accepted and only one baseline finished: empty tables, all-null columns."""
     s = Store(d)

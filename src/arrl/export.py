@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import statistics
 from pathlib import Path
@@ -21,6 +22,9 @@ from pathlib import Path
 TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
 ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 RESULTS_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
+
+
+NOT_RUN = ("edit_failed", "rejected")  # a candidate with these statuses never trained: not an idea tried
 
 
 def columns() -> dict[str, list[tuple[str, str]]]:
@@ -35,7 +39,8 @@ def columns() -> dict[str, list[tuple[str, str]]]:
             for name, kind in added:
                 if name not in have:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        return {t: [(c[1], c[2].upper()) for c in db.execute(f"PRAGMA table_info({t})")] for t in TABLES + ("meta",)}
+        return {t: [(c[1], c[2].upper() if c[2].upper() in ARROW_TYPES else "TEXT")
+                    for c in db.execute(f"PRAGMA table_info({t})")] for t in TABLES + ("meta",)}
     finally:
         db.close()
 
@@ -48,13 +53,20 @@ def schema(table: str):
 
 
 def _cell(v, kind: str):
-    """A ledger value as its column's type (SQLite lets a cell hold any type; an export must not)."""
+    """A ledger value as its column's type (SQLite lets a cell hold any type; an export must not): a
+    value that is not one (text in a number column, a float past int64) is written null."""
     if v is None:
         return None
-    if kind == "INTEGER":
-        return int(v)
-    if kind == "REAL":
-        return float(v)
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    try:
+        if kind == "INTEGER":
+            i = int(v) if not isinstance(v, float) or v.is_integer() else None
+            return i if i is not None and -2 ** 63 <= i < 2 ** 63 else None
+        if kind == "REAL":
+            return float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
     return v if isinstance(v, str) else str(v)
 
 
@@ -83,8 +95,10 @@ def export(d: Path) -> list[Path]:
             pq.write_table(_table(db, table, cols[table]), p)
             paths.append(p)
         p = out / "results.tsv"
-        lines = ["\t".join(RESULTS_COLUMNS)] + ["\t".join(r) for r in results_rows(db)]
-        p.write_text("\n".join(lines) + "\n")
+        with open(p, "w", newline="") as f:  # tab-separated; a field with a quote is quoted, as pandas reads it
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(RESULTS_COLUMNS)
+            w.writerows(results_rows(db))
         paths.append(p)
     finally:
         db.close()
@@ -107,7 +121,8 @@ def results_rows(db: sqlite3.Connection) -> list[tuple[str, ...]]:
       its commit on the run's branch; one that ran and was not accepted `discard` at the median of
       its runs; one that produced no val_bpb `crash` (val_bpb and memory 0, as autoresearch writes);
     - the baselines' other runs and the confirmation runs of a candidate are in its row, not rows
-      of their own (they are not ideas); a result answered from the ledger was not run: no row.
+      of their own (they are not ideas); a result answered from the ledger, and an edit that failed
+      to apply or was refused (NOT_RUN), did not train: no row.
     experiments.parquet has every run."""
     db.row_factory = sqlite3.Row
     exp = [dict(r) for r in db.execute("SELECT * FROM experiments WHERE state='done' ORDER BY id")]
@@ -126,7 +141,7 @@ def results_rows(db: sqlite3.Connection) -> list[tuple[str, ...]]:
         if e["kind"] == "confirm" and e["parent"] is not None:
             confirms.setdefault(e["parent"], []).append(e)
     for e in exp:
-        if e["kind"] != "candidate" or e["reused_from"] is not None:
+        if e["kind"] != "candidate" or e["reused_from"] is not None or e["status"] in NOT_RUN:
             continue
         runs = [e] + confirms.get(e["id"], [])
         vals = [r["val_bpb"] for r in runs if r["status"] == "ok" and r["val_bpb"] is not None]

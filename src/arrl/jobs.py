@@ -92,16 +92,22 @@ def local_command(name: str) -> str:
 
 
 def follow_commands(job_id: str, name: str, url: str, runs_dir: Path | None) -> list[tuple[str, str]]:
-    """The commands that follow a submitted run, exactly as they work when pasted into a shell on this
-    machine: Ray's CLI with the cluster's token mode when one is in use (it sends the token only then),
-    and `arrl status` with the runs directory the job writes to."""
+    """The commands that follow a submitted run, as they work when pasted into a shell: Ray's CLI on this
+    machine with the cluster's token mode when one is in use (it sends the token only then), and
+    `arrl status` with the runs directory the job writes to, for the head."""
     auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE") == "token" else ""
-    ray_cli, arrl_cli = local_command("ray"), local_command("arrl")
+    ray_cli = local_command("ray")
     job, addr = shlex.quote(job_id), shlex.quote(url)
-    return [("follow its log", f"{auth}{ray_cli} job logs --follow {job} --address {addr}"),
-            ("its state", f"{auth}{ray_cli} job status {job} --address {addr}"),
-            ("stop it", f"{auth}{ray_cli} job stop {job} --address {addr}"),
-            ("its run (on the head)", f"{arrl_cli} status {shlex.quote(name)} --runs-dir {runs_arg(runs_dir)}")]
+    status = f"status {shlex.quote(name)} --runs-dir {runs_arg(runs_dir)}"
+    out = [("follow its log", f"{auth}{ray_cli} job logs --follow {job} --address {addr}"),
+           ("its state", f"{auth}{ray_cli} job status {job} --address {addr}"),
+           ("stop it", f"{auth}{ray_cli} job stop {job} --address {addr}")]
+    # the run's status is read on the head, whose `arrl` this client cannot know: a cluster node's image has it
+    # on PATH; when this machine is the head and its PATH lacks arrl, the one beside this interpreter
+    if shutil.which("arrl") is None:
+        out.append(("its run (if this is the head)", f"{local_command('arrl')} {status}"))
+    out.append(("its run (on the head)", f"arrl {status}"))
+    return out
 
 
 def submit(cfg: Config, config_path: Path | None, resume: str | None, address: str | None,

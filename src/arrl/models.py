@@ -254,7 +254,7 @@ def base_identity(model_dir: str | Path) -> dict:
         manifest, kind = {}, None
     spec = kind if kind in (EMBEDDED, TINY) else None
     return {"spec": spec, "name": HUB_NAMES.get(spec, spec or d.name), "sha256": _weights_digest(files),
-            "source": manifest.get("source") or (f"arrl {spec}" if spec else str(d))}
+            "source": manifest.get("source") or (f"arrl {spec}" if spec else "a local model folder")}
 
 
 def make_portable(adapter_dir: str | Path, identity: dict) -> None:
@@ -266,6 +266,7 @@ def make_portable(adapter_dir: str | Path, identity: dict) -> None:
     cfg["base_model_name_or_path"] = identity["name"]
     (d / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     (d / BASE_FILE).write_text(json.dumps(identity, indent=1, sort_keys=True))
+    (d / "README.md").unlink(missing_ok=True)  # PEFT's model card names the base by its local path too
 
 
 def adapter_identity(adapter_dir: str | Path) -> dict:
@@ -290,8 +291,11 @@ def check_base(adapter_dir: str | Path, model_dir: str | Path) -> dict:
     weights' digest where both have one, else by name): one-line ModelError when it is not."""
     want = adapter_identity(adapter_dir)
     have = base_identity(model_dir)
-    same = (want.get("sha256") == have["sha256"]) if want.get("sha256") and have["sha256"] else \
-        want["name"] == have["name"]
+    if want.get("sha256") and not have["sha256"]:  # a hub id here: its weights are not on this disk to compare
+        raise ModelError(f"{adapter_dir}: an adapter for base {want['name']} with weights sha256 "
+                         f"{want['sha256'][:12]}; {model_dir} is not a model folder here, so its weights cannot be "
+                         f"checked: pass the base's folder")
+    same = want.get("sha256") == have["sha256"] if want.get("sha256") else want["name"] == have["name"]
     if not same:
         raise ModelError(f"{adapter_dir}: an adapter for base {want['name']} (weights sha256 "
                          f"{str(want.get('sha256'))[:12]}), not for {model_dir} ({have['name']}, "
@@ -303,6 +307,9 @@ def resolve_adapter_base(adapter_dir: str | Path, home: Path | None = None, prog
     """The model directory (or Hugging Face id) an adapter's base resolves to on this machine: a
     built-in base is built here as `resolve` does, and its weights must match the recorded digest."""
     ident = adapter_identity(adapter_dir)
+    if not ident.get("spec") and ident.get("source") != "hub":
+        raise ModelError(f"{adapter_dir}: an adapter for a local model folder ({ident['name']}); pass that folder "
+                         f"as the base (--model)")
     base = resolve(ident.get("spec") or ident["name"], home, progress)
     check_base(adapter_dir, base)
     return base

@@ -231,8 +231,9 @@ class ProcessSandbox:
             env = self._env_vars(token, str(view), str(work), str(self.env_dir.parent), seed)
             full = self._limits() + cmd
             cwd = work
-        if self.config.nice is not None and self.config.nice != os.nice(0):
-            full = ["nice", "-n", str(self.config.nice - os.nice(0)), *full]
+        now = os.nice(0)
+        if self.config.nice is not None and self.config.nice != now and (self.config.nice > now or os.geteuid() == 0):
+            full = ["nice", "-n", str(self.config.nice - now), *full]  # raising priority back: root only
         return subprocess.Popen(self.coreset.wrap(full), env=env, cwd=cwd, start_new_session=True, **popen)
 
     # ---- running ------------------------------------------------------------------
@@ -630,8 +631,8 @@ def _usable_record(line: bytes) -> bool:
         for key in ("time", "elapsed", "train_loss"):
             if key in rec:
                 float(rec[key])
-        if "step" in rec:
-            int(rec["step"])
+        if "step" in rec and not 0 <= int(rec["step"]) < 2 ** 63:  # a step count, and one the ledger can hold
+            return False
     except Exception:  # noqa: BLE001 - RecursionError, OverflowError, ValueError, TypeError: all unusable
         return False
     return True

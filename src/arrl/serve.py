@@ -98,13 +98,14 @@ def serve(p: Plan, port: int, log_dir: Path | None = None, ready=None, stop: thr
     server = VLLMServer(ServerConfig(model=p.model, served_name="base", max_lora_rank=rank if p.adapter else None,
                                      threads=threads, extra_args=extra), log_dir / "vllm.log", port=port)
     stop = stop or threading.Event()
-    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
+    old: dict = {}
     try:
-        try:
+        try:  # Ctrl-C while it starts: KeyboardInterrupt, and the finally below stops what started
             server.start(progress=True)
         except ServerError as e:
             raise ServeError(str(e).splitlines()[0]) from None
+        if threading.current_thread() is threading.main_thread():
+            old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         names = "base" + (f", {ADAPTER_NAME} ({p.label})" if p.adapter else "")
         print(f"serving {p.model} at {server.url}/v1 (OpenAI-compatible); models: {names}", flush=True)
         print(f"  e.g. OPENAI_BASE_URL={server.url}/v1 OPENAI_API_KEY=none; log {log_dir / 'vllm.log'}; "
