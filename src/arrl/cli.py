@@ -311,7 +311,7 @@ def _submit(cfg, args) -> int:
         raise UsageError(str(e)) from None
     print(f"submitted run {name} as Ray job {job_id} to {url} (the dashboard's Jobs tab shows it too)")
     for what, cmd in jobs.follow_commands(job_id, name, url, args.runs_dir):
-        print(f"  {what + ':':<23}{cmd}")
+        print(f"  {what + ':':<31}{cmd}")
     return 0
 
 
