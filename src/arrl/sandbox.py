@@ -438,11 +438,7 @@ def _await_eval(evaluator: subprocess.Popen, timeout_s: float) -> dict:
 
 
 def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
+    return _trees(pid)[0]
 
 
 def _trees(*roots: int) -> tuple[list[psutil.Process], ...]:

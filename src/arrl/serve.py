@@ -13,6 +13,7 @@ SIGTERM, then stops the server and everything it started.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import tempfile
@@ -90,11 +91,7 @@ def serve(p: Plan, port: int, log_dir: Path | None = None, ready=None, stop: thr
         raise ServeError(f"port {port} is in use on 127.0.0.1; pass another with --port")
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="arrl-serve-"))
     extra = ("--lora-modules", f"{ADAPTER_NAME}={p.adapter}") if p.adapter else ()
-    rank = 16
-    if p.adapter:
-        import json
-
-        rank = max(16, int(json.loads((p.adapter / "adapter_config.json").read_text()).get("r", 16)))
+    rank = max(16, int(json.loads((p.adapter / "adapter_config.json").read_text()).get("r", 16))) if p.adapter else 16
     server = VLLMServer(ServerConfig(model=p.model, served_name="base", max_lora_rank=rank if p.adapter else None,
                                      threads=threads, extra_args=extra), log_dir / "vllm.log", port=port)
     stop = stop or threading.Event()
