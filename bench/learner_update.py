@@ -1,6 +1,7 @@
 """Learner update cost on this machine: seconds per PPO update and per 1,000 response tokens.
 
     .venv/bin/python bench/learner_update.py [--models tiny-random smollm2] [--batch 16] [--group 4]
+    .venv/bin/python bench/learner_update.py --replay runs/NAME/trajectories/update-000002.parquet [--models smollm2]
 
 For each model: real prompts (the tiny target's catalog-edit prompt, rendered with the
 model's chat template and tokenizer, as the policy server would send it) and catalog
@@ -8,6 +9,10 @@ answers tokenized the same way, `--batch` samples in groups of `--group` sharing
 one `Learner.update` = reference/value scoring + `--epochs` PPO passes + adapter export +
 checkpoint. Reports the median of `--updates` updates after one warm-up. No server is
 needed: the cost depends on the shapes, not on who sampled the tokens.
+
+`--replay FILE`: one update on a batch a run recorded (its trajectories/update-*.parquet, the
+exact batch its learner was sent), with the learner at the batch's adapter version; reports
+its time and the process's peak RSS (run one replay per process: the peak is the process's).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -81,6 +87,25 @@ def bench(model: str, args) -> dict:
             "s_per_1k_response_tokens": round(med / res["tokens"] * 1000, 2), "learner_build_s": round(build_s, 1)}
 
 
+def replay(model: str, path: str, args) -> dict:
+    import pyarrow.parquet as pq
+
+    model_dir = models.resolve(model)
+    batch = pq.read_table(path).combine_chunks().to_batches()[0]
+    lrn = Learner(model_dir, {"epochs": args.epochs, "threads": args.threads, "advantage": args.advantage},
+                  tempfile.mkdtemp(prefix="arrl-bench-learner-"))
+    lrn.version = max(batch.column("adapter_version").to_pylist())
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t = time.perf_counter()
+    res = lrn.update(batch)
+    prompts = [len(p) for p in batch.column("prompt_ids").to_pylist()]
+    return {"model": model, "replay": path, "samples": batch.num_rows, "used": len(res["exp_ids"]),
+            "groups": len(set(batch.column("group").to_pylist())), "prompt_tokens_max": max(prompts),
+            "prompt_tokens_mean": int(np.mean(prompts)), "epochs": args.epochs, "update_s": round(time.perf_counter() - t, 1),
+            "peak_rss_gib_before": round(rss0, 2),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny-random", "smollm2"])
@@ -90,7 +115,12 @@ def main() -> int:
     ap.add_argument("--updates", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--advantage", default="group", choices=["group", "gae"])
+    ap.add_argument("--replay", metavar="FILE", help="one update on a recorded batch (trajectories/update-*.parquet)")
     args = ap.parse_args()
+    if args.replay:
+        for m in args.models if "--models" in sys.argv else ["smollm2"]:
+            print(json.dumps(replay(m, args.replay, args)), flush=True)
+        return 0
     for m in args.models:
         print(json.dumps(bench(m, args)), flush=True)
     return 0

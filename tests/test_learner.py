@@ -186,6 +186,56 @@ def test_a_fixed_advantage_scale_replaces_the_normalisation(tiny_model, tmp_path
     assert lrn.update(batch)["advantage_abs_mean"] == pytest.approx(np.abs(centred).mean() / 4.0, rel=1e-5)
 
 
+def test_the_prompt_pass_keeps_only_layer_inputs_and_scores_the_same(tiny_model, monkeypatch):
+    """With gradients on, a group's prompt runs with every decoder layer checkpointed and its response pass
+    recomputed in backward: the graph keeps about one hidden vector per layer and token (plus the
+    key/value cache), and the log-probabilities and gradients equal those of the plain graph."""
+    from arrl import rl_module
+
+    def group_scores(plain: bool):
+        if plain:  # no checkpoint anywhere: the reference graph
+            monkeypatch.setattr(rl_module, "checkpoint", lambda f, *a, use_reentrant, **k: f(*a, **k))
+        model = rl_module.build_peft_model(str(tiny_model), 8, 16, rl_module.DEFAULT_TARGETS, 0)
+        with torch.no_grad():
+            for name, prm in model.named_parameters():
+                if "lora_B" in name:
+                    prm.normal_(0.0, 0.02)
+        module = rl_module.LoraPolicyModule.__new__(rl_module.LoraPolicyModule)
+        torch.nn.Module.__init__(module)
+        module.model, module.value_head = model, None
+        g = torch.Generator().manual_seed(1)
+        prompt = torch.randint(3, 250, (1, 400), generator=g)
+        resp = torch.randint(3, 250, (3, 6), generator=g)
+        valid = torch.ones(3, 6, dtype=torch.bool)
+        valid[1, 4:] = False
+        masks = torch.full((3, 6, (model.config.vocab_size + 7) // 8), 255, dtype=torch.uint8)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            logp, entropy, _ = module._group(prompt, resp, valid, masks, False)
+        ((logp * valid).sum() + 0.1 * entropy.sum()).backward()
+        grads = {n: prm.grad.clone() for n, prm in model.named_parameters() if prm.grad is not None}
+        return logp.detach(), grads, sum(saved) / prompt.shape[1], model.config
+
+    logp, grads, per_token, cfg = group_scores(False)
+    logp0, grads0, per_token0, _ = group_scores(True)
+    assert torch.equal(logp, logp0) and grads.keys() == grads0.keys()
+    assert all(torch.allclose(grads[k], grads0[k], rtol=1e-5, atol=1e-7) for k in grads)
+    kv = 2 * cfg.num_key_value_heads * cfg.head_dim
+    # per token, float32: each layer's input and its keys and values, the final norm's input, the rotary
+    # cos and sin; 20% slack. The plain graph keeps about 9 times as much on this model.
+    bound = (cfg.num_hidden_layers * (cfg.hidden_size + kv) + cfg.hidden_size + 2 * cfg.head_dim) * 4 * 1.2
+    assert per_token < bound < per_token0, (per_token, bound, per_token0)
+
+
+def test_the_learner_bounds_its_host_heap():
+    """glibc's mmap threshold is set in the learner process (`[learner] mmap_mb`); 0 leaves it alone."""
+    from arrl.ppo_learner import bound_heap
+
+    assert bound_heap(0) is False
+    assert bound_heap(4) is True  # glibc (this machine, the Docker image, Ray's nodes)
+
+
 def test_stale_samples_are_dropped_and_counted(tiny_model, tmp_path):
     lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "max_staleness": 1}, str(tmp_path))
     lrn.update(fake_batch(4, version=0, seed=1))

@@ -99,6 +99,10 @@ def test_sync_learning_uses_every_sample(tiny_model, tmp_path):
     db = sqlite3.connect(run / "ledger.sqlite")
     used, stale, worst = db.execute("SELECT SUM(used), SUM(used=0), MAX(staleness) FROM samples").fetchone()
     assert used >= 8 * len(versions) and stale == 0 and worst <= 1, (used, stale, worst)
+    # no update starts once the run is stopping: each was sent before the `stopping` event
+    (stopping,) = db.execute("SELECT t FROM events WHERE kind='stopping'").fetchone()
+    sent = [c - json.loads(i)["sent_s"] for c, i in db.execute("SELECT created, info FROM policy_versions")]
+    assert sent and max(sent) < stopping, (stopping, sent)
 
 
 def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):

@@ -96,6 +96,8 @@
     num_learners = 0                # 0: one learner in the learner actor; >1: DDP over that many
     num_gpus = -1.0                 # per learner (-1: 1 when workers have GPUs, else 0); fractions share a GPU
     threads = 0                     # torch threads of the learner (0: torch's default)
+    mmap_mb = 4                     # host memory: blocks above this many MB are mapped and given back when freed
+                                    # (glibc; 0: the allocator's default, which kept 3x the memory, LEARNER.md)
     seed = 0
 
     [integrity]                     # results too good to be true (arrl.integrity, docs/SECURITY.md)
@@ -231,6 +233,7 @@ class LearnerSection:
     num_learners: int = 0
     num_gpus: float = -1.0
     threads: int = 0
+    mmap_mb: int = 4
     seed: int = 0
 
     def settings(self, gpus: float) -> dict:
@@ -296,7 +299,7 @@ NON_NEGATIVE = {("search", "noise_runs"), ("search", "rerun_repeats"), ("search"
                 ("oracle", "plateau"), ("search", "history_k"), ("oracle", "max_failed_edits"),
                 ("learner", "minibatch_size"), ("learner", "value_lr"), ("learner", "clip"), ("learner", "kl_coef"),
                 ("learner", "entropy_coef"), ("learner", "vf_coef"), ("learner", "grad_clip"),
-                ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"),
+                ("learner", "max_staleness"), ("learner", "num_learners"), ("learner", "threads"), ("learner", "mmap_mb"),
                 ("learner", "advantage_scale"), ("placement", "reserve_cores"), ("contention", "reruns"),
                 ("search", "abort_z"), ("search", "abort_margin"), ("integrity", "floor_bpb"),
                 ("integrity", "max_gain_z"), ("integrity", "max_gain_frac"), ("integrity", "reproduce_z")}

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import queue
-import statistics
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -344,9 +343,10 @@ class Driver:
             if pending:
                 self._submit(pending[0], w)
                 continue
-            if self.stop_reason or not self._budget_left():
-                return
             while True:
+                # checked before every proposal: a duplicate answered from the ledger uses up the budget too
+                if self.stop_reason or not self._budget_left():
+                    return
                 eid = self._candidate()
                 if eid is None:
                     return
@@ -778,6 +778,19 @@ class Driver:
             self.store.event("policy_warm", proposals=made, seconds=round(took, 2))
         self.log(f"policy warm: {made} proposals in {took:.1f} s; experiments start now")
 
+    def _finish_learning(self) -> None:
+        """At the stop: an update already in flight is finished and served (unless `arrl stop` asked to stop
+        now); none starts. Samples that wait stay unconsumed in the ledger, and the next update trains them
+        (`arrl launch --resume` with a larger budget)."""
+        lrn = self.learning
+        if lrn.busy() and "stop requested" not in self.stop_reason:
+            self.log(f"learner: the update in flight is finished before the run stops (adapter v{lrn.version + 1}; "
+                     f"`arrl stop` skips it)")
+            lrn.drain()
+        waiting = lrn.waiting()
+        if waiting:
+            self.log(f"learner: {waiting} sample(s) wait for the next update (`arrl launch --resume` trains them)")
+
     def _best(self) -> float | None:
         return self.incumbent.bpb if self.incumbent.values else None
 
@@ -791,9 +804,14 @@ class Driver:
         self.store.put("status", "running")
         if self.warm_up:
             self._warm()
+        stopping = False
         while True:
             if self.stop_reason is None and self._baselines_done():
                 self.stop_reason = oracle.check(self.progress(), self.cfg.oracle)
+            if self.stop_reason and not stopping:
+                stopping = True  # from here no proposal is asked for and no learner update starts
+                with self.store.tx():
+                    self.store.event("stopping", reason=self.stop_reason, running=len(self.inflight))
             if self.stop_reason and self._idle():
                 pending = self.store.experiments("state='pending'")
                 if "stop requested" in self.stop_reason or ((not pending or not self._baselines_done())
@@ -801,8 +819,8 @@ class Driver:
                     break
             # between_runs: the policy server's and the learner's work starts only while nothing trains
             may_start = self._idle() or not self.between_runs
-            if self.learning is not None:
-                self.learning.step(start=may_start)
+            if self.learning is not None:  # no update starts once the run is stopping
+                self.learning.step(start=may_start and not self.stop_reason)
             if not self.stop_reason and not (self.learning is not None and self.learning.holding()):
                 self._prefetch(start=may_start and not (self.between_runs and self._parts_busy()))
             self._fill()
@@ -820,9 +838,8 @@ class Driver:
                     self._handle(ref)
                 elif ref in self.test_inflight:
                     self._handle_test(ref)
-        if self.learning is not None and "stop requested" not in self.stop_reason:
-            self.learning.step()  # a full batch that waits is trained before the run ends, not left behind
-            self.learning.drain()
+        if self.learning is not None:
+            self._finish_learning()
         with self.store.tx():
             self.store.put("status", "finished")
             self.store.put("stop_reason", self.stop_reason)

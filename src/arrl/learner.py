@@ -95,7 +95,7 @@ class Learner:
                .learners(num_learners=s["num_learners"], num_gpus_per_learner=s["num_gpus"],
                          learner_class=TokenPPOLearner,
                          learner_config_dict={k: s[k] for k in ("clip", "kl_coef", "entropy_coef", "vf_coef",
-                                                                       "value_lr")}))
+                                                                       "value_lr", "mmap_mb")}))
         if s["num_learners"] > 1:
             cfg.torch_ddp_kwargs = {"find_unused_parameters": False}
         return cfg.build_learner_group(rl_module_spec=spec)

@@ -105,6 +105,12 @@ class Learning:
             f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
+    def waiting(self) -> int:
+        """Learnable results no update has consumed or dropped yet (read only)."""
+        return self.store.db.execute(
+            f"SELECT COUNT(*) FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {self.learnable} AND "
+            f"e.id NOT IN (SELECT exp_id FROM samples)").fetchone()[0]
+
     def busy(self) -> bool:
         """Whether an update or an adapter load is in flight (placement between_runs: no experiment
         starts meanwhile, arrl.placement)."""

@@ -10,10 +10,14 @@ left-padded, the response right-padded. Proposals of one group share their promp
 is most of the tokens, so each distinct prompt is run once, unpadded (so SDPA can use its
 memory-efficient causal kernel instead of materialising T x T attention weights), and its
 key/value cache, with gradients, is repeated for the group's responses; only response
-positions get logits (SmolLM2's vocabulary is 49k). With gradients on, each group runs
-under activation checkpointing: its activations are recomputed in the backward pass, so
-memory holds one group's graph at a time (a SmolLM2 update on a 2,000-token prompt would
-otherwise need tens of GB on CPU). `forward_train` returns, per
+positions get logits (SmolLM2's vocabulary is 49k). With gradients on, nothing but the
+inputs of each decoder layer is kept for the backward pass: the prompt runs with every
+decoder layer under activation checkpointing (`_PromptCache` keeps the recomputation from
+growing the key/value cache), and each group's response pass, logits included, is
+recomputed in the backward pass. Memory grows with the prompt by one hidden vector per
+layer per token (about 70 KB a token for SmolLM2), not by every activation of the graph
+(3.6 MB a token measured before: a 4,000-token prompt took 14 GB and Ray's memory monitor
+killed the learner). `forward_train` returns, per
 response token, the log-probability of the sampled token and the entropy, both under the
 grammar mask the server sampled with, plus the value of the state (the hidden state of the
 last prompt token) when the module has a value head.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from transformers.cache_utils import DynamicCache
 
 from arrl.grammar import unpack
 
@@ -48,7 +53,35 @@ def build_peft_model(model_dir: str, rank: int, alpha: float, targets: tuple[str
                       task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
     model.eval()  # no dropout anywhere; gradients still flow
+    _checkpoint_layers(model)
     return model
+
+
+def _checkpoint_layers(model) -> None:
+    """Run every decoder layer under activation checkpointing while `model._arrl_layer_checkpoints` is set
+    and gradients are on. Transformers' own gradient checkpointing drops the key/value cache, which the
+    prompt pass exists to build, so the layers are wrapped here instead."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model._arrl_layer_checkpoints = False
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer):
+            def forward(*args, _run=layer.forward, **kwargs):
+                if model._arrl_layer_checkpoints and torch.is_grad_enabled():
+                    return checkpoint(_run, *args, use_reentrant=False, **kwargs)
+                return _run(*args, **kwargs)
+            layer.forward = forward
+
+
+class _PromptCache(DynamicCache):
+    """The prompt pass's key/value cache. A checkpointed layer is run again in the backward pass with this
+    same cache: the second `update` of a layer must neither append to it nor attend to the keys stored by
+    the first, so it returns the recomputed keys and values as they are (the prompt's own)."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx < len(self.layers) and self.layers[layer_idx].is_initialized:
+            return key_states, value_states
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
 
 class LoraPolicyModule(TorchRLModule):
@@ -98,11 +131,7 @@ class LoraPolicyModule(TorchRLModule):
             r0 = int(rows[0])
             plen = int(batch["prompt_mask"][r0].sum())
             prompt = batch["prompt_ids"][r0, batch["prompt_ids"].shape[1] - plen:].unsqueeze(0)
-            args = (prompt, resp[rows], valid[rows], masks[rows])
-            if torch.is_grad_enabled():  # keep one group's activations at a time: recompute it in backward
-                out = checkpoint(self._group, *args, value, use_reentrant=False)
-            else:
-                out = self._group(*args, value)
+            out = self._group(prompt, resp[rows], valid[rows], masks[rows], value)
             order.append(rows)
             parts.append(out)
         back = torch.argsort(torch.cat(order))
@@ -113,22 +142,38 @@ class LoraPolicyModule(TorchRLModule):
 
     def _group(self, prompt, resp, valid, masks, value: bool):
         """One prompt (no padding: SDPA may use its memory-efficient causal kernel) and its n responses."""
-        n, t = resp.shape
         seen = {}
         hook = None
         if value:  # the LM head's input at the last prompt position is the state's hidden vector
             hook = self.model.get_output_embeddings().register_forward_hook(
                 lambda mod, args, out: seen.__setitem__("h", args[0]))
+        cache = _PromptCache()
+        self.model._arrl_layer_checkpoints = True
         try:
-            pout = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+            pout = self.model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
         finally:
+            self.model._arrl_layer_checkpoints = False
             if hook is not None:
                 hook.remove()
-        first = pout.logits[:, -1:].expand(n, 1, -1)  # predicts each response's first token
+        kv = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        args = (pout.logits[:, -1:], resp, valid, masks, *kv)
+        if torch.is_grad_enabled():  # keep the inputs only: the responses' logits are recomputed in backward
+            logp, entropy = checkpoint(self._responses, *args, use_reentrant=False)
+        else:
+            logp, entropy = self._responses(*args)
+        n = resp.shape[0]
+        v = self.value_head(seen["h"][:, -1].float()).squeeze(-1).expand(n) if value else torch.zeros(n)
+        return logp, entropy, v
+
+    def _responses(self, last, resp, valid, masks, *kv):
+        """Per response token of one group: logp of the sampled token and entropy, given the prompt's last
+        logits `last` and its key/value cache `kv` (keys and values of each layer in turn)."""
+        n, t = resp.shape
+        first = last.expand(n, 1, -1)  # predicts each response's first token
         if t > 1:
-            cache = pout.past_key_values
-            cache.batch_repeat_interleave(n)
-            p = prompt.shape[1]
+            cache = DynamicCache(ddp_cache_data=[(kv[i].repeat_interleave(n, 0), kv[i + 1].repeat_interleave(n, 0))
+                                                 for i in range(0, len(kv), 2)])
+            p = kv[0].shape[2]
             attn = torch.cat([torch.ones(n, p, dtype=torch.long, device=resp.device), valid[:, :t - 1].long()], 1)
             pos = (p + torch.arange(t - 1, device=resp.device)).unsqueeze(0).expand(n, -1)
             rout = self.model(input_ids=resp[:, :t - 1], attention_mask=attn, position_ids=pos, past_key_values=cache,
@@ -141,8 +186,7 @@ class LoraPolicyModule(TorchRLModule):
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, resp.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all.masked_fill(~allowed, 0.0)).sum(-1)
-        v = self.value_head(seen["h"][:, -1].float()).squeeze(-1).expand(n) if value else torch.zeros(n)
-        return logp, entropy, v
+        return logp, entropy
 
     # Only the trainable tensors travel (LoRA, value head): kilobytes, not the whole model.
     def trainable_names(self) -> list[str]:
