@@ -45,3 +45,17 @@ def test_policy_actor_loads_adapter_bytes_from_the_object_store(local_ray, tiny_
     ray.kill(policy)
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [p.cmdline()[:3] for p in alive]
+
+
+def test_waiting_for_an_actor_prints_one_line_where_stderr_is_a_file(local_ray, capsys):
+    """`arrl launch > log`: no carriage-return progress frames run together in the log, one line instead."""
+    @ray.remote
+    def slow():
+        import time
+
+        time.sleep(1.5)
+        return 7
+
+    assert actors.wait_for(slow.remote(), "thing starting", progress=True) == 7
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("thing starting") == 1 and "ready after" in err, repr(err)

@@ -6,6 +6,7 @@ handle. Actors are named `arrl/<run>/<role>` so the Ray dashboard lists them by 
 
 from __future__ import annotations
 
+import sys
 import time
 
 import ray
@@ -40,14 +41,20 @@ def named(create, name: str):
 
 
 def wait_for(ref, desc: str, progress: bool = True):
-    """ray.get(ref) with a progress bar of the elapsed seconds (the actor's own output stays on its node)."""
+    """ray.get(ref) with a progress bar of the elapsed seconds (the actor's own output stays on its node).
+    Where stderr is not a terminal (a log file, a job's output) one line says when it was ready instead."""
     from tqdm import tqdm
 
-    with tqdm(desc=desc, unit="s", total=None, disable=not progress, bar_format="{desc}: {elapsed}") as bar:
+    tty = progress and sys.stderr.isatty()
+    t0 = time.monotonic()
+    with tqdm(desc=desc, unit="s", total=None, disable=not tty, bar_format="{desc}: {elapsed}") as bar:
         while True:
             ready, _ = ray.wait([ref], timeout=1.0)
             if ready:
-                return ray.get(ref)
+                out = ray.get(ref)
+                if progress and not tty:
+                    print(f"{desc}: ready after {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+                return out
             bar.update()
 
 
