@@ -63,6 +63,11 @@ def test_noise_warning_names_an_implausible_sigma_or_too_few_dof():
     assert "1 degree(s) of freedom" in acceptance.warning(acceptance.Noise(0.01, 2, 0.01, 1), 0.1)
     assert acceptance.warning(acceptance.Noise(0.01, 3, 0.01, 2), 0.1) is None
     assert acceptance.warning(acceptance.Noise(5.0, 3, 5.0, 2), 0.0) is None  # no check for the target
+    # pooled sigma high while the baselines' own is plausible: the pooled configurations, not contention
+    pooled, base = acceptance.Noise(0.187, 14, 0.187, 7), acceptance.Noise(0.033, 5, 0.033, 4)
+    msg = acceptance.warning(pooled, 0.1, base)
+    assert "baselines alone give 0.0330" in msg and "contention" not in msg, msg
+    assert "contention" in acceptance.warning(pooled, 0.1, acceptance.Noise(0.15, 5, 0.15, 4))
 
 
 def test_acceptance_margin_follows_the_noise():

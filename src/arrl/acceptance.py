@@ -112,12 +112,19 @@ def confirmed(values: list[float], incumbent: float, noise: Noise, z: float, n_i
     return centre(vals) < incumbent - margin(noise, z, len(vals), n_incumbent)
 
 
-def warning(noise: Noise, sigma_max: float) -> str | None:
+def warning(noise: Noise, sigma_max: float, baselines: Noise | None = None) -> str | None:
     """Why this sigma should not be trusted yet, or None: above what the target's runs plausibly vary
-    (target.toml `sigma_max_bpb`; 0 = no check), or resting on fewer than 2 degrees of freedom."""
+    (target.toml `sigma_max_bpb`; 0 = no check), or resting on fewer than 2 degrees of freedom.
+    `baselines`: the baselines' own sigma, when `noise` pools other sources too; if it is plausible,
+    the pooled sources (other configurations) vary more than the baseline, and the warning says so."""
     if sigma_max and noise.sigma > sigma_max:
-        return (f"sigma {noise.sigma:.4f} is above {sigma_max:g} bpb, the most this target's runs plausibly vary "
-                f"(target.toml sigma_max_bpb): look for contention (arrl status shows each run's foreign share)")
+        head = f"sigma {noise.sigma:.4f} is above {sigma_max:g} bpb, the most this target's runs plausibly vary"
+        if baselines is not None and baselines.dof >= 2 and baselines.sigma <= sigma_max:
+            return (f"{head}, while the baselines alone give {baselines.sigma:.4f}: the confirmation pairs "
+                    f"pooled into it (other configurations) vary more between seeds than the baseline; "
+                    f"`[search] pool_noise = false` uses the baselines alone")
+        return (f"{head} (target.toml sigma_max_bpb): look for contention (arrl status shows each run's "
+                f"foreign share)")
     if noise.dof < 2:
         return f"sigma rests on {noise.dof} degree(s) of freedom; it is rough until confirmations add more"
     return None

@@ -605,7 +605,11 @@ class Driver:
 
     def _put_noise(self) -> None:
         n = self.noise
-        warn = acceptance.warning(n, self.target.sigma_max_bpb)
+        base = None
+        if self.cfg.search.pool_noise:
+            base = acceptance.pooled([[r["val_bpb"] for r in self.store.experiments(
+                "kind='baseline' AND state='done' AND status='ok'")]], self.cfg.search.min_sigma)
+        warn = acceptance.warning(n, self.target.sigma_max_bpb, base)
         self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof, "estimator": "robust",
                                  "warning": warn})
         if warn != self.warned:
