@@ -141,8 +141,9 @@ class Run:
 
 
 def trial(run: Run, victim: str, rng: random.Random) -> None:
-    start = run.done()
-    run.wait(lambda: run.done() >= start + rng.randint(1, GAP), "experiments before the kill")
+    # the kill moment is drawn once per trial (not on every poll), so ARRL_CHAOS_SEED reproduces the trial
+    after = run.done() + rng.randint(1, GAP)
+    run.wait(lambda: run.done() >= after, f"experiment {after} before the kill")
     before = {"done": run.done(), "proposals": run.q("SELECT COUNT(*) FROM proposals"),
               "version": run.q("SELECT COALESCE(MAX(version), 0) FROM policy_versions"),
               "died": run.q("SELECT COUNT(*) FROM events WHERE kind='worker_died'"),

@@ -116,12 +116,16 @@ def test_dashboard_names_reprs_and_metrics(head, tmp_path):
     t = threading.Thread(target=lambda: result.update(zip(("reason", "dir"), launch(
         cfg, address="auto", runs=tmp_path / "runs", log=lambda s: None))))
     t.start()
-    seen_actors, seen_tasks, busy = {}, set(), {}
+    seen_actors, seen_tasks, busy, live = {}, set(), {}, set()
     t0 = time.time()
     while t.is_alive() and time.time() - t0 < 180:
         for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True):
             if (a.name or "").startswith("arrl/dash/"):
                 seen_actors[a.name] = a.repr_name
+                try:  # the live repr, asked while the worker may be training (2 concurrency slots)
+                    live.add(ray.get(ray.get_actor(a.name).__ray_call__.remote(lambda self: repr(self)), timeout=5))
+                except (ValueError, ray.exceptions.RayError):
+                    pass  # gone at the end of the run
         for task in list_tasks(filters=[("state", "=", "RUNNING")], detail=True):
             if (task.name or "").startswith("exp "):
                 seen_tasks.add(task.name)
@@ -134,6 +138,9 @@ def test_dashboard_names_reprs_and_metrics(head, tmp_path):
         w = name.rsplit("/", 1)[1]
         assert re.fullmatch(rf"ExperimentWorker\({w}, gpu=\d, simulated, idle, done=0\)", rep), rep
     assert any(re.fullmatch(r"exp \d+ (baseline|candidate|confirm): .*", n) for n in seen_tasks), seen_tasks
+    # asked while busy, a worker's repr names its experiment and how far into its budget it is
+    assert any(re.fullmatch(r"ExperimentWorker\(worker-[01], gpu=\d, simulated, exp=\d+, \d+/2 s\)", r)
+               for r in live), live
     assert {dict(k[1])["worker"] for k in busy} == {"worker-0", "worker-1"}
     assert all(0.0 < v <= 1.0 for v in busy.values()), busy
 

@@ -68,7 +68,7 @@ def test_full_run_with_every_status(runs):
     assert all(r[3] is not None for r in rows if r[0] == "candidate")
     assert {r[3] for r in rows if r[1] in ("crash", "timeout", "oom", "nan", "invalid_metric", "edit_failed")} == {-1.0}
     # 4 workers were used (fake GPUs), and the proposals are in the ledger
-    assert len({r[5] for r in rows if r[5]}) >= 3
+    assert {r[5] for r in rows if r[5]} == {f"worker-{i}" for i in range(4)}, rows
     assert db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0] >= 8
     # the git branch starts at the baseline and has one commit per acceptance
     log = subprocess.run(["git", "-C", str(d / "git"), "log", "--format=%s", "arrl/every-status"],

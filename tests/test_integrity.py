@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -74,8 +75,15 @@ def test_suspicious_results_wait_for_a_fresh_run(tmp_path):
     assert better["id"] in confirms and better["id"] in accepted
     events = [json.loads(e[0]) for e in db.execute("SELECT data FROM events WHERE kind='suspicious'")]
     assert {e["exp"] for e in events} == {opt["id"], better["id"]}, lines
-    # the git branch holds the accepted edit only
     assert any("NOT reproduced" in line for line in lines) and any("reproduced by" in line for line in lines)
+    # the git branch holds the accepted edit only: the baseline, then BETTER's commit, never the optimum's
+    git = ["git", "-C", str(d / "git")]
+    log = subprocess.run(git + ["log", "--format=%s", "arrl/integrity"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert len(log) == 2 and log[-1] == "baseline" and log[0].startswith(f"exp {better['id']}:"), log
+    head = subprocess.run(git + ["show", "arrl/integrity:train.py"], capture_output=True, text=True,
+                          check=True).stdout
+    assert head == (d / "experiments" / f"{better['id']:06d}" / "train.py").read_text()
 
 
 def test_integrity_settings_are_checked():

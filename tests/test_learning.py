@@ -53,8 +53,13 @@ def check_versions(run: Path) -> list[dict]:
     assert [v for v, _ in versions] == list(range(1, len(versions) + 1))
     for v, info in versions[:-1]:
         assert info.get("loaded_at"), f"version {v} was never served"
-        assert info["metrics"]["first_clip_fraction"] <= info["metrics"]["clip_fraction"] + 1.0
         assert (run / "learner").exists()
+    # version 1's first step is on-policy: its samples came from adapter 0, which is the base model
+    # (B = 0) the learner starts from, so nothing is clipped, the ratio is 1 up to the server's
+    # numerics and the KL to the reference is exactly 0
+    first = versions[0][1]["metrics"]
+    assert first["first_kl"] == 0.0 and first["first_clip_fraction"] == 0.0, first
+    assert abs(first["first_ratio_mean"] - 1.0) < 0.02, first
     made_by = {r[0] for r in db.execute("SELECT DISTINCT adapter_version FROM proposals")}
     assert len(versions) - 1 in made_by or len(versions) - 2 in made_by  # proposals came from new adapters
     trained = db.execute("SELECT COUNT(*), COUNT(DISTINCT exp_id) FROM samples").fetchone()
