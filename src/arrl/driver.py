@@ -591,13 +591,15 @@ class Driver:
                 again |= self._rerun_contended(r, o, why, done=True)
         return again
 
-    def _estimate_noise(self) -> acceptance.Noise:
-        """The noise sigma from the ledger's done runs: the baselines, and with `[search] pool_noise` every
-        source that ran `ok` more than once (a candidate with its confirmation, a re-run repeat), pooled. A
-        result answered from the ledger is not a run; a suspicious one that did not reproduce is not `ok`."""
+    def _estimate_noise(self, pool: bool | None = None) -> acceptance.Noise:
+        """The noise sigma from the ledger's done runs: the baselines, and with `pool` (default `[search]
+        pool_noise`) every source that ran `ok` more than once (a candidate with its confirmation, a re-run
+        repeat), pooled. A result answered from the ledger is not a run; a suspicious one that did not
+        reproduce is not `ok`."""
+        pool = self.cfg.search.pool_noise if pool is None else pool
         rows = self.store.db.execute(
             "SELECT norm_sha, val_bpb FROM experiments WHERE state='done' AND status='ok' AND reused_from IS NULL"
-            + ("" if self.cfg.search.pool_noise else " AND kind='baseline'") + " ORDER BY id").fetchall()
+            + ("" if pool else " AND kind='baseline'") + " ORDER BY id").fetchall()
         groups: dict = {}
         for norm, v in rows:
             groups.setdefault(norm, []).append(v)
@@ -605,10 +607,7 @@ class Driver:
 
     def _put_noise(self) -> None:
         n = self.noise
-        base = None
-        if self.cfg.search.pool_noise:
-            base = acceptance.pooled([[r["val_bpb"] for r in self.store.experiments(
-                "kind='baseline' AND state='done' AND status='ok'")]], self.cfg.search.min_sigma)
+        base = self._estimate_noise(pool=False) if self.cfg.search.pool_noise else None
         warn = acceptance.warning(n, self.target.sigma_max_bpb, base)
         self.store.put("noise", {"sigma": n.sigma, "raw": n.raw, "runs": n.runs, "dof": n.dof, "estimator": "robust",
                                  "warning": warn})

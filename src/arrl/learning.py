@@ -100,16 +100,18 @@ class Learning:
                 for eid, v in stale:
                     self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
                                           "VALUES(?,?,0,?)", (eid, self.version + 1, self.version - v))
+        return self._unconsumed(limit)
+
+    def waiting(self) -> int:
+        """Learnable results no update has consumed or dropped yet (read only)."""
+        return len(self._unconsumed(-1))
+
+    def _unconsumed(self, limit: int) -> list[int]:
+        """Ids of learnable results not in `samples`, oldest first (limit -1: all)."""
         rows = self.store.db.execute(
             f"SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {self.learnable} AND "
             f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
-
-    def waiting(self) -> int:
-        """Learnable results no update has consumed or dropped yet (read only)."""
-        return self.store.db.execute(
-            f"SELECT COUNT(*) FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {self.learnable} AND "
-            f"e.id NOT IN (SELECT exp_id FROM samples)").fetchone()[0]
 
     def busy(self) -> bool:
         """Whether an update or an adapter load is in flight (placement between_runs: no experiment
