@@ -15,7 +15,8 @@ inputs of each decoder layer is kept for the backward pass: the prompt runs with
 decoder layer under activation checkpointing (`_PromptCache` keeps the recomputation from
 growing the key/value cache), and each group's response pass, logits included, is
 recomputed in the backward pass. Memory grows with the prompt by one hidden vector per
-layer per token (about 70 KB a token for SmolLM2), not by every activation of the graph
+layer per token plus its keys and values (124 KB a token measured for SmolLM2), not by
+every activation of the graph
 (3.6 MB a token measured before: a 4,000-token prompt took 14 GB and Ray's memory monitor
 killed the learner). `forward_train` returns, per
 response token, the log-probability of the sampled token and the entropy, both under the
