@@ -113,6 +113,28 @@ def test_memory_hog_is_oom(cpu_sandbox_image, shakespeare_dir, tmp_path):
     assert out.status == "oom", out.message + out.log_tail
 
 
+def test_output_of_a_script_that_ends_at_once_is_kept_whole(cpu_sandbox_image, shakespeare_dir, tmp_path,
+                                                             monkeypatch):
+    """The container is attached before it starts: a script that prints and exits before the host looks at it
+    keeps every line. A busy host is simulated by a slow first look (an attach after the start lost all of the
+    output, or its first lines, in a CI run)."""
+    from docker.models.containers import Container
+
+    reload = Container.reload
+
+    def slow_reload(self):
+        time.sleep(1.5)  # the script has printed and exited by now
+        reload(self)
+
+    monkeypatch.setattr(Container, "reload", slow_reload)
+    lines = [f"line {i:03d}" for i in range(300)]
+    for trial in range(2):
+        run_dir = tmp_path / f"run{trial}"
+        sandbox(shakespeare_dir, cpu_sandbox_image).run(f"print({chr(10).join(lines)!r})\n", run_dir)
+        got = (run_dir / "train.log").read_text().splitlines()
+        assert [ln for ln in got if ln.startswith("line ")] == lines, got[:5]
+
+
 def test_orphans_of_a_dead_worker_are_swept_when_it_restarts(cpu_sandbox_image, shakespeare_dir, tmp_path):
     from arrl.docker_sandbox import client
 
@@ -140,18 +162,18 @@ def test_the_watchdog_only_takes_a_pid_that_is_the_containers(cpu_sandbox_image)
     """The host signals the container's init by pid: it must be that container's process, never 0 (our own group)."""
     import os
 
-    from arrl.docker_sandbox import _NO_PID, _Container, _ours, client
+    from arrl.docker_sandbox import _NO_PID, _Container, _ours, _start_attached, client
 
-    ctr = client().containers.run(cpu_sandbox_image, ["sleep", "300"], detach=True, network_mode="none", init=True,
-                                  labels={"arrl.sandbox": "1", "arrl.run": "pid"})
+    ctr = client().containers.create(cpu_sandbox_image, ["sleep", "300"], network_mode="none", init=True,
+                                     labels={"arrl.sandbox": "1", "arrl.run": "pid"})
     try:
-        ctr.reload()
+        watched = _Container(ctr, _start_attached(ctr))
         pid = ctr.attrs["State"]["Pid"]
         assert _ours(pid, ctr.id) and not _ours(os.getpid(), ctr.id)
-        assert _Container(ctr).pid == pid
+        assert watched.pid == pid
         ctr.kill()
         ctr.wait(timeout=10)
-        assert _Container(ctr).pid == _NO_PID  # exited: State.Pid is 0
+        assert _Container(ctr, iter(())).pid == _NO_PID  # exited: State.Pid is 0
     finally:
         ctr.remove(force=True)
 

@@ -99,10 +99,23 @@ def _ours(pid: int, container_id: str) -> bool:
         return False
 
 
+def _start_attached(container):
+    """Start a created `container`, attached to its output first; returns the output stream. An attach after the
+    start loses the output of a script that ends at once: the engine refuses to attach to a stopped container."""
+    stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)  # the request is made here
+    try:
+        container.start()
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
 class _Container:
     """A running container seen through the small part of subprocess.Popen the sandbox uses."""
 
-    def __init__(self, container):
+    def __init__(self, container, stream):
+        """`container` is started, `stream` its attached output (see _start_attached)."""
         self.container = container
         container.reload()
         pid = container.attrs["State"]["Pid"]  # its init, in the engine's pid namespace; 0 once it exited
@@ -122,11 +135,11 @@ class _Container:
         r, w = os.pipe()
         self.stdout = os.fdopen(r, "rb")
         self._w = w
-        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
 
-    def _pump(self) -> None:
+    def _pump(self, stream) -> None:
         try:
-            for chunk in self.container.attach(stdout=True, stderr=True, stream=True, logs=True):
+            for chunk in stream:
                 os.write(self._w, chunk)
         except (DockerException, RequestException, OSError):
             pass
@@ -225,18 +238,21 @@ class DockerSandbox(ProcessSandbox):
         labels = {**self.labels, "arrl.run_dir": str(run_dir)}
         mem = f"{cfg.memory_mb + 256}m"  # the host watchdog (memory_mb) acts first and names it oom
         try:
-            ctr = self.client.containers.run(
-                self.image, backstop + self._limits() + cmd, detach=True, environment=env, volumes=vols,
+            ctr = self.client.containers.create(
+                self.image, backstop + self._limits() + cmd, environment=env, volumes=vols,
                 working_dir=WORK_MOUNT, network_mode="none", mem_limit=mem, memswap_limit=mem,
                 pids_limit=cfg.max_procs + 8, read_only=True, tmpfs={"/tmp": "size=512m,mode=1777"},
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65534:65534", init=True,
                 labels=labels, device_requests=devices, hostname="arrl-sandbox", cpuset_cpus=cfg.cores or None)
         except DockerException as e:
-            # a container whose start failed (e.g. no GPU driver) stays "Created": remove it
+            # the engine refused the container: remove anything it left under this run's label
             remove_labelled(self.client, {"arrl.run_dir": str(run_dir)})
             raise DockerUnavailable(f"the sandbox container did not start: {str(e)[:400]}") from None
         self._containers.append(ctr)  # removed after the run, whatever happens next
-        return _Container(ctr)
+        try:
+            return _Container(ctr, _start_attached(ctr))
+        except (DockerException, RequestException) as e:  # e.g. no GPU driver; run() removes the container
+            raise DockerUnavailable(f"the sandbox container did not start: {str(e)[:400]}") from None
 
     def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:
         self._containers = []
