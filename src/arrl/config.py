@@ -72,7 +72,8 @@
     [learner]                       # PPO on the policy's LoRA adapter (kind = "vllm" only; others are frozen)
     enabled = true
     advantage = "group"             # group (relative within a proposal group) | gae (value head, GAE)
-    batch_size = 16                 # samples (proposals with rewards) per update
+    batch_size = 12                 # samples (proposals with rewards) per update: 3 groups of 4; 16 trained
+                                    # the default run's only adapter after its last proposal
     epochs = 2                      # passes over each batch
     minibatch_size = 0              # 0: the whole batch per optimizer step
     lr = 2e-4
@@ -211,7 +212,7 @@ class RewardSection:
 class LearnerSection:
     enabled: bool = True
     advantage: str = "group"
-    batch_size: int = 16
+    batch_size: int = 12
     epochs: int = 2
     minibatch_size: int = 0
     lr: float = 2e-4
