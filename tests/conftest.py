@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import tiers  # noqa: E402,F401 - checks ARRL_TEST_TIER before anything runs
 import webserver  # noqa: E402
 
 

@@ -17,6 +17,7 @@ import ray
 
 from arrl import config as config_mod
 from arrl.launch import launch
+from tiers import tier
 
 # Catalog edits apply to any incumbent (a SEARCH/REPLACE of the original line would stop
 # applying once an edit of that line is accepted).
@@ -64,7 +65,7 @@ def env(tmp_path, shakespeare_dir):
 def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path, env):
     rng = random.Random(7)
     cfg_file = tmp_path / "launch.toml"
-    trials = 3
+    trials = tier(1, 3)  # CI tier: one kill; full tier: three
     for trial in range(trials):
         name = f"kill-{trial}"
         cfg_file.write_text(_toml({**CONFIG, "name": name}))
