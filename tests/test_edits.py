@@ -99,6 +99,29 @@ def test_catalog_schema_lists_every_knob_and_value():
     assert schema["properties"]["LEARNING_RATE"]["enum"] == ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
 
 
+def test_catalog_schema_leaves_out_current_values():
+    """Given the incumbent's values, no answer the schema allows can leave train.py unchanged."""
+    import itertools
+
+    import jsonschema
+
+    current = edits.catalog_values(SRC, TINY.catalog)
+    schema = edits.catalog_schema(TINY.catalog, current)
+    assert schema["properties"]["LEARNING_RATE"]["enum"] == [v for v in ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
+                                                            if v != current["LEARNING_RATE"]]
+    for k in TINY.catalog:  # every knob, each allowed value: a change
+        for v in schema["properties"].get(k.name, {}).get("enum", []):
+            jsonschema.validate({k.name: v}, schema)
+            assert edits.apply(SRC, json.dumps({k.name: v}), "catalog", TINY.catalog).ok
+    for k, v in itertools.islice(current.items(), 3):  # restating a current value is outside the schema
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({k: v}, schema)
+    # a knob whose only value is the current one is left out; with none left, the plain schema
+    one = (target.Knob("A", ("1",), "1"), target.Knob("B", ("1", "2"), "1"))
+    assert list(edits.catalog_schema(one, {"A": "1", "B": "1"})["properties"]) == ["B"]
+    assert edits.catalog_schema(one[:1], {"A": "1"}) == edits.catalog_schema(one[:1])
+
+
 def test_editable_regions_are_enforced(make_target):
     tgt = make_target('profile = "shakespeare"\n[[editable]]\nbegin = "# begin"\nend = "# end"\n',
                       "A = 1\n# begin\nB = 2\n# end\nC = 3\n")

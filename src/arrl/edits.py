@@ -12,7 +12,7 @@ Three formats:
   occur in the file (at the stated line, or else exactly once anywhere).
 - `catalog` (the embedded CPU default): a JSON object {knob: value} over the target's
   catalog, e.g. {"N_LAYER": "6", "LEARNING_RATE": "1e-3"}; `catalog_schema` builds the
-  JSON schema that constrains generation.
+  JSON schema that constrains generation (without each knob's current value: no answer is empty).
 
 `apply` never raises for anything a completion contains. A failure has one of FAILURES
 and a message written for the policy to read next time; an edit that changes nothing is
@@ -167,14 +167,18 @@ def _apply_unified_diff(source: str, completion: str) -> str:
 
 
 # ---- catalog ------------------------------------------------------------------------------
-def catalog_schema(catalog: tuple[Knob, ...]) -> dict:
-    """JSON schema for a catalog edit: any non-empty subset of knobs, each set to an allowed value."""
-    return {
-        "type": "object",
-        "properties": {k.name: {"type": "string", "enum": list(k.values)} for k in catalog},
-        "additionalProperties": False,
-        "minProperties": 1,
-    }
+def catalog_schema(catalog: tuple[Knob, ...], current: dict[str, str] | None = None) -> dict:
+    """JSON schema for a catalog edit: any non-empty subset of knobs, each set to an allowed value. With
+    `current` (`catalog_values` of the incumbent) each knob's current value is left out, so every answer
+    changes train.py: in a README run the unconstrained policy spent 16 of 30 proposals restating the
+    incumbent's values (`empty_edit`). A knob with no other value is left out; if none is left, the plain
+    schema is returned."""
+    current = current or {}
+    props = {k.name: {"type": "string", "enum": [v for v in k.values if v != current.get(k.name)]} for k in catalog}
+    props = {name: p for name, p in props.items() if p["enum"]}
+    if not props:
+        return catalog_schema(catalog)
+    return {"type": "object", "properties": props, "additionalProperties": False, "minProperties": 1}
 
 
 def catalog_values(source: str, catalog: tuple[Knob, ...]) -> dict[str, str]:

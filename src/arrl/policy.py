@@ -102,7 +102,8 @@ class _ChatClient:
             b["logprobs"] = True
         b.update(s.extra)
         if state.fmt == "catalog":
-            schema = edits.catalog_schema(tuple(rng.sample(state.catalog, len(state.catalog))))
+            schema = edits.catalog_schema(tuple(rng.sample(state.catalog, len(state.catalog))),
+                                          edits.catalog_values(state.source, state.catalog))
             if self.vllm:
                 b["structured_outputs"] = {"json": schema}
             else:
