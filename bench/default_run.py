@@ -35,10 +35,20 @@ def ledger(run_dir: Path) -> dict:
         "SELECT a.exp_id, a.val_bpb, a.prev_bpb, e.summary FROM accepted a JOIN experiments e ON e.id = a.exp_id "
         "ORDER BY a.created")]
     contended = db.execute("SELECT COUNT(*) FROM events WHERE kind='contended'").fetchone()[0]
+    # the learner: each update, and which adapter version made the proposals that became candidates
+    updates = [{"version": v, "samples": i.get("samples_in"), "update_s": i.get("update_s"),
+                "served": bool(i.get("loaded_at"))} for v, i in
+               ((v, json.loads(i)) for v, i in db.execute("SELECT version, info FROM policy_versions ORDER BY version"))]
+    by_version = {str(v): n for v, n in db.execute(
+        "SELECT p.adapter_version, COUNT(*) FROM experiments e JOIN proposals p ON p.id = e.proposal_id "
+        "WHERE e.kind='candidate' GROUP BY p.adapter_version ORDER BY p.adapter_version")}
+    failed = dict(db.execute("SELECT substr(message, 1, instr(message, ':') - 1), COUNT(*) FROM experiments "
+                             "WHERE status='edit_failed' GROUP BY 1"))
     steps = [r[0] for r in db.execute("SELECT steps FROM experiments WHERE steps IS NOT NULL")]
     return {"run": run_dir.name, "placement": meta.get("placement"), "noise": meta.get("noise"),
             "wall_s": meta.get("wall_s"), "stop_reason": meta.get("stop_reason"), "baselines": base,
-            "accepted": acc, "contended_reruns": contended, "runs_with_steps": len(steps)}
+            "accepted": acc, "contended_reruns": contended, "runs_with_steps": len(steps),
+            "learner_updates": updates, "candidates_by_adapter_version": by_version, "edit_failed": failed}
 
 
 def run_one(source: Path, seed: int, cores: str) -> dict:
