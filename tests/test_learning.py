@@ -62,6 +62,13 @@ def check_versions(run: Path) -> list[dict]:
     first = versions[0][1]["metrics"]
     assert first["first_kl"] == 0.0 and first["first_clip_fraction"] == 0.0, first
     assert abs(first["first_ratio_mean"] - 1.0) < 0.02, first
+    # once a version is served, no candidate comes from an older adapter's proposal (queued ones are dropped)
+    for v, info in versions:
+        if info.get("loaded_at"):
+            older = db.execute("SELECT COUNT(*) FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
+                               "e.kind='candidate' AND e.created > ? AND p.adapter_version < ?",
+                               (info["loaded_at"], v)).fetchone()[0]
+            assert older == 0, f"{older} candidate(s) from an adapter older than v{v} after it was served"
     made_by = {r[0] for r in db.execute("SELECT DISTINCT adapter_version FROM proposals")}
     assert len(versions) - 1 in made_by or len(versions) - 2 in made_by  # proposals came from new adapters
     trained = db.execute("SELECT COUNT(*), COUNT(DISTINCT exp_id) FROM samples").fetchone()

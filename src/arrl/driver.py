@@ -240,6 +240,12 @@ class Driver:
         if base_id != self.incumbent.exp_id:
             self.store.event("stale_proposal", proposal=prop.id)  # made for an older incumbent
             return -1
+        if self.learning is not None and prop.adapter_version < self.learning.served:
+            # made by an adapter the server no longer serves: the new one proposes instead (at the default's
+            # one update per run, queued proposals of the old one used to fill every slot left after the load)
+            self.store.event("stale_proposal", proposal=prop.id, adapter_version=prop.adapter_version,
+                             served=self.learning.served)
+            return -1
         inc = self.incumbent
         res = edits.apply(inc.source, prop.text, prop.fmt, self.target.catalog, self.target.editable)
         summary = _summary(prop.text, res)

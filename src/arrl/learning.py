@@ -9,7 +9,9 @@
   * when an update returns, one transaction records the new policy version (metrics, counts,
     timings) and which samples it used or dropped (`samples`); the adapter files go from the
     learner to the policy server through the object store (`load_adapter`);
-  * when the load returns, the version's record gets the sync latency (update done -> served).
+  * when the load returns, the version's record gets the sync latency (update done -> served), and
+    `served` moves on: the driver drops proposals still queued from an older adapter (event
+    `stale_proposal`), so the next candidates come from the new one.
 
 With `sync` (config `[learner] sync`), learning is on-policy: while an update or the load of
 its adapter is in flight, `holding()` tells the driver to ask the policy for no new
@@ -61,6 +63,7 @@ class Learning:
         self.update_ref = None  # (ref, exp ids, t_sent)
         self.load_ref = None  # (ref, version, t_update_done)
         self.version = store.policy_version()
+        self.served = self.version  # the adapter the policy server answers with (resume() loads the ledger's)
         self._checked = (-1, -1)  # (finished experiments, version) at the last look for samples
         self.dead: str | None = None  # why the learner actor is gone; the search goes on with a frozen policy
 
@@ -238,6 +241,7 @@ class Learning:
         with self.store.tx():
             self.store.update_policy_version(version, loaded_at=time.time(), swap_s=swap_s,
                                              sync_s=time.time() - t_done)
+        self.served = version
 
 
 def _done(ref) -> bool:
