@@ -3,7 +3,7 @@
 # arrl's own, scripts/dockerd.sh), and run the test suite on CPU. Ray clusters and vLLM
 # servers are started by the tests themselves.
 #   bash scripts/test.sh [PYTEST ARGS]          the CI tier: every test, the long trials at their
-#                                               CI strength (tests/conftest.py `tier`)
+#                                               CI strength (tests/tiers.py)
 #   bash scripts/test.sh --full [PYTEST ARGS]   the full tier: every chaos trial, every seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
