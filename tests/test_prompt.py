@@ -103,9 +103,32 @@ def test_catalog_prompt_lists_knobs_in_random_order_without_current_values(tiny)
         system = prompt.build(s, 100_000, count, seed=seed).messages[1]["content"].split("# Your task")[1]
         knobs = re.findall(r"^- ([A-Z_0-9]+): (.*)$", system, re.M)
         assert {k for k, _ in knobs} == {k.name for k in tiny.catalog}
+        for name, values in knobs:  # what an edit can set: the incumbent's value is left out, as in the schema
+            knob = next(k for k in tiny.catalog if k.name == name)
+            assert values.split(", ") == [v for v in knob.values if v != knob.current]
         orders.add(tuple(k for k, _ in knobs))
     assert len(orders) > 1
     assert "current" not in system.lower()
+
+
+def test_catalog_prompt_shows_the_knobs_not_the_code_unless_the_target_asks(tiny):
+    s = make_state(tiny, n_history=4, fmt="catalog")
+    src = s.source.replace("N_LAYER = 4  #", "N_LAYER = 2  #")  # an incumbent that changed a knob
+    p = prompt.build(PolicyState(**{**s.__dict__, "source": src}), 100_000, count)
+    user = p.messages[1]["content"]
+    assert "class Block" not in user and "```python" not in user
+    knobs = user.split("its knobs", 1)[1].split("# Best so far", 1)[0]
+    assert "- N_LAYER = 2: transformer blocks" in knobs  # the incumbent's value, the comment's meaning
+    assert "- BETA2 = 0.99" in knobs
+    assert [ln.split(" =")[0][2:] for ln in knobs.splitlines() if ln.startswith("- ")] == \
+        [k.name for k in tiny.catalog]  # catalog order, stable for the prefix cache
+    full = prompt.build(PolicyState(**{**s.__dict__, "prompt_code": True}), 100_000, count)
+    assert tiny.source().rstrip("\n") in full.messages[1]["content"]
+    assert p.tokens < full.tokens / 2 and p.version != full.version
+    sr = prompt.build(make_state(tiny, fmt="search_replace"), 100_000, count)
+    assert tiny.source().rstrip("\n") in sr.messages[1]["content"]  # free-form edits always carry the code
+    with pytest.raises(PromptTooLong, match="the brief and the knobs alone"):
+        prompt.build(s, 300, count)
 
 
 def test_unknown_template_version_and_missing_catalog_are_clear_errors(tiny):

@@ -89,6 +89,17 @@ def test_target_regions_and_catalog(tmp_path):
     assert tgt.editable[0].first_line == 4 and tgt.editable[0].last_line == 4
     assert tgt.catalog[0] == target.Knob("A", ("1", "2"), "1")
     assert tgt.budget_s == 30.0  # the profile's default
+    assert tgt.prompt_code is False
+
+
+def test_knob_meaning_from_the_manifest_or_the_assignments_comment(tmp_path):
+    d = _target(tmp_path, 'profile = "shakespeare"\nprompt_code = true\n[catalog.A]\nvalues = ["1", "2"]\n'
+                          '[catalog.B]\nvalues = ["\'x\'", "\'y\'"]\nmeaning = "which letter"\n'
+                          '[catalog.C]\nvalues = ["2", "3"]\n',
+                train="A = 1  # blocks in the model\nB = 'x'  # ignored: the manifest says\nC = 2\n")
+    tgt = target.load(d, tmp_path)
+    assert [k.meaning for k in tgt.catalog] == ["blocks in the model", "which letter", ""]
+    assert tgt.prompt_code is True
 
 
 @pytest.mark.parametrize("toml, message", [
@@ -103,6 +114,10 @@ def test_target_regions_and_catalog(tmp_path):
     ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "import os"]\n', "is not a Python literal"),
     ('profile = "shakespeare"\n[[editable]]\nbegin = "# nope"\nend = "# end"\n', "markers '# nope'"),
     ('profile = [', "target.toml"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nhelp = "x"\n', "may have meaning, nothing else"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nmeaning = 3\n', "catalog.A.meaning must be one line"),
+    ('profile = "shakespeare"\nprompt_code = 1\n', "field 'prompt_code' has the wrong type"),
+    ('profile = "shakespeare"\nbudget_s = true\n', "field 'budget_s' has the wrong type"),
 ])
 def test_bad_target_manifests_name_the_problem(tmp_path, toml, message):
     with pytest.raises(target.TargetError, match=re.escape(message)):

@@ -204,6 +204,7 @@ class Driver:
                            source=self.incumbent.source, fmt=self.cfg.policy.fmt,
                            incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
                            catalog=self.target.catalog, editable=self.target.editable, history=self._history(),
+                           prompt_code=self.target.prompt_code,
                            best=best, diagnostics=diag)
 
     # -- proposals ------------------------------------------------------------------------------

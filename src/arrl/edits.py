@@ -173,12 +173,16 @@ def catalog_schema(catalog: tuple[Knob, ...], current: dict[str, str] | None = N
     changes train.py: in a README run the unconstrained policy spent 16 of 30 proposals restating the
     incumbent's values (`empty_edit`). A knob with no other value is left out; if none is left, the plain
     schema is returned."""
-    current = current or {}
-    props = {k.name: {"type": "string", "enum": [v for v in k.values if v != current.get(k.name)]} for k in catalog}
+    props = {k.name: {"type": "string", "enum": other_values(k, current or {})} for k in catalog}
     props = {name: p for name, p in props.items() if p["enum"]}
     if not props:
         return catalog_schema(catalog)
     return {"type": "object", "properties": props, "additionalProperties": False, "minProperties": 1}
+
+
+def other_values(knob: Knob, current: dict[str, str]) -> list[str]:
+    """The knob's values other than its current one in `current` (`catalog_values`): what an edit can set."""
+    return [v for v in knob.values if v != current.get(knob.name)]
 
 
 def catalog_values(source: str, catalog: tuple[Knob, ...]) -> dict[str, str]:

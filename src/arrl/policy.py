@@ -455,7 +455,7 @@ class RandomCatalogPolicy:
                 knobs = self._rng.sample(self.catalog, self._rng.randint(1, min(self.max_knobs, len(self.catalog))))
                 choice = {}
                 for k in knobs:
-                    other = [v for v in k.values if v != current.get(k.name)] or list(k.values)
+                    other = edits.other_values(k, current) or list(k.values)
                     choice[k.name] = self._rng.choice(other)
                 out.append(Proposal(text=json.dumps(choice), fmt="catalog", state_key=state.key, policy=self.name,
                                     adapter_version=0, prompt_version="random"))

@@ -1,19 +1,23 @@
 """Building the policy's prompt from the search state, within the model's context.
 
 The templates are versioned files in `arrl/prompts/` (`system_v1.md`, `user_v1.md`, one
-`format_<edit format>_v1.md` per edit format, `task_v1.md`), filled with
-`string.Template` (`${name}` placeholders). A prompt's version is the template version
-plus a hash of the template files, recorded with every proposal.
+`format_<edit format>_v1.md` per edit format, `incumbent_code_v1.md` or
+`incumbent_knobs_v1.md`, `task_v1.md`), filled with `string.Template` (`${name}`
+placeholders). A prompt's version is the template version plus a hash of the template files
+it used, recorded with every proposal.
 
 The state holds the objective (the target's program.md), the incumbent train.py, the last
-K outcomes, a best-ever summary and diagnostics. Anything that experiment code wrote (log
+K outcomes, a best-ever summary and diagnostics. The prompt is sized to the decision: a
+catalog edit only chooses knob values, so its prompt shows the incumbent as its knobs
+(current value, one-line meaning) instead of the whole train.py, unless the target asks for
+the code (target.toml `prompt_code`); free-form edit formats always carry the code. Anything that experiment code wrote (log
 tails, crash messages) is untrusted: control characters are stripped, it is truncated,
 and it is fenced as data under an UNTRUSTED label with a fence longer than any backtick
 run inside it, so it cannot close the fence and pass for instructions.
 
 When the prompt is over the token limit, the oldest history goes first, then the
-diagnostics shrink; the code is never cut. If train.py alone does not fit, `build` raises
-PromptTooLong.
+diagnostics shrink; the code (or the knobs) is never cut. If that alone does not fit, `build`
+raises PromptTooLong.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from string import Template
 from typing import Callable
 
+from arrl import edits
 from arrl.target import Knob, Region
 
 TEMPLATES = Path(__file__).with_name("prompts")
@@ -66,6 +71,12 @@ class PolicyState:
     history: tuple[HistoryEntry, ...] = ()  # oldest first
     best: str = ""  # best-ever summary
     diagnostics: str = ""  # untrusted: e.g. the last failure's log tail
+    prompt_code: bool = False  # the target asks for the whole train.py in a catalog prompt
+
+    @property
+    def shows_code(self) -> bool:
+        """Whether the prompt carries the whole train.py: free-form edits need it, catalog edits only on request."""
+        return self.fmt != "catalog" or self.prompt_code
 
     @property
     def key(self) -> str:
@@ -133,25 +144,40 @@ def _template(name: str, version: str) -> str:
         raise ValueError(f"no prompt template {path.name} (template versions: {', '.join(known)})") from None
 
 
-def _knobs_text(catalog: tuple[Knob, ...], rng: random.Random) -> tuple[str, str, str]:
-    """Knob lines in random order (current values left out), and an example knob/value."""
-    order = list(catalog)
+def _knobs_text(catalog: tuple[Knob, ...], current: dict[str, str], rng: random.Random) -> tuple[str, str, str]:
+    """Knob lines in random order, each with the values an edit can set (the incumbent's current value left
+    out, as the server's schema does), and an example knob/value."""
+    order = [k for k in catalog if edits.other_values(k, current)] or list(catalog)
     rng.shuffle(order)
-    lines = [f"- {k.name}: {', '.join(k.values)}" for k in order]
+    allowed = {k.name: edits.other_values(k, current) or list(k.values) for k in order}
+    lines = [f"- {k.name}: {', '.join(allowed[k.name])}" for k in order]
     ex = order[0]
-    return "\n".join(lines), ex.name, rng.choice(ex.values)
+    return "\n".join(lines), ex.name, rng.choice(allowed[ex.name])
+
+
+def _knob_lines(state: PolicyState) -> str:
+    """The incumbent's knobs in catalog order (stable, so the prefix cache keeps them): name = current value,
+    and the knob's meaning."""
+    current = edits.catalog_values(state.source, state.catalog)
+    lines = []
+    for k in state.catalog:
+        line = f"- {k.name} = {current.get(k.name, k.current)}"
+        lines.append(f"{line}: {clean(k.meaning, 160)}" if k.meaning else line)
+    return "\n".join(lines)
 
 
 def _render(state: PolicyState, version: str, history: list[str], total: int, diagnostics: str,
             rng: random.Random) -> tuple[list[dict], str]:
-    names = ["system", "user", f"format_{state.fmt}", "task"]
+    names = ["system", "user", "incumbent_code" if state.shows_code else "incumbent_knobs", f"format_{state.fmt}",
+             "task"]
     texts = {n: _template(n, version) for n in names}
     digest = hashlib.sha256("\0".join(texts[n] for n in names).encode()).hexdigest()[:10]
     fmt_vars = {}
     if state.fmt == "catalog":
         if not state.catalog:
             raise ValueError(f"target {state.target!r} has no catalog, so the catalog edit format cannot be used")
-        fmt_vars["knobs"], fmt_vars["example_knob"], fmt_vars["example_value"] = _knobs_text(state.catalog, rng)
+        fmt_vars["knobs"], fmt_vars["example_knob"], fmt_vars["example_value"] = _knobs_text(
+            state.catalog, edits.catalog_values(state.source, state.catalog), rng)
     editable_rule = ""
     if state.editable:
         spans = ", ".join(f"{r.first_line}-{r.last_line}" for r in state.editable)
@@ -159,10 +185,16 @@ def _render(state: PolicyState, version: str, history: list[str], total: int, di
     # The answer format (with the catalog's knobs in random order) comes last, after the
     # code and the history, so that the server's prefix cache covers everything before it.
     system = Template(texts["system"]).substitute(editable_rule=editable_rule)
+    if state.shows_code:
+        incumbent = Template(texts["incumbent_code"]).substitute(incumbent_bpb=_fmt_bpb(state.incumbent_bpb),
+                                                                 code=state.source.rstrip("\n"))
+    else:
+        incumbent = Template(texts["incumbent_knobs"]).substitute(incumbent_bpb=_fmt_bpb(state.incumbent_bpb),
+                                                                  knob_lines=_knob_lines(state))
     user = Template(texts["user"]).substitute(
         format_rules=Template(texts[f"format_{state.fmt}"]).substitute(fmt_vars).strip(),
-        target=clean(state.target, 80), program=state.program.strip(), incumbent_bpb=_fmt_bpb(state.incumbent_bpb),
-        code=state.source.rstrip("\n"), best=clean(state.best, 600) or "(nothing yet)",
+        target=clean(state.target, 80), program=state.program.strip(), incumbent=incumbent.strip(),
+        best=clean(state.best, 600) or "(nothing yet)",
         history_shown=len(history), history_total=total, history="\n".join(history) or "(none yet)",
         diagnostics=diagnostics or "(none)", task=texts["task"].strip())
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}], \
@@ -202,6 +234,10 @@ def build(state: PolicyState, max_tokens: int, count: Callable[[str], int] = app
         msgs, ver, n, shown = attempt(len(entries), d)
         if n <= max_tokens:
             return Prompt(msgs, ver, n, 0, total, diagnostics_cut=bool(diag))
+    if not state.shows_code:
+        raise PromptTooLong(f"the brief and the knobs alone take about {n} tokens; the policy's prompt limit is "
+                            f"{max_tokens} tokens: use a model with a longer context (max_model_len) or a shorter "
+                            f"program.md")
     code = count(state.source)
     raise PromptTooLong(f"train.py alone takes about {code} tokens and the whole prompt {n}; the policy's prompt "
                         f"limit is {max_tokens} tokens: use a model with a longer context (max_model_len) or a "

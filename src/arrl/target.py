@@ -12,7 +12,10 @@ target.toml fields (all validated; unknown fields are errors that name the file)
                   begin = "marker line text", end = "marker line text"
     allow         names the static edit policy lets edits use (modules, calls), e.g. ["shutil"]
     [catalog.NAME] optional structured knob: a top-level assignment `NAME = value` in
-                  train.py; values = ["python literal", ...] (strings, so 3e-4 stays 3e-4)
+                  train.py; values = ["python literal", ...] (strings, so 3e-4 stays 3e-4);
+                  meaning = "one line" (optional; default: the assignment's trailing comment)
+    prompt_code   whether a catalog prompt carries the whole train.py (default false: the knobs with
+                  their current values and meanings; free-form edit formats always carry it)
 
 arrl never imports a target: train.py is only read as text and run in a sandbox.
 """
@@ -36,6 +39,7 @@ class Knob:
     name: str
     values: tuple[str, ...]  # Python literals as source text
     current: str  # the value in train.py as shipped
+    meaning: str = ""  # one line for the prompt: target.toml `meaning`, else the assignment's comment
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Target:
     catalog: tuple[Knob, ...]
     allow: frozenset[str] = frozenset()
     sigma_max_bpb: float = 0.0
+    prompt_code: bool = False  # a catalog prompt carries the whole train.py
 
     @property
     def train_py(self) -> Path:
@@ -73,7 +78,8 @@ class Target:
 
 
 _FIELDS = {"profile": str, "budget_s": (int, float), "grace_s": (int, float), "memory_mb": int,
-           "sigma_max_bpb": (int, float), "description": str, "editable": list, "catalog": dict, "allow": list}
+           "sigma_max_bpb": (int, float), "description": str, "editable": list, "catalog": dict, "allow": list,
+           "prompt_code": bool}
 
 
 def _assignments(tree: ast.Module, source: str) -> dict[str, str]:
@@ -81,6 +87,19 @@ def _assignments(tree: ast.Module, source: str) -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             out[node.targets[0].id] = ast.get_source_segment(source, node.value)
+    return out
+
+
+def _comments(tree: ast.Module, source: str) -> dict[str, str]:
+    """The trailing `# comment` of each one-line top-level assignment."""
+    lines = source.splitlines()
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.lineno == node.end_lineno:
+            rest = lines[node.lineno - 1][node.end_col_offset:].strip()
+            if rest.startswith("#"):
+                out[node.targets[0].id] = rest.lstrip("#").strip()
     return out
 
 
@@ -98,12 +117,15 @@ def _regions(spec: list, lines: list[str], where: str) -> tuple[Region, ...]:
     return tuple(regions)
 
 
-def _catalog(spec: dict, assigned: dict[str, str], where: str) -> tuple[Knob, ...]:
+def _catalog(spec: dict, assigned: dict[str, str], comments: dict[str, str], where: str) -> tuple[Knob, ...]:
     knobs = []
     for name, knob in spec.items():
         field = f"{where}: catalog.{name}"
-        if not isinstance(knob, dict) or set(knob) != {"values"}:
-            raise TargetError(f"{field} must have exactly one field, values")
+        if not isinstance(knob, dict) or "values" not in knob or not set(knob) <= {"values", "meaning"}:
+            raise TargetError(f"{field} must have the field values and may have meaning, nothing else")
+        meaning = knob.get("meaning", comments.get(name, ""))
+        if not isinstance(meaning, str) or "\n" in meaning:
+            raise TargetError(f"{field}.meaning must be one line of text")
         values = knob["values"]
         if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
             raise TargetError(f"{field}.values must be a non-empty list of strings (Python literals)")
@@ -117,7 +139,7 @@ def _catalog(spec: dict, assigned: dict[str, str], where: str) -> tuple[Knob, ..
         current = assigned[name]
         if not any(ast.literal_eval(v) == _literal(current) for v in values):
             raise TargetError(f"{field}.values must include the current value {current}")
-        knobs.append(Knob(name, tuple(values), current))
+        knobs.append(Knob(name, tuple(values), current, meaning.strip()))
     return tuple(knobs)
 
 
@@ -146,7 +168,7 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
     for key, value in spec.items():
         if key not in _FIELDS:
             raise TargetError(f"{where}: unknown field {key!r} (known: {', '.join(_FIELDS)})")
-        if isinstance(value, bool) or not isinstance(value, _FIELDS[key]):
+        if isinstance(value, bool) != (_FIELDS[key] is bool) or not isinstance(value, _FIELDS[key]):
             raise TargetError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     if "profile" not in spec:
         raise TargetError(f"{where}: missing required field 'profile'")
@@ -178,7 +200,8 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
         memory_mb=memory,
         description=spec.get("description", ""),
         editable=_regions(spec.get("editable", []), source.splitlines(), where),
-        catalog=_catalog(spec.get("catalog", {}), _assignments(tree, source), where),
+        catalog=_catalog(spec.get("catalog", {}), _assignments(tree, source), _comments(tree, source), where),
         allow=frozenset(allow),
         sigma_max_bpb=sigma_max,
+        prompt_code=spec.get("prompt_code", False),
     )
