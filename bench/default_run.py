@@ -2,13 +2,15 @@
 
     # in a fresh clone with ../shared beside it:
     bash scripts/setup.sh && .venv/bin/arrl prepare && .venv/bin/arrl launch
-    .venv/bin/python bench/default_run.py runs/<name> [--seeds 3] [--alone 5] [--out FILE.json]
+    .venv/bin/python bench/default_run.py runs/<name> [--seeds 3] [--alone 5] [--alone-seed 100] [--out FILE.json]
 
 For the run in RUN_DIR it reports the baselines' steps and val_bpb, σ with its degrees of
 freedom and warning, each accepted edit, the contended re-runs and the wall time; then it
 re-runs every accepted edit's train.py on its own (`arrl run tiny --source ... --seed S`,
 `--seeds` seeds, pinned to the worker's cores as in the run) and the unedited train.py
-`--alone` times, and says whether each accepted edit reproduces: the median of its separate
+`--alone` times (seeds `--alone-seed` on; pick fresh ones to pool alone runs across
+invocations: a seed moves val_bpb by about twice what timing does, bench/noise_replay.py
+--by-seed), and says whether each accepted edit reproduces: the median of its separate
 runs beats the median of the separate runs of the incumbent it replaced (the unedited script,
 or the accepted edit before it) by more than 2 pooled standard deviations of those runs. `--alone 0 --seeds 0` only reads the ledger.
 """
@@ -65,12 +67,14 @@ def main() -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--alone", type=int, default=5)
+    ap.add_argument("--alone-seed", type=int, default=100, help="the first alone run's seed (default 100)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rep = ledger(args.run_dir)
     print(json.dumps(rep), flush=True)
     cores = ((rep["placement"] or {}).get("worker_cores") or [""])[0]
-    alone = [run_one(ROOT / "targets" / "tiny" / "train.py", 100 + s, cores) for s in range(args.alone)]
+    alone = [run_one(ROOT / "targets" / "tiny" / "train.py", args.alone_seed + s, cores)
+             for s in range(args.alone)]
     for a in alone:
         print(json.dumps({"alone": a}), flush=True)
     ok = [a["val_bpb"] for a in alone if a["status"] == "ok"]

@@ -17,6 +17,12 @@ group per normalised source, results answered from the ledger left out, as
 and, with `--alone-sd` (the standard deviation of the unedited train.py run alone, e.g. from
 bench/default_run.py), each estimator's range as a multiple of it. Nothing is run: it reads
 the ledgers only.
+
+`--by-seed`: the baselines of all the ledgers together, grouped by their seed (every run of a
+config uses the same baseline seeds, 0 .. noise_runs-1): each seed's runs, mean and standard
+deviation, and a one-way random-effects split of the run-to-run variance into the part that
+follows the seed (initialisation, data order) and the part that does not (timing: steps
+trained within the budget). A new seed's run varies by sqrt(between² + within²).
 """
 
 from __future__ import annotations
@@ -73,12 +79,43 @@ def replay(path: Path, min_sigma: float = 0.002) -> list[dict]:
     return out
 
 
+def by_seed(paths: list[Path]) -> dict:
+    """The baselines of all ledgers by seed, and the variance split (one-way random effects, ANOVA)."""
+    seeds: dict[int, list[float]] = {}
+    for path in paths:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for seed, v in db.execute("SELECT seed, val_bpb FROM experiments WHERE kind='baseline' AND state='done' "
+                                  "AND status='ok' AND val_bpb IS NOT NULL ORDER BY id"):
+            seeds.setdefault(seed, []).append(v)
+    groups = [g for g in seeds.values() if g]
+    n, k = sum(len(g) for g in groups), len(groups)
+    grand = statistics.fmean(v for g in groups for v in g)
+    ms_within = sum(sum((v - statistics.fmean(g)) ** 2 for v in g) for g in groups) / max(n - k, 1)
+    ms_between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / max(k - 1, 1)
+    n0 = (n - sum(len(g) ** 2 for g in groups) / n) / max(k - 1, 1)  # the effective group size
+    between2 = max((ms_between - ms_within) / n0, 0.0)
+    return {"seeds": {s: g for s, g in sorted(seeds.items())}, "runs": n, "within_sd": math.sqrt(ms_within),
+            "between_sd": math.sqrt(between2), "new_seed_sd": math.sqrt(between2 + ms_within),
+            "dof_within": n - k, "dof_between": k - 1}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ledgers", nargs="+", type=Path)
     ap.add_argument("--alone-sd", type=float, default=0.0, help="the unedited script's run-to-run SD alone")
     ap.add_argument("--min-sigma", type=float, default=0.002)
+    ap.add_argument("--by-seed", action="store_true", help="the baselines by seed, and the seed's share of the noise")
     args = ap.parse_args(argv)
+    if args.by_seed:
+        r = by_seed(args.ledgers)
+        print("| seed | runs | mean | SD | values |")
+        print("|---|---|---|---|---|")
+        for seed, g in r["seeds"].items():
+            sd = f"{statistics.stdev(g):.4f}" if len(g) > 1 else "-"
+            print(f"| {seed} | {len(g)} | {statistics.fmean(g):.4f} | {sd} | {', '.join(f'{v:.4f}' for v in g)} |")
+        print(f"within a seed SD {r['within_sd']:.4f} ({r['dof_within']} dof); between seeds SD "
+              f"{r['between_sd']:.4f} ({r['dof_between']} dof); a new seed's run SD {r['new_seed_sd']:.4f}")
+        return 0
     names = ("robust", "base", "sd", "dofw")
     for path in args.ledgers:
         if not path.exists():
