@@ -5,7 +5,8 @@
     .venv/bin/python bench/default_run.py runs/<name> [--seeds 3] [--alone 5] [--alone-seed 100] [--out FILE.json]
 
 For the run in RUN_DIR it reports the baselines' steps and val_bpb, σ with its degrees of
-freedom and warning, each accepted edit, the contended re-runs and the wall time; then it
+freedom and warning (and σ from the baselines alone), the candidates and how many were
+answered from the ledger, each accepted edit, the contended re-runs and the wall time; then it
 re-runs every accepted edit's train.py on its own (`arrl run tiny --source ... --seed S`,
 `--seeds` seeds, pinned to the worker's cores as in the run) and the unedited train.py
 `--alone` times (seeds `--alone-seed` on; pick fresh ones to pool alone runs across
@@ -26,6 +27,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from arrl import acceptance  # noqa: E402
 
 
 def ledger(run_dir: Path) -> dict:
@@ -47,10 +51,15 @@ def ledger(run_dir: Path) -> dict:
     failed = dict(db.execute("SELECT substr(message, 1, instr(message, ':') - 1), COUNT(*) FROM experiments "
                              "WHERE status='edit_failed' GROUP BY 1"))
     steps = [r[0] for r in db.execute("SELECT steps FROM experiments WHERE steps IS NOT NULL")]
+    cands, dups = db.execute("SELECT COUNT(*), COALESCE(SUM(reused_from IS NOT NULL), 0) FROM experiments "
+                             "WHERE kind='candidate'").fetchone()
+    # sigma from the baselines alone, by the loop's estimator (the run's own sigma pools confirmations too)
+    base_ok = [b["val_bpb"] for b in base if b["status"] == "ok"]
+    sigma_base = acceptance.estimate(base_ok, 0.0).raw if len(base_ok) > 1 else None
     return {"run": run_dir.name, "placement": meta.get("placement"), "noise": meta.get("noise"),
             "wall_s": meta.get("wall_s"), "stop_reason": meta.get("stop_reason"), "baselines": base,
             "accepted": acc, "contended_reruns": contended, "runs_with_steps": len(steps),
-            "learner_updates": updates, "candidates_by_adapter_version": by_version, "edit_failed": failed}
+            "sigma_baselines": sigma_base, "candidates": cands, "duplicates": dups, "learner_updates": updates, "candidates_by_adapter_version": by_version, "edit_failed": failed}
 
 
 def run_one(source: Path, seed: int, cores: str) -> dict:
@@ -82,6 +91,8 @@ def main() -> int:
     if len(ok) > 1:
         rep["alone_sd"] = statistics.stdev(ok)
         rep["sigma_over_alone_sd"] = (rep["noise"] or {}).get("sigma", float("nan")) / rep["alone_sd"]
+        if rep["sigma_baselines"] is not None:
+            rep["sigma_baselines_over_alone_sd"] = rep["sigma_baselines"] / rep["alone_sd"]
     before = ok  # each accepted edit against the incumbent it replaced: the unedited script, then the last edit
     for acc in rep["accepted"]:
         src = args.run_dir / "experiments" / f"{acc['exp']:06d}" / "train.py"

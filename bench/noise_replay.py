@@ -6,8 +6,10 @@ For each ledger it walks the `ok` runs in the order they finished (the driver's 
 group per normalised source, results answered from the ledger left out, as
 `Driver._estimate_noise`) and, after each run once the baselines are in, prints:
 
-  robust     what the loop used: `acceptance.pooled` (median of every run's deviation from its
-             source's median, divided by its consistency constant), floored at min_sigma
+  robust     what the loop uses now: `acceptance.pooled` (median of every |a - b| between two
+             runs of one source, divided by its consistency constant), floored at min_sigma;
+             ledgers written before it used the median of deviations from each source's
+             median, so this column can differ from the ledger's recorded sigma
   base       the same estimator on the baselines alone (`[search] pool_noise = false`)
   sd         the classical pooled standard deviation (sum of squared deviations from each
              source's mean over runs minus sources)
