@@ -140,31 +140,37 @@ def test_random_search_on_the_simulated_target(tmp_path, pool):
 REPEAT = '{"DECAY": "0.1", "DROPOUT": "0.1"}'
 
 
-@pytest.mark.parametrize("k", [0, 4])
-def test_a_repeated_source_runs_again_until_its_runs_together_are_accepted(tmp_path, k):
+@pytest.mark.parametrize("k,count", [(0, True), (0, False), (4, False)])
+def test_a_repeated_source_runs_again_until_its_runs_together_are_accepted(tmp_path, k, count):
     """sigma fixed at 0.01 and margin 9 sigma: one run of REPEAT (gain ~0.10) is not promising (needs 0.110), the
     mean of two is accepted (needs 0.090). With `rerun_repeats` the policy's repeat runs again and the two runs
     are accepted together; without it the repeat is answered from the ledger and nothing is accepted."""
     cfg = config_mod.from_dict({
-        "target": "synthetic", "name": f"rerun-{k}",
+        "target": "synthetic", "name": f"rerun-{k}-{count}",
         "policy": {"kind": "scripted", "fmt": "catalog", "group_size": 2, "completions": [REPEAT]},
         "workers": {"count": 1, "sandbox": "simulated", "budget_s": 0.1},
         "search": {"noise_runs": 2, "min_sigma": 0.01, "pool_noise": False, "margin_z": 9.0, "rerun_repeats": k},
-        "oracle": {"max_experiments": 5, "max_failed_edits": 5}})
+        "oracle": {"max_experiments": 5, "max_failed_edits": 5, "count_duplicates": count}})
     lines: list[str] = []
     reason, d = launch(cfg, runs=tmp_path / "runs", log=lines.append)
-    # without re-runs the repeats use up the budget; once REPEAT is the incumbent, the edit changes nothing
-    assert reason.startswith("experiment budget reached" if not k else "the policy's last "), lines
+    # without re-runs the repeats use up the budget where duplicates count, else the failed-edit bound stops
+    # the run; once REPEAT is the incumbent, the edit changes nothing
+    assert reason.startswith("experiment budget reached" if count else "the policy's last "), lines
     db = sqlite3.connect(d / "ledger.sqlite")
     db.row_factory = sqlite3.Row
     cands = db.execute("SELECT * FROM experiments WHERE kind='candidate' ORDER BY id").fetchall()
     ran = [r for r in cands if r["reused_from"] is None and r["status"] != "edit_failed"]
     acc = db.execute("SELECT * FROM accepted").fetchall()
     assert not db.execute("SELECT 1 FROM experiments WHERE kind='confirm'").fetchone()  # never promising alone
-    if not k:
+    if not k and count:
         # exactly the budget: duplicates answered from the ledger count, and the driver checks the budget
         # before each proposal it turns into an experiment (it once answered a whole group's duplicates)
         assert len(ran) == 1 and not acc and len(cands) == 5, lines
+        return
+    if not k:
+        # the default: one run trained, then 5 duplicates in a row trained nothing and stopped the run
+        assert reason == "the policy's last 5 edits all failed, were rejected or trained nothing", lines
+        assert len(ran) == 1 and not acc and sum(r["reused_from"] == ran[0]["id"] for r in cands) >= 5, lines
         return
     # the first repeat ran again (event `rerun`), and the two runs were accepted on their mean
     assert len(ran) == 2 and ran[0]["norm_sha"] == ran[1]["norm_sha"] and ran[0]["seed"] != ran[1]["seed"]

@@ -114,9 +114,10 @@
     max_gpu_hours = 0.0
     target_bpb = 0.0                # stop once the incumbent is at or below it (0: off)
     plateau = 0                     # stop after this many experiments without an acceptance (0: off)
-    max_failed_edits = 200          # stop after this many failed/rejected edits in a row (0: off)
-    count_duplicates = true         # duplicates answered from the ledger use up max_experiments; false: only
-                                    # runs that trained do, and duplicates count toward max_failed_edits
+    max_failed_edits = 200          # stop after this many edits in a row that trained nothing: failed,
+                                    # rejected, or (without count_duplicates) answered from the ledger (0: off)
+    count_duplicates = false        # false: max_experiments counts runs that trained, and duplicates count
+                                    # toward max_failed_edits; true: duplicates use up max_experiments too
 
 Unknown keys and wrong types are errors that name the field (`ConfigError`).
 """
@@ -264,7 +265,7 @@ class OracleSection:
     target_bpb: float = 0.0
     plateau: int = 0
     max_failed_edits: int = 200
-    count_duplicates: bool = True
+    count_duplicates: bool = False
 
 
 @dataclass

@@ -167,9 +167,9 @@ class Driver:
         return runs
 
     def _trained(self) -> str:
-        """SQL condition for what the experiment budget counts: with `[oracle] count_duplicates` (the default)
-        duplicates answered from the ledger count as experiments; without it only runs that trained do, and
-        duplicates count toward `max_failed_edits` instead."""
+        """SQL condition for what the experiment budget counts: by default only runs that trained, and
+        duplicates answered from the ledger count toward `max_failed_edits` instead; with `[oracle]
+        count_duplicates` duplicates count as experiments too."""
         return "" if self.cfg.oracle.count_duplicates else " AND reused_from IS NULL"
 
     def _counted(self) -> tuple[int, int]:
