@@ -166,11 +166,15 @@ def test_a_repeated_source_runs_again_until_its_runs_together_are_accepted(tmp_p
         # exactly the budget: duplicates answered from the ledger count, and the driver checks the budget
         # before each proposal it turns into an experiment (it once answered a whole group's duplicates)
         assert len(ran) == 1 and not acc and len(cands) == 5, lines
+        assert "experiments run 5 / 5 (4 of them answered from the ledger)" in report.status_text(d)[0]
         return
     if not k:
         # the default: one run trained, then 5 duplicates in a row trained nothing and stopped the run
         assert reason == "the policy's last 5 edits all failed, were rejected or trained nothing", lines
         assert len(ran) == 1 and not acc and sum(r["reused_from"] == ran[0]["id"] for r in cands) >= 5, lines
+        # arrl status counts what the budget counts: the one run that trained, and the duplicates beside it
+        dups = sum(r["reused_from"] is not None for r in cands)
+        assert f"experiments run 1 / 5 ({dups} more answered from the ledger)" in report.status_text(d)[0]
         return
     # the first repeat ran again (event `rerun`), and the two runs were accepted on their mean
     assert len(ran) == 2 and ran[0]["norm_sha"] == ran[1]["norm_sha"] and ran[0]["seed"] != ran[1]["seed"]

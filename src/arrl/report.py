@@ -39,8 +39,14 @@ def status_text(d: Path) -> tuple[str, bool]:
         pending = db.execute("SELECT COUNT(*) FROM experiments WHERE state='pending'").fetchone()[0]
         acc = db.execute("SELECT a.exp_id, a.val_bpb, a.prev_bpb, e.summary FROM accepted a JOIN experiments e "
                          "ON e.id=a.exp_id ORDER BY a.created").fetchall()
-        ran = db.execute("SELECT COUNT(*) FROM experiments WHERE kind!='baseline' AND state='done' AND status NOT IN "
-                         "('edit_failed','rejected')").fetchone()[0]
+        # what the experiment budget counts (Driver._counted): runs that trained, and duplicates answered from
+        # the ledger only with `[oracle] count_duplicates` (a config.json from before the key counted them)
+        ran, dups = db.execute("SELECT COUNT(*), COALESCE(SUM(reused_from IS NOT NULL), 0) FROM experiments WHERE "
+                               "kind!='baseline' AND state='done' AND status NOT IN ('edit_failed','rejected')"
+                               ).fetchone()
+        count_dups = cfg["oracle"].get("count_duplicates", True)
+        if not count_dups:
+            ran -= dups
         busy = db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'").fetchone()[0]
         version = db.execute("SELECT MAX(adapter_version) FROM proposals").fetchone()[0]
         learned = db.execute("SELECT version, info FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
@@ -82,7 +88,9 @@ def status_text(d: Path) -> tuple[str, bool]:
     if isinstance(placement, dict) and placement:
         lines.append(placement_line(placement))
     cap = cfg["oracle"]["max_experiments"]
-    lines.append(f"experiments run {ran}" + (f" / {cap}" if cap else "") + f", in flight {inflight}, "
+    dup_note = (f" ({dups} more answered from the ledger)" if not count_dups else
+                f" ({dups} of them answered from the ledger)") if dups else ""
+    lines.append(f"experiments run {ran}" + (f" / {cap}" if cap else "") + dup_note + f", in flight {inflight}, "
                  f"pending {pending}; proposals from policy version {version or 0}")
     if learned:
         info = json.loads(learned[1])
