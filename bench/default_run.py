@@ -59,7 +59,8 @@ def ledger(run_dir: Path) -> dict:
     return {"run": run_dir.name, "placement": meta.get("placement"), "noise": meta.get("noise"),
             "wall_s": meta.get("wall_s"), "stop_reason": meta.get("stop_reason"), "baselines": base,
             "accepted": acc, "contended_reruns": contended, "runs_with_steps": len(steps),
-            "sigma_baselines": sigma_base, "candidates": cands, "duplicates": dups, "learner_updates": updates, "candidates_by_adapter_version": by_version, "edit_failed": failed}
+            "sigma_baselines": sigma_base, "candidates": cands, "duplicates": dups, "learner_updates": updates,
+            "candidates_by_adapter_version": by_version, "edit_failed": failed}
 
 
 def run_one(source: Path, seed: int, cores: str) -> dict:

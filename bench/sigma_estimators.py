@@ -52,9 +52,8 @@ def _pairwise(groups, sizes):
     for g in groups:
         i, j = np.triu_indices(g.shape[1], k=1)
         diffs.append(np.abs(g[:, i] - g[:, j]))
-    d = np.sort(np.concatenate(diffs, axis=1), axis=1)
-    lo, hi = acceptance._ranks(tuple(sorted(sizes)))
-    return (d[:, lo] + d[:, hi]) / 2.0 / acceptance.consistency(tuple(sorted(sizes)))
+    sizes = tuple(sorted(sizes))
+    return acceptance.statistic(np.concatenate(diffs, axis=1), sizes) / acceptance.consistency(sizes)
 
 
 def _meddev_scale(sizes, rng):

@@ -83,11 +83,21 @@ def _ranks(sizes: tuple[int, ...]) -> tuple[int, int]:
     return k - 1, k - 1
 
 
+def statistic(diffs, sizes: tuple[int, ...]):
+    """The robust statistic of pooled within-source |differences|, one row per draw: `diffs` is an array
+    (draws, all differences) from groups of `sizes`; the rows' `_ranks` order statistics, averaged."""
+    import numpy as np
+
+    d = np.sort(np.asarray(diffs, dtype=float), axis=1)
+    lo, hi = _ranks(sizes)
+    return (d[:, lo] + d[:, hi]) / 2.0
+
+
 @functools.lru_cache(maxsize=256)
 def consistency(sizes: tuple[int, ...]) -> float:
-    """The statistic (see `_ranks`) of the pooled within-source |differences| for normal noise of sigma 1
-    and these group sizes, as the median over CALIBRATION_DRAWS seeded simulations: dividing by it makes
-    the robust sigma a median-unbiased estimate of sigma (for large samples it tends to sqrt(2) * 0.6745)."""
+    """The `statistic` for normal noise of sigma 1 and these group sizes, as the median over
+    CALIBRATION_DRAWS seeded simulations: dividing by it makes the robust sigma a median-unbiased
+    estimate of sigma (for large samples it tends to sqrt(2) * 0.6745)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -96,9 +106,7 @@ def consistency(sizes: tuple[int, ...]) -> float:
         x = rng.standard_normal((CALIBRATION_DRAWS, sizes.count(n), n))
         i, j = np.triu_indices(n, k=1)
         diffs.append(np.abs(x[:, :, i] - x[:, :, j]).reshape(CALIBRATION_DRAWS, -1))
-    d = np.sort(np.concatenate(diffs, axis=1), axis=1)
-    lo, hi = _ranks(sizes)
-    return float(np.median((d[:, lo] + d[:, hi]) / 2.0))
+    return float(np.median(statistic(np.concatenate(diffs, axis=1), sizes)))
 
 
 def pooled(groups: list[list[float]], min_sigma: float) -> Noise:
@@ -111,9 +119,7 @@ def pooled(groups: list[list[float]], min_sigma: float) -> Noise:
     raw = 0.0
     if multi:
         sizes = tuple(sorted(len(g) for g in multi))
-        d = sorted(_differences(multi))
-        lo, hi = _ranks(sizes)
-        raw = (d[lo] + d[hi]) / 2.0 / consistency(sizes)
+        raw = float(statistic([_differences(multi)], sizes)[0]) / consistency(sizes)
     return Noise(max(raw, min_sigma), runs, raw, dof)
 
 
