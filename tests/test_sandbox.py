@@ -197,3 +197,25 @@ def test_log_is_capped(shakespeare_dir, tmp_path):
     log = (tmp_path / "run" / "train.log").read_bytes()
     assert len(log) < 100_000 + 200 and b"bytes dropped" in log
     assert "THE END" in out.log_tail  # the tail survives the cap
+
+
+@pytest.mark.parametrize("on_progress", [None, lambda curve: None])
+def test_watchdog_sleeps_between_looks_and_counts_the_runs_cpu(shakespeare_dir, tmp_path, on_progress):
+    """The watchdog waits on the trainer's exit between its looks instead of polling: over a run that
+    sleeps 3 s it uses a small part of a second of CPU (a busy loop would use all 3 s, on the run's own
+    cores). The CPU the run burns just before it exits, after the last look, is still counted."""
+    import resource
+
+    from arrl import paths
+
+    script = UNIFORM_MODEL.replace("run = progress.start()", "import time\nrun = progress.start()\ntime.sleep(3.0)\n"
+                                   "t = time.process_time()\nwhile time.process_time() - t < 1.0:\n    pass")
+    box = ProcessSandbox(paths.env_dir(), shakespeare_dir, SandboxConfig(budget_s=10.0, grace_s=3.0, memory_mb=1024,
+                                                                         threads=1, isolation="none"))
+    r0 = resource.getrusage(resource.RUSAGE_THREAD)
+    out = box.run(textwrap.dedent(script), tmp_path / "run", on_progress=on_progress)
+    r1 = resource.getrusage(resource.RUSAGE_THREAD)
+    assert out.status == "ok", out.message + out.log_tail
+    watchdog_cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    assert watchdog_cpu < 1.0, f"the watchdog thread used {watchdog_cpu:.2f} s of CPU over a {out.timings.wall_s:.1f} s run"
+    assert out.cpu_s >= 1.0  # the 1-s burn at the end (and the imports): read from the exited trainer

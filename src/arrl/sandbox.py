@@ -56,14 +56,18 @@ WORK_MOUNT = "/arrl/work"
 MODEL_FILE = "model.pt2"
 PROGRESS_FILE = "progress.jsonl"
 _OOM_MARKERS = ("MemoryError", "out of memory", "Unable to allocate", "std::bad_alloc")
-# How often the watchdog looks, while a run trains. Each look costs CPU on the run's own cores
-# (at 20 looks a second the worker took 13% of a core from a 2-core tiny run), so: the process
-# tree (memory, process count, CPU time) 4 times a second; the work dir's size and the progress
-# records (early abort) twice a second. A process that exits between looks loses at most WATCH_S
-# of its CPU time from the accounting; prlimit bounds each process's memory in between.
-WATCH_S = 0.25
-DISK_S = 0.5
-PROGRESS_S = 0.5
+# How often the watchdog looks, while a run trains. Each look, and each wake-up, costs the run: it
+# lands on the run's own cores, and a preempted torch thread stalls its partner at the next
+# barrier (at 20 looks a second the worker took 13% of a core from a 2-core tiny run; at 4 looks
+# plus a 20-a-second exit poll, 1.8%: bench/idle_parts.py). So the watchdog sleeps on the
+# trainer's exit (a pidfd) between looks: the process tree (memory, process count, CPU time)
+# twice a second, the work dir's size and the progress records (early abort) once a second, and
+# the deadline when it comes. A descendant that exits between looks loses at most WATCH_S of its
+# CPU time from the accounting (the trainer itself none: it is read once more as a zombie);
+# prlimit bounds each process's memory in between.
+WATCH_S = 0.5
+DISK_S = 1.0
+PROGRESS_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,14 @@ class ProcessSandbox:
         deadline = t_spawn + cfg.budget_s + cfg.grace_s
         next_watch, next_disk_check, next_progress = 0.0, 0.0, 0.0
         tail, seen_points = _ProgressTail(work / PROGRESS_FILE), 0
-        while trainer.poll() is None:
+        exited = _ExitWatch(trainer)
+        root_total = 0.0  # the trainer's CPU seconds with its reaped descendants', read from it as a zombie
+        while True:
+            now = time.monotonic()
+            wake = min(next_watch, next_disk_check, deadline, next_progress if on_progress is not None else deadline)
+            if exited.wait(wake - now):
+                root_total = exited.final_cpu_s()
+                break
             now = time.monotonic()
             if now >= next_watch:  # the process tree: its limits and its CPU time, WATCH_S apart
                 next_watch = now + WATCH_S
@@ -311,7 +322,7 @@ class ProcessSandbox:
                     if stop:  # self-evaluation: a string saying why the run will not pay off
                         killed_for, abort_reason = "aborted", str(stop)
                         break
-            time.sleep(0.05)
+        exited.close()
         _kill(trainer, token)
         t_exit_wall, t_exit = time.time(), time.monotonic()
         busy1, watch1 = _busy_s(watched), _thread_cpu_s()
@@ -332,7 +343,7 @@ class ProcessSandbox:
 
         within = lambda t: t if t is not None and t_spawn_wall <= t <= t_exit_wall else None  # noqa: E731
         start, launch = within(prog.start_time), within(prog.launch_time)
-        cpu_s = sum(cpu_seen.values())
+        cpu_s = max(sum(cpu_seen.values()), root_total)  # each a lower bound of the tree's CPU time
         span = (t_exit - t_spawn) * len(watched)  # what the run's cores could give while it trained
         cpu_share = cpu_s / span if span > 0 else None
         own = cpu_s + sum(eval_seen.values()) + (watch1 - watch0)  # the run, its evaluator, this watchdog
@@ -457,6 +468,49 @@ def _trees(*roots: int) -> tuple[list[psutil.Process], ...]:
             i += 1
         out.append([procs[pid] for pid in pids if pid in procs])
     return tuple(out)
+
+
+class _ExitWatch:
+    """Waits for a child's exit without polling: on a pidfd where the kernel has them (Linux 5.3+),
+    else (and for a container, whose exit code the engine reports) by `poll` every 50 ms. The pidfd
+    reports the exit before the child is reaped, so its CPU time, and that of the descendants it
+    reaped, can still be read."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.fd = None
+        if isinstance(proc, subprocess.Popen):
+            try:
+                self.fd = os.pidfd_open(proc.pid)
+            except (AttributeError, OSError):
+                pass
+
+    def wait(self, timeout: float) -> bool:
+        """True once the child has exited (waiting at most `timeout` seconds for it)."""
+        timeout = max(0.0, timeout)
+        if self.fd is None:
+            if self.proc.poll() is not None:
+                return True
+            time.sleep(min(timeout, 0.05))
+            return self.proc.poll() is not None
+        import select
+
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+
+    def final_cpu_s(self) -> float:
+        """The exited, unreaped child's CPU seconds with its reaped descendants' (0.0 where unreadable)."""
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            return 0.0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _busy_s(cores) -> float | None:
