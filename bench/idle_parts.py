@@ -1,21 +1,24 @@
 """What the loop's own parts take from a run while they idle: the same run with them running and frozen, paired.
 
-    .venv/bin/python bench/idle_parts.py [--pairs 6] [--budget 30] [--config FILE.toml] [--out FILE.json]
+    .venv/bin/python bench/idle_parts.py [--pairs 6] [--arms loop,loop-vllm-paused,frozen] [--nice N]
+                                         [--config FILE.toml] [--out FILE.json]
 
-A child process brings up the parts of the README's default run exactly as `arrl launch` does
-(a local Ray with its dashboard, the experiment worker actor, the policy server with vLLM and
-SmolLM2, the SmolLM2 learner), then waits. Each pair trains the tiny target's unedited train.py
-with one seed twice, in a random order:
+A child process brings up the parts of the README's default run as `arrl launch` does (a local
+Ray with its dashboard, the experiment worker actor, the policy server with vLLM and SmolLM2,
+the SmolLM2 learner), then waits. For each seed (`--pairs` of them) the tiny target's unedited
+train.py trains once in every arm, in a random order:
 - loop: through the worker actor, while the child polls `ray.wait` once a second as the driver
   does (early abort off, the worker's progress callback on, as in the default run);
+- loop-vllm-paused: the same, with the vLLM server's processes stopped (SIGSTOP) while the run
+  trains, as the driver's between_runs placement now does;
 - frozen: in this process's own sandbox with the same settings, while every process of the
-  child's tree (Ray's daemons, the actors, vLLM) is stopped with SIGSTOP, so the loop's parts
-  take nothing; this process runs at nice 15 like a Ray worker, so the watchdog is the same.
-Both runs see the same machine minutes apart, so the VM's drift (steps of one script vary by
-10-20% across an hour here) cancels in the pair. Reports each run's steps, tokens/s, CPU share
-and foreign share, each pair's loss of tokens/s (loop against frozen) and the median, and for
-each loop run the CPU seconds and wake-ups (voluntary context switches) of every other process
-over the middle of the run, largest first: who took what.
+  child's tree and of vLLM (Ray's daemons, the actors, the server) is stopped, so the loop's
+  parts take nothing; this process runs at nice 15 like a Ray worker, so the watchdog is the same.
+The arms of one seed run minutes apart, so the VM's drift (steps of one script vary by 10-20%
+across an hour here) mostly cancels. Reports each run's steps, tokens/s and foreign share, each
+loop arm's loss of tokens/s against frozen by seed and its median, and for each loop run the CPU
+share and wake-ups (voluntary context switches) of every other process over the middle of the
+run, largest first: who took what. `--nice` sets the runs' priority in every arm.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 # ---- the child: the loop's parts, up and idle ----------------------------------------------------
-def parts(config: str | None) -> None:
+def parts(config: str | None, nice: int | None) -> None:
     import ray
 
     from arrl import actors, config as config_mod, launch as L, paths, target
@@ -49,6 +52,8 @@ def parts(config: str | None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="arrl-bench-idle-"))
     L._init_ray({"address": "local", "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 3)}, lambda m: None)
     settings = L.sandbox_settings(cfg, tgt, place, 0)
+    if nice is not None:
+        settings["nice"] = nice
     worker = actors.experiment_worker("bench-idle", 0, tgt.profile, settings, "process", num_gpus=0,
                                       catalog=tgt.catalog)
     ray.get(worker.status.remote())
@@ -80,19 +85,6 @@ def _tree(pid: int) -> list[int]:
         return [pid] + [c.pid for c in p.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
-
-
-def _matching(pids: list[int], regex: str) -> list[int]:
-    import re
-
-    out = []
-    for p in pids:
-        try:
-            if re.search(regex, Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")):
-                out.append(p)
-        except OSError:
-            pass
-    return out
 
 
 def _signal(pids: list[int], sig) -> None:
@@ -170,63 +162,97 @@ def _facts(o: dict) -> dict:
         "tokens_per_s": o["tokens"] / t if o.get("tokens") and t else None}
 
 
+def _vllm(pids_of_guards: list[int]) -> list[int]:
+    """The vLLM server's processes: the descendants of its guard (arrl.vllm_server), which the guard
+    detached from the policy actor, so they are not in the child's tree."""
+    out = []
+    for g in pids_of_guards:
+        out += _tree(g)[1:]
+    return out
+
+
+def _guards() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "arrl.vllm_server" in " ".join(p.info["cmdline"] or []) and "--guard" in (p.info["cmdline"] or [])]
+
+
+ARMS = ("loop", "loop-vllm-paused", "frozen")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=700, help="the first pair's training seed (one per pair)")
+    ap.add_argument("--pairs", type=int, default=6, help="seeds: each trains once in every arm, in a random order")
+    ap.add_argument("--seed", type=int, default=700, help="the first seed")
+    ap.add_argument("--arms", default="loop,frozen",
+                    help=f"comma-separated, of {', '.join(ARMS)} (loop-vllm-paused: the vLLM server's processes "
+                         "stopped while the loop's run trains)")
     ap.add_argument("--config", default=None, help="a run config (default: the README's default run)")
-    ap.add_argument("--freeze-in-loop", default="", metavar="REGEX",
-                    help="also stop the child's processes whose command line matches REGEX during the loop runs "
-                         "(what pausing that part while a run trains would give)")
+    ap.add_argument("--nice", type=int, default=None, help="the runs' scheduling priority (SandboxConfig.nice; "
+                    "below 0 needs root), in every arm")
     ap.add_argument("--out", default=None)
     ap.add_argument("--parts", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.parts:
-        return parts(a.config)
+        return parts(a.config, a.nice)
+    arms = a.arms.split(",")
+    if "frozen" not in arms or any(x not in ARMS for x in arms):
+        sys.exit(f"--arms: a comma-separated list of {', '.join(ARMS)} that includes frozen, got {a.arms!r}")
     os.nice(15 - os.nice(0))  # a Ray worker's priority: the frozen runs' watchdog is the loop's
-    child = subprocess.Popen([sys.executable, __file__, "--parts"] + (["--config", a.config] if a.config else []),
+    child = subprocess.Popen([sys.executable, __file__, "--parts"] + (["--config", a.config] if a.config else [])
+                             + (["--nice", str(a.nice)] if a.nice is not None else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         hello = json.loads(child.stdout.readline())
         settings = hello["settings"]
-        print(f"parts up: {hello['placement']}; sandbox {settings}; learner {hello['learner']}", flush=True)
+        guards = _guards()
+        print(f"parts up: {hello['placement']}; sandbox {settings}; learner {hello['learner']}; vLLM guards {guards}",
+              flush=True)
         time.sleep(10.0)  # start-up work settles
         rng = random.Random(a.seed)
-        pairs = []
+        rows = []
         for i in range(a.pairs):
             seed = a.seed + i
-            order = ["loop", "frozen"] if rng.random() < 0.5 else ["frozen", "loop"]
-            pair = {"seed": seed, "order": order}
-            for cond in order:
-                if cond == "loop":
-                    who: dict = {}
-                    th = threading.Thread(target=_who, args=(settings["budget_s"], who), daemon=True)
-                    paused = _matching(_tree(child.pid), a.freeze_in_loop) if a.freeze_in_loop else []
-                    child.stdin.write(f"run {seed}\n")
-                    child.stdin.flush()
-                    _signal(paused, signal.SIGSTOP)
-                    th.start()
-                    o = json.loads(child.stdout.readline())
-                    _signal(paused, signal.SIGCONT)
-                    th.join()
-                    pair["loop"] = _facts(o) | {"who": who.get("who", [])[:25],
-                                                                   "window_s": who.get("window_s")}
-                else:
-                    o = frozen_run(settings, seed, _tree(child.pid))
-                    pair["frozen"] = _facts(o)
-            pair["loss"] = 1 - pair["loop"]["tokens_per_s"] / pair["frozen"]["tokens_per_s"]
-            pairs.append(pair)
-            lp, fr = pair["loop"], pair["frozen"]
-            print(f"pair {i} seed {seed} ({'/'.join(order)}): loop {lp['steps']} steps {lp['tokens_per_s']:.0f} tok/s "
-                  f"foreign {lp['foreign_share']:.3f} | frozen {fr['steps']} steps {fr['tokens_per_s']:.0f} tok/s "
-                  f"foreign {fr['foreign_share']:.3f} | loss {100 * pair['loss']:.1f}%", flush=True)
-            top = [r for r in lp["who"] if r["cpu_pct"] < 150][:10]
-            print("   others: " + "; ".join(f"{r['name']} {r['cpu_pct']:.1f}% {r['wakeups_per_s']:.0f}/s"
-                                           for r in top), flush=True)
-        losses = [p["loss"] for p in pairs]
-        summary = {"freeze_in_loop": a.freeze_in_loop, "pairs": pairs, "median_loss": statistics.median(losses), "losses": losses}
-        print(f"median loss of tokens/s, loop against frozen: {100 * summary['median_loss']:.1f}% "
-              f"(pairs: {', '.join(f'{100 * x:.1f}%' for x in losses)})", flush=True)
+            order = list(arms)
+            rng.shuffle(order)
+            row = {"seed": seed, "order": order}
+            for arm in order:
+                if arm == "frozen":
+                    row[arm] = _facts(frozen_run(settings, seed, _tree(child.pid) + [p for g in guards
+                                                                                     for p in _tree(g)]))
+                    continue
+                who: dict = {}
+                th = threading.Thread(target=_who, args=(settings["budget_s"], who), daemon=True)
+                paused = _vllm(guards) if arm == "loop-vllm-paused" else []
+                _signal(paused, signal.SIGSTOP)
+                child.stdin.write(f"run {seed}\n")
+                child.stdin.flush()
+                th.start()
+                o = json.loads(child.stdout.readline())
+                _signal(paused, signal.SIGCONT)
+                th.join()
+                row[arm] = _facts(o) | {"who": who.get("who", [])[:25], "window_s": who.get("window_s")}
+            for arm in arms:
+                if arm != "frozen":
+                    row[arm]["loss"] = 1 - row[arm]["tokens_per_s"] / row["frozen"]["tokens_per_s"]
+            rows.append(row)
+            print(f"seed {seed} ({'/'.join(order)}): " + " | ".join(
+                f"{arm} {row[arm]['steps']} steps {row[arm]['tokens_per_s']:.0f} tok/s foreign "
+                f"{row[arm]['foreign_share']:.3f}" + (f" loss {100 * row[arm]['loss']:.1f}%" if arm != "frozen" else "")
+                for arm in arms), flush=True)
+            for arm in arms:
+                if arm != "frozen":
+                    top = [r for r in row[arm]["who"] if r["cpu_pct"] < 150][:10]
+                    print(f"   {arm}, others: " + "; ".join(
+                        f"{r['name']} {r['cpu_pct']:.1f}% {r['wakeups_per_s']:.0f}/s" for r in top), flush=True)
+        summary = {"arms": arms, "rows": rows, "median_loss": {}}
+        for arm in arms:
+            if arm != "frozen":
+                losses = [r[arm]["loss"] for r in rows]
+                summary["median_loss"][arm] = statistics.median(losses)
+                print(f"{arm}: median loss of tokens/s against frozen {100 * statistics.median(losses):.1f}% "
+                      f"(by seed: {', '.join(f'{100 * x:.1f}%' for x in losses)})", flush=True)
         if a.out:
             Path(a.out).write_text(json.dumps(summary, indent=1) + "\n")
     finally:

@@ -92,6 +92,34 @@ def test_zero_lora_is_the_base_and_versions_load_and_unload(server, tiny_target,
     assert server.version == 2  # a refused load changes nothing
 
 
+def test_paused_server_is_stopped_and_the_next_request_continues_it(server, tiny_target):
+    """Placement between_runs pauses the idle server while a run trains: its processes are stopped (they
+    take no CPU and no wake-ups), the guard is not (it must still take the group down), and the next
+    proposal continues them. A pause asked for while a proposal is in flight is refused."""
+    import psutil
+
+    st = state(tiny_target)
+    assert server.pause() is True
+    procs = server.server.guard.children(recursive=True)
+    assert procs and all(p.status() == psutil.STATUS_STOPPED for p in procs)
+    assert server.server.guard.status() != psutil.STATUS_STOPPED
+    t0 = time.monotonic()
+    props = server.propose(st, n=1)
+    assert props and time.monotonic() - t0 < 60
+    assert all(p.status() != psutil.STATUS_STOPPED for p in procs) and not server.server.paused
+
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("props", server.propose(
+        st, n=2, sampling=Sampling(max_tokens=400, extra={"min_tokens": 400}))))
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server._requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.pause() is False  # in flight: not paused
+    t.join(timeout=300)
+    assert len(result["props"]) == 2 and not server.server.paused
+
+
 def test_killed_server_restarts_and_inflight_proposal_completes(server, tiny_target):
     st = state(tiny_target, fmt="search_replace")
     version, pid = server.version, server.pid()

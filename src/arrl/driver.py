@@ -100,6 +100,8 @@ class Driver:
         self.floor = integrity.floor(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
         # between_runs: the policy server and the learner work on the workers' cores, so only while none trains
         self.between_runs = placement is not None and placement.between_runs
+        self.policy_paused = False
+        self.policy_pauses = int(store.get("policy_pauses", 0) or 0)  # training stretches with the server stopped
         self.warm_up = warm_up  # a local policy server makes its first proposals before anything trains
         self.tests: dict = {}  # exp id -> incumbent id: runs whose models wait for the test split's score
         self.test_inflight: dict = {}  # ObjectRef -> (exp id, incumbent id, worker index)
@@ -330,6 +332,18 @@ class Driver:
         """Whether the policy server or the learner is working (placement between_runs: nothing may train)."""
         fetching = self.fetch is not None and not self.fetch.done()
         return fetching or (self.learning is not None and self.learning.busy())
+
+    def _pause_policy(self) -> None:
+        """between_runs: while a run trains and the policy server has nothing to do, its processes are stopped
+        (the next request continues them), so their idle wake-ups do not land on the run's cores."""
+        if self._idle() or self._parts_busy():
+            self.policy_paused = False
+        elif not self.policy_paused:
+            self.policy_paused = self.policy.pause()
+            if self.policy_paused:
+                self.policy_pauses += 1
+                with self.store.tx():
+                    self.store.put("policy_pauses", self.policy_pauses)
 
     def _idle(self) -> bool:
         return not self.inflight and not self.test_inflight
@@ -834,6 +848,8 @@ class Driver:
             if not self.stop_reason and not (self.learning is not None and self.learning.holding()):
                 self._prefetch(start=may_start and not (self.between_runs and self._parts_busy()))
             self._fill()
+            if self.between_runs:
+                self._pause_policy()
             self.metrics.publish(self.store.db, self._best())
             if self._idle():
                 if self.stop_reason:

@@ -80,6 +80,11 @@ class _ActorPolicy:
     def propose(self, state, n):
         return ray.get(self.handle.propose.options(name=f"propose {n}").remote(state, n))
 
+    def pause(self) -> bool:
+        """Ask the actor to stop its server until the next request (not waited for)."""
+        self.handle.pause.remote()
+        return True
+
 
 def sandbox_settings(cfg: Config, tgt, place: placement_mod.Placement | None = None, worker: int = 0) -> dict:
     """The SandboxConfig fields of an experiment on worker `worker`: the `[workers]` settings over the

@@ -177,6 +177,7 @@ class PolicyServer:
         self._count = _token_counter(self.model_dir)
         self._rng = random.Random(scfg.seed)
         self.restarts = 0
+        self._requests = 0  # proposals in flight (pause waits for none)
         self.swap_s: float | None = None  # last adapter load: bytes received -> served
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -215,13 +216,28 @@ class PolicyServer:
     def pid(self) -> int | None:
         return self.server.pid
 
+    def pause(self) -> bool:
+        """Stop the server's processes while the runs train on its cores (placement between_runs); every
+        call that needs the server continues them first. Returns whether it is paused."""
+        with self._lock:
+            if not self._requests:  # a request in flight keeps it running
+                self.server.pause()
+            return bool(self.server.paused)
+
+    def _awake(self) -> None:
+        if self.server.paused:
+            with self._lock:
+                self.server.resume()
+
     def kill_server(self) -> None:
         """Kill the vLLM process as a crash would (for chaos tests); the next request restarts it."""
+        self._awake()
         self.server.kill()
 
     def _recover(self, generation: int) -> None:
         """Restart the server unless another thread already did since `generation` failed."""
         with self._lock:
+            self.server.resume()
             if self._generation != generation:
                 return
             if self.server.alive() and self.server.healthy():
@@ -233,6 +249,7 @@ class PolicyServer:
     def load_adapter(self, version: int, files: dict[str, bytes]) -> float:
         """Serve adapter `version` from its files; returns seconds from call to served."""
         t0 = time.perf_counter()
+        self._awake()
         if not isinstance(version, int) or version <= self.version:
             raise PolicyError(f"adapter version {version!r} is not newer than the served version {self.version}")
         if "adapter_config.json" not in files:
@@ -269,6 +286,7 @@ class PolicyServer:
 
     def served(self) -> list[str]:
         """Model names the server answers to right now (base and loaded adapters)."""
+        self._awake()
         return [m["id"] for m in self._client.http.get("/v1/models").json()["data"]]
 
     # -- proposals --------------------------------------------------------------------------
@@ -284,6 +302,16 @@ class PolicyServer:
         """`n` proposals for `state` from the current adapter version (or the served name `model`)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        with self._lock:
+            self._requests += 1
+            self.server.resume()
+        try:
+            return self._propose(state, n, sampling, model)
+        finally:
+            with self._lock:
+                self._requests -= 1
+
+    def _propose(self, state, n, sampling, model) -> list[Proposal]:
         s = sampling or self.config.sampling
         t0 = time.perf_counter()
         p = self.build_prompt(state, seed=self._rng.randrange(2 ** 31))
@@ -345,6 +373,10 @@ class ExternalPolicy:
 
     def stop(self) -> None:
         self._client.http.close()
+
+    def pause(self) -> bool:
+        """Nothing of this policy runs on the workers' cores."""
+        return False
 
     def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
         s = sampling or self.sampling
@@ -411,6 +443,10 @@ class ScriptedPolicy:
     def stop(self) -> None:
         pass
 
+    def pause(self) -> bool:
+        """Nothing of this policy runs on the workers' cores."""
+        return False
+
     def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
         out = []
         with self._lock:
@@ -446,6 +482,10 @@ class RandomCatalogPolicy:
 
     def stop(self) -> None:
         pass
+
+    def pause(self) -> bool:
+        """Nothing of this policy runs on the workers' cores."""
+        return False
 
     def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
         current = edits.catalog_values(state.source, self.catalog)

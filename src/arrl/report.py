@@ -55,6 +55,7 @@ def status_text(d: Path) -> tuple[str, bool]:
         wall = _meta(db, "wall_s", 0.0) or 0.0
         noise = _meta(db, "noise")
         placement = _meta(db, "placement")
+        pauses = _meta(db, "policy_pauses", 0)
         reason = _meta(db, "stop_reason")
         # the rows arrl.figures derives incumbents, throughput and the val/test gap from (a ledger from an
         # older arrl lacks the throughput columns and the test_scores table: they are simply absent)
@@ -86,7 +87,8 @@ def status_text(d: Path) -> tuple[str, bool]:
         if noise.get("warning"):
             lines.append("warning: " + " ".join(str(noise["warning"]).split()))
     if isinstance(placement, dict) and placement:
-        lines.append(placement_line(placement))
+        lines.append(placement_line(placement) + (f"; the idle policy server was stopped during {pauses} training "
+                                                  "stretch(es)" if pauses else ""))
     cap = cfg["oracle"]["max_experiments"]
     dup_note = (f" ({dups} more answered from the ledger)" if not count_dups else
                 f" ({dups} of them answered from the ledger)") if dups else ""
