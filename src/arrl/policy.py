@@ -177,7 +177,7 @@ class PolicyServer:
         self._count = _token_counter(self.model_dir)
         self._rng = random.Random(scfg.seed)
         self.restarts = 0
-        self._requests = 0  # proposals in flight (pause waits for none)
+        self._requests = 0  # proposals and adapter loads in flight (pause waits for none)
         self.swap_s: float | None = None  # last adapter load: bytes received -> served
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class PolicyServer:
         """Stop the server's processes while the runs train on its cores (placement between_runs); every
         call that needs the server continues them first. Returns whether it is paused."""
         with self._lock:
-            if not self._requests:  # a request in flight keeps it running
+            if not self._requests:  # a proposal or a load in flight keeps it running
                 self.server.pause()
             return bool(self.server.paused)
 
@@ -248,8 +248,17 @@ class PolicyServer:
     # -- adapters ---------------------------------------------------------------------------
     def load_adapter(self, version: int, files: dict[str, bytes]) -> float:
         """Serve adapter `version` from its files; returns seconds from call to served."""
+        with self._lock:
+            self._requests += 1  # like a proposal: no pause while it loads
+            self.server.resume()
+        try:
+            return self._load_adapter(version, files)
+        finally:
+            with self._lock:
+                self._requests -= 1
+
+    def _load_adapter(self, version: int, files: dict[str, bytes]) -> float:
         t0 = time.perf_counter()
-        self._awake()
         if not isinstance(version, int) or version <= self.version:
             raise PolicyError(f"adapter version {version!r} is not newer than the served version {self.version}")
         if "adapter_config.json" not in files:
