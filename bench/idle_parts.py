@@ -18,7 +18,8 @@ The arms of one seed run minutes apart, so the VM's drift (steps of one script v
 across an hour here) mostly cancels. Reports each run's steps, tokens/s and foreign share, each
 loop arm's loss of tokens/s against frozen by seed and its median, and for each loop run the CPU
 share and wake-ups (voluntary context switches) of every other process over the middle of the
-run, largest first: who took what. `--nice` sets the runs' priority in every arm.
+run, largest first: who took what. `--nice` sets the runs' priority in every arm; `--no-dashboard`
+starts Ray without its dashboard.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 # ---- the child: the loop's parts, up and idle ----------------------------------------------------
-def parts(config: str | None, nice: int | None) -> None:
+def parts(config: str | None, nice: int | None, dashboard: bool = True) -> None:
     import ray
 
     from arrl import actors, config as config_mod, launch as L, paths, target
@@ -50,7 +51,8 @@ def parts(config: str | None, nice: int | None) -> None:
     tgt = target.load(cfg.target, paths.targets_dir())
     place = L.plan_placement(cfg, None)
     workdir = Path(tempfile.mkdtemp(prefix="arrl-bench-idle-"))
-    L._init_ray({"address": "local", "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 3)}, lambda m: None)
+    L._init_ray({"address": "local", "num_cpus": max(os.cpu_count() or 1, cfg.workers.count + 3),
+                 **({} if dashboard else {"include_dashboard": False})}, lambda m: None)
     settings = L.sandbox_settings(cfg, tgt, place, 0)
     if nice is not None:
         settings["nice"] = nice
@@ -191,17 +193,19 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="a run config (default: the README's default run)")
     ap.add_argument("--nice", type=int, default=None, help="the runs' scheduling priority (SandboxConfig.nice; "
                     "below 0 needs root), in every arm")
+    ap.add_argument("--no-dashboard", action="store_true", help="Ray without its dashboard (what that would give)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--parts", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.parts:
-        return parts(a.config, a.nice)
+        return parts(a.config, a.nice, not a.no_dashboard)
     arms = a.arms.split(",")
     if "frozen" not in arms or any(x not in ARMS for x in arms):
         sys.exit(f"--arms: a comma-separated list of {', '.join(ARMS)} that includes frozen, got {a.arms!r}")
     os.nice(15 - os.nice(0))  # a Ray worker's priority: the frozen runs' watchdog is the loop's
     child = subprocess.Popen([sys.executable, __file__, "--parts"] + (["--config", a.config] if a.config else [])
-                             + (["--nice", str(a.nice)] if a.nice is not None else []),
+                             + (["--nice", str(a.nice)] if a.nice is not None else [])
+                             + (["--no-dashboard"] if a.no_dashboard else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         hello = json.loads(child.stdout.readline())
