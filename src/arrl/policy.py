@@ -15,6 +15,7 @@ token ids / logprobs only where the endpoint returns them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -224,6 +225,19 @@ class PolicyServer:
                 self.server.pause()
             return bool(self.server.paused)
 
+    @contextlib.contextmanager
+    def _request(self):
+        """A proposal or an adapter load in flight: the server runs (continued if paused) and no pause
+        stops it until the request is done."""
+        with self._lock:
+            self._requests += 1
+            self.server.resume()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._requests -= 1
+
     def _awake(self) -> None:
         if self.server.paused:
             with self._lock:
@@ -248,14 +262,8 @@ class PolicyServer:
     # -- adapters ---------------------------------------------------------------------------
     def load_adapter(self, version: int, files: dict[str, bytes]) -> float:
         """Serve adapter `version` from its files; returns seconds from call to served."""
-        with self._lock:
-            self._requests += 1  # like a proposal: no pause while it loads
-            self.server.resume()
-        try:
+        with self._request():
             return self._load_adapter(version, files)
-        finally:
-            with self._lock:
-                self._requests -= 1
 
     def _load_adapter(self, version: int, files: dict[str, bytes]) -> float:
         t0 = time.perf_counter()
@@ -311,14 +319,8 @@ class PolicyServer:
         """`n` proposals for `state` from the current adapter version (or the served name `model`)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        with self._lock:
-            self._requests += 1
-            self.server.resume()
-        try:
+        with self._request():
             return self._propose(state, n, sampling, model)
-        finally:
-            with self._lock:
-                self._requests -= 1
 
     def _propose(self, state, n, sampling, model) -> list[Proposal]:
         s = sampling or self.config.sampling
