@@ -74,9 +74,12 @@ def test_the_default_run_shortened(shakespeare_dir, tmp_path, monkeypatch):
     assert json.loads(versions[0][1]).get("loaded_at"), "the new adapter was never loaded by the server"
     props = db.execute("SELECT policy, adapter_version FROM proposals").fetchall()
     assert props and all(p for p, _ in props)
-    # sigma is reported with its degrees of freedom, and the status view shows it
+    # sigma is reported with its degrees of freedom, and the status view shows it. The bound is the steps check's:
+    # a 10-s run trains about 55 steps while its loss still falls fast, so the 20% fewer steps allowed above move
+    # val_bpb by about 0.13 (a CI run's baselines: 44 and 53 steps, 3.841 and 3.713), where the target's bound
+    # (sigma_max_bpb 0.1) is for its 30-s runs. The bug this guards against gave 50 times the quiet sigma.
     noise = json.loads(db.execute("SELECT value FROM meta WHERE key='noise'").fetchone()[0])
-    assert noise["dof"] >= 1 and 0 < noise["sigma"] < 0.1
+    assert noise["dof"] >= 1 and 0 < noise["sigma"] < 0.2
     st = subprocess.run([sys.executable, "-m", "arrl", "status", "default-short", "--runs-dir", str(runs)],
                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert st.returncode == 0 and re.search(r"noise sigma [0-9.]+ \(robust, \d+ dof\)", st.stdout), st.stdout

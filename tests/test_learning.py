@@ -146,12 +146,20 @@ def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     assert version >= 2, proc.stdout.read() if proc.poll() is not None else "no version 2 within 400 s"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # the kill may land between the update and its load (a window of about a second): make it so, and the
+    # resume must record that version as served when it loads it
+    with sqlite3.connect(ledger) as db:
+        info = json.loads(db.execute("SELECT info FROM policy_versions WHERE version=?", (version,)).fetchone()[0])
+        info.pop("loaded_at", None)
+        db.execute("UPDATE policy_versions SET info=? WHERE version=?", (json.dumps(info), version))
     out = subprocess.run(arrl + ["launch", "--resume", "e2e", "--runs-dir", str(runs)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"learner: resumed at adapter version {version}" in out.stdout
     versions = check_versions(runs / "e2e")
     assert len(versions) > version
+    resumed = sqlite3.connect(ledger).execute("SELECT info FROM policy_versions WHERE version=?", (version,)).fetchone()
+    assert json.loads(resumed[0]).get("loaded_on_resume") is True
     status = subprocess.run(arrl + ["status", "e2e", "--runs-dir", str(runs)], capture_output=True, text=True)
     assert f"adapter v{len(versions)}" in status.stdout, status.stdout
     # without its checkpoints the learner cannot resume: one line, exit 2, nothing left running

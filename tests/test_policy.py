@@ -148,6 +148,18 @@ def test_killed_server_restarts_and_inflight_proposal_completes(server, tiny_tar
         assert f"arrl-v{version}" in server.served()  # the adapter came back with the server
 
 
+def test_an_adapter_load_survives_a_server_crash(server, tiny_target, tiny_model, make_adapter, tmp_path):
+    old, restarts = server.version, server.restarts
+    files = adapter_files(make_adapter(tiny_model, tmp_path / "next", zero=False))
+    server.kill_server()  # the server dies just before the learner's new adapter arrives
+    server.load_adapter(old + 1, files)
+    assert server.restarts == restarts + 1 and server.version == old + 1
+    served = server.served()
+    assert f"arrl-v{old + 1}" in served and f"arrl-v{old}" not in served
+    props = server.propose(state(tiny_target), n=1, sampling=GREEDY)
+    assert props[0].adapter_version == old + 1
+
+
 def test_external_policy_against_an_openai_compatible_endpoint(server, tiny_target, monkeypatch):
     st = state(tiny_target)
     monkeypatch.delenv("ARRL_TEST_KEY", raising=False)

@@ -78,7 +78,13 @@ class Learning:
             cause = getattr(e, "cause", None)
             raise LearnerError(str(cause) if isinstance(cause, LearnerError) else
                                f"the learner could not restore version {self.version}: {str(e)[:300]}") from None
-        ray.get(self.policy.load_adapter.remote(self.version, files_ref))
+        t0 = time.time()
+        swap_s = ray.get(self.policy.load_adapter.remote(self.version, files_ref))
+        record = next((v for v in self.store.policy_versions() if v["version"] == self.version), {})
+        if not record.get("loaded_at"):  # the driver died between the update and its load: served only now
+            with self.store.tx():
+                self.store.update_policy_version(self.version, loaded_at=time.time(), swap_s=swap_s,
+                                                 sync_s=time.time() - t0, loaded_on_resume=True)
         self.log(f"learner: resumed at adapter version {self.version}")
 
     # -- the loop's hook ---------------------------------------------------------------------------

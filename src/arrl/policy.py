@@ -278,9 +278,9 @@ class PolicyServer:
             if name not in ADAPTER_FILES:
                 raise PolicyError(f"adapter version {version}: unexpected file {name!r}")
             (d / name).write_bytes(data)
+        self._load_through_restarts(version, d)
         with self._lock:
             old_version, old_dir = self.version, self._adapter_dir
-            self._load(version, d)
             self.version, self._adapter_dir = version, d
             if old_version:
                 self._unload(old_version)
@@ -288,6 +288,31 @@ class PolicyServer:
                 shutil.rmtree(old_dir, ignore_errors=True)
         self.swap_s = time.perf_counter() - t0
         return self.swap_s
+
+    def _load_through_restarts(self, version: int, d: Path) -> None:
+        """Load adapter `version` from `d`; a server that dies under the load is restarted (serving the
+        current version again) and the load is tried again, as a proposal is."""
+        last: Exception | None = None
+        for _ in range(self.config.max_attempts):
+            with self._lock:
+                generation = self._generation
+                try:
+                    if last is None or f"{ADAPTER_PREFIX}{version}" not in self._model_names():
+                        self._load(version, d)
+                    return
+                except _RETRYABLE as e:
+                    last = e
+            if isinstance(last, ServerFault):
+                time.sleep(1.0)  # an engine that died takes its API server down within a moment
+            try:
+                self._recover(generation)
+            except ServerError as e:
+                last = e
+        raise PolicyError(f"adapter version {version}: not loaded after {self.config.max_attempts} attempts: {last}; "
+                          f"server log {self.server.log_path}:\n{tail(self.server.log_path, 5)}")
+
+    def _model_names(self) -> list[str]:
+        return [m["id"] for m in self._client.http.get("/v1/models").json()["data"]]
 
     def _load(self, version: int, d: Path) -> None:
         assert self._client is not None, "start() the policy server first"
@@ -304,7 +329,7 @@ class PolicyServer:
     def served(self) -> list[str]:
         """Model names the server answers to right now (base and loaded adapters)."""
         self._awake()
-        return [m["id"] for m in self._client.http.get("/v1/models").json()["data"]]
+        return self._model_names()
 
     # -- proposals --------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
