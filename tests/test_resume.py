@@ -86,6 +86,40 @@ def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path
         check_ledger(d, CONFIG["oracle"]["max_experiments"])
 
 
+def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_script(tmp_path, env, monkeypatch):
+    """The window a random kill rarely hits (the chaos test did): between an experiment's row and its
+    train.py. The row and the script are written in one transaction, so the stopped driver leaves either
+    both or neither, and the resume runs to a consistent ledger."""
+    from arrl.store import Store
+
+    monkeypatch.setenv("ARRL_DATA_HOME", env["ARRL_DATA_HOME"])
+    real, calls = Store.write_source, []
+
+    def stopped_on_the_third(self, exp_id, source, diff=None):
+        calls.append(exp_id)
+        if len(calls) == 3:  # the first candidate, after the two baselines
+            raise KeyboardInterrupt("stopped while adding an experiment")
+        real(self, exp_id, source, diff)
+
+    monkeypatch.setattr(Store, "write_source", stopped_on_the_third)
+    runs = tmp_path / "runs"
+    cfg = {**CONFIG, "name": "torn", "target": "synthetic", "oracle": {"max_experiments": 2},
+           "workers": {"count": 2, "sandbox": "simulated", "budget_s": 1.0}}
+    cfg["policy"] = {**CONFIG["policy"], "completions": [json.dumps({"LEARNING_RATE": v}) for v in ("1e-2", "2e-3")]}
+    with pytest.raises(KeyboardInterrupt):
+        launch(config_mod.from_dict(cfg), runs=runs, log=lambda *_: None)
+    d = runs / "torn"
+    db = sqlite3.connect(d / "ledger.sqlite")
+    ids = [r[0] for r in db.execute("SELECT id FROM experiments")]
+    db.close()
+    assert calls[2] not in ids and ids, (calls, ids)  # the row of the stopped write was never committed
+    assert all((d / "experiments" / f"{i:06d}" / "train.py").is_file() for i in ids)
+    monkeypatch.setattr(Store, "write_source", real)
+    reason, _ = launch(config_mod.from_dict(cfg), resume="torn", runs=runs, log=lambda *_: None)
+    assert reason.startswith("experiment budget reached")
+    check_ledger(d, 2)
+
+
 @pytest.mark.parametrize("backend", ["process", "docker"])
 def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch, backend, request):
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))

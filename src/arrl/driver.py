@@ -284,9 +284,7 @@ class Driver:
                 self.store.event("deduplicated", exp=eid, of=dup["id"])
                 self.log(f"exp {eid:>4} candidate {dup['status']:<14} (same source as exp {dup['id']}, not re-run)")
                 return -1
-        d = self.store.exp_dir(eid)
-        (d / "train.py").write_text(res.source)
-        (d / "diff.patch").write_text(res.diff)
+            self.store.write_source(eid, res.source, res.diff)
         return eid
 
     def _seed(self) -> int:
@@ -428,7 +426,7 @@ class Driver:
         for i in range(len(have), n):
             with self.store.tx():
                 eid = self.store.add_experiment("baseline", i, sha(src), sha(normalize(src)), summary="baseline")
-            (self.store.exp_dir(eid) / "train.py").write_text(src)
+                self.store.write_source(eid, src)
 
     # -- results -----------------------------------------------------------------------------
     def _handle(self, ref) -> None:
@@ -697,12 +695,12 @@ class Driver:
         """Re-run a candidate with another seed in a fresh sandbox (once)."""
         if self.store.experiments("kind='confirm' AND parent=?", (row["id"],)):
             return  # already scheduled (a resumed driver re-deriving)
+        src = (self.store.exp_dir(row["id"]) / "train.py").read_text()
         with self.store.tx():
             eid = self.store.add_experiment("confirm", row["seed"] + 7919, row["source_sha"], row["norm_sha"],
                                             row["proposal_id"], row["id"], row["incumbent_id"], row["summary"],
                                             row["diff"])
-        src = (self.store.exp_dir(row["id"]) / "train.py").read_text()
-        (self.store.exp_dir(eid) / "train.py").write_text(src)
+            self.store.write_source(eid, src)
 
     def _maybe_accept(self, confirm_row) -> None:
         cand = self.store.experiment(confirm_row["parent"])

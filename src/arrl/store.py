@@ -222,6 +222,19 @@ class Store:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def write_source(self, exp_id: int, source: str, diff: str | None = None) -> None:
+        """An experiment's train.py (and diff.patch), written whole (temp file, then rename). Call it inside
+        the transaction that adds the experiment, so no committed row lacks its script: a driver killed before
+        the commit leaves an orphan folder that the next experiment with that id overwrites."""
+        d = self.exp_dir(exp_id)
+        for name, text in (("train.py", source), ("diff.patch", diff)):
+            if text is None:
+                (d / name).unlink(missing_ok=True)  # an orphan's, from a driver killed before its commit
+                continue
+            tmp = d / f".{name}.tmp"
+            tmp.write_text(text)
+            tmp.replace(d / name)
+
 
 class _Tx:
     """`with store.tx():` one IMMEDIATE transaction: all or nothing, durable on exit."""
