@@ -52,7 +52,10 @@ def test_full_run_with_every_status(runs):
         # no acceptance: an accepted "ok" edit would make the queued proposals stale (dropped) and the
         # duplicate's SEARCH text miss, so whether every status shows up would depend on the noise draw
         "search": {"noise_runs": 2, "confirm": True, "margin_z": 1e6},
-        "oracle": {"max_experiments": 9},
+        # duplicates count: the script repeats itself, so past its first round (6 runs that train) only
+        # duplicates come, plus re-runs of the timeout while its first run is still going, as many as the
+        # timing allows; with count_duplicates the 9th experiment comes early in the second round every time
+        "oracle": {"max_experiments": 9, "count_duplicates": True},
     })
     lines = []
     reason, d = launch(cfg, runs=runs, log=lines.append)
