@@ -40,6 +40,13 @@ def state(t, fmt="catalog", **kw) -> PolicyState:
                        catalog=t.catalog, **kw)
 
 
+def test_the_cpu_server_runs_the_model_in_its_engine_process(server):
+    import psutil
+
+    names = [p.name() for p in psutil.Process(server.pid()).children(recursive=True)]
+    assert "VLLM::EngineCore" in names and "VLLM::Worker" not in names, names
+
+
 def test_proposals_carry_tokens_logprobs_and_version(server, tiny_target):
     st = state(tiny_target, history=(HistoryEntry("N_LAYER 4 -> 6", "ok", 3.52, 0.2),))
     props = server.propose(st, n=3)

@@ -124,6 +124,11 @@ class VLLMServer:
                     "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
         if self.device() == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gib)
+            # the model runs in the engine process, not in a worker process of its own (as on one GPU): on 2
+            # cores that starts 8 s sooner (17 s, not 25 s, for the tiny model), a SmolLM2 group of 4 x 128
+            # tokens takes 6.3 s, not 8.4-10.4 s, and the idle server uses 2% of a core, not 22%
+            # (docs/BENCHMARKS.md, "vLLM on CPU: one process fewer")
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             env.setdefault("VLLM_TARGET_DEVICE", "cpu")
             if self.config.cores:  # vLLM binds its OMP threads itself: to these cores, one thread each
                 from arrl.cores import parse
