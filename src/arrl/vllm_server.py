@@ -125,9 +125,9 @@ class VLLMServer:
         if self.device() == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gib)
             # the model runs in the engine process, not in a worker process of its own (as on one GPU): on 2
-            # cores that starts 8 s sooner (17 s, not 25 s, for the tiny model), a SmolLM2 group of 4 x 128
-            # tokens takes 6.3 s, not 8.4-10.4 s, and the idle server uses 2% of a core, not 22%
-            # (docs/BENCHMARKS.md, "vLLM on CPU: one process fewer")
+            # cores SmolLM2's server is ready in 20 s, not 26.5 s, a group of 4 x 128 tokens takes 6.3 s, not
+            # 9.6 s, and no worker spins on its queue after each request (a fifth of a core)
+            # (bench/vllm_cpu_modes.py; docs/BENCHMARKS.md, "vLLM on CPU: one process fewer")
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             env.setdefault("VLLM_TARGET_DEVICE", "cpu")
             if self.config.cores:  # vLLM binds its OMP threads itself: to these cores, one thread each
