@@ -27,6 +27,8 @@ import httpx
 import psutil
 from tqdm import tqdm
 
+from arrl import procs
+
 
 class ServerError(Exception):
     """The vLLM server could not start or died. The message quotes its log."""
@@ -173,7 +175,7 @@ class VLLMServer:
         log.flush()
         t0 = time.monotonic()
         me = psutil.Process()
-        guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(me.create_time()),
+        guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(procs.started(me.pid)),
                  str(pid_file), "--"]
         pin = ["taskset", "-c", self.config.cores] if self.config.cores else []  # the server and all it starts
         launcher = subprocess.Popen(pin + guard + self.command(), stdout=log, stderr=subprocess.STDOUT,
@@ -274,7 +276,7 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _guard(parent: int, parent_created: float, pid_file: str, cmd: list[str]) -> int:
+def _guard(parent: int, parent_started: float, pid_file: str, cmd: list[str]) -> int:
     """Detach, run `cmd` in this process group, and take the whole group down when `parent` dies.
 
     vLLM's engine core outlives a killed API server, and Ray kills the direct children of an
@@ -293,17 +295,22 @@ def _guard(parent: int, parent_created: float, pid_file: str, cmd: list[str]) ->
         code = child.poll()
         if code is not None:
             os._exit(code)
-        try:
-            gone = psutil.Process(parent).create_time() != parent_created
-        except psutil.NoSuchProcess:
-            gone = True
-        if gone:
+        if owner_gone(parent, parent_started):
             os.killpg(0, signal.SIGKILL)
         time.sleep(0.5)
+
+
+def owner_gone(pid: int, pid_started: float) -> bool:
+    """Whether the process `pid` that started at `pid_started` (arrl.procs.started) has exited. Its start
+    is compared in ticks since boot, so a step of the wall clock (a VM paused or migrated) is not a death."""
+    try:
+        return procs.started(pid) != pid_started
+    except psutil.NoSuchProcess:
+        return True
 
 
 if __name__ == "__main__":
     a = sys.argv
     if len(a) < 7 or a[1] != "--guard" or a[5] != "--":
-        sys.exit("usage: python -m arrl.vllm_server --guard PARENT_PID PARENT_CREATE_TIME PID_FILE -- COMMAND...")
+        sys.exit("usage: python -m arrl.vllm_server --guard PARENT_PID PARENT_STARTED PID_FILE -- COMMAND...")
     sys.exit(_guard(int(a[2]), float(a[3]), a[4], a[6:]))
