@@ -47,7 +47,7 @@ from pathlib import Path
 
 import psutil
 
-from arrl import procs
+from arrl.procs import started
 from arrl.cores import CoreSet, parse as parse_cores
 from arrl.outcome import Outcome, Timings
 
@@ -548,7 +548,7 @@ def _cpu_times(procs: list[psutil.Process], seen: dict) -> None:
     for p in procs:
         try:
             t = p.cpu_times()
-            seen[(p.pid, procs.started(p.pid))] = t.user + t.system  # not create_time: a clock step moves it
+            seen[(p.pid, started(p.pid))] = t.user + t.system  # not create_time: a clock step moves it
         except psutil.Error:
             pass
 

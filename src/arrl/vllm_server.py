@@ -27,7 +27,7 @@ import httpx
 import psutil
 from tqdm import tqdm
 
-from arrl import procs
+from arrl.procs import started
 
 
 class ServerError(Exception):
@@ -175,7 +175,7 @@ class VLLMServer:
         log.flush()
         t0 = time.monotonic()
         me = psutil.Process()
-        guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(procs.started(me.pid)),
+        guard = [sys.executable, "-m", "arrl.vllm_server", "--guard", str(me.pid), repr(started(me.pid)),
                  str(pid_file), "--"]
         pin = ["taskset", "-c", self.config.cores] if self.config.cores else []  # the server and all it starts
         launcher = subprocess.Popen(pin + guard + self.command(), stdout=log, stderr=subprocess.STDOUT,
@@ -304,7 +304,7 @@ def owner_gone(pid: int, pid_started: float) -> bool:
     """Whether the process `pid` that started at `pid_started` (arrl.procs.started) has exited. Its start
     is compared in ticks since boot, so a step of the wall clock (a VM paused or migrated) is not a death."""
     try:
-        return procs.started(pid) != pid_started
+        return started(pid) != pid_started
     except psutil.NoSuchProcess:
         return True
 
