@@ -62,8 +62,14 @@ def test_the_default_run_shortened(shakespeare_dir, tmp_path, monkeypatch):
     steps = [b[0] for b in base]
     assert min(steps) >= 0.8 * max(steps), steps
     assert all(b[3] == plan["worker_cores"][0] for b in base)
-    fs = [f for (f,) in db.execute("SELECT foreign_share FROM experiments WHERE foreign_share IS NOT NULL")]
+    # every result the loop counts got its cores; a run it flagged contended (its foreign share above the limit
+    # after its re-runs: a loaded machine, as the CI VM was once, 23 steps where 53 are usual) is never counted
+    fs = [f for (f,) in db.execute("SELECT foreign_share FROM experiments WHERE foreign_share IS NOT NULL AND "
+                                   "status != 'contended'")]
     assert fs and max(fs) <= config_mod.ContentionSection().max_foreign_share
+    counted = db.execute("SELECT COUNT(*) FROM experiments WHERE status='contended' AND id IN "
+                         "(SELECT exp_id FROM accepted UNION SELECT exp_id FROM samples WHERE used=1)").fetchone()[0]
+    assert counted == 0
     # on 2 cores the idle policy server was stopped while the runs trained (its threads wake 1,300 times a second)
     if plan["mode"] == "between_runs":
         pauses = db.execute("SELECT value FROM meta WHERE key='policy_pauses'").fetchone()

@@ -248,6 +248,17 @@ class PolicyServer:
         self._awake()
         self.server.kill()
 
+    def _after_failure(self, error: Exception, generation: int) -> Exception:
+        """After a request failed at the transport level or with a 5xx: restart the server (unless another
+        thread did) before the next attempt. Returns the error to report if no attempt succeeds."""
+        if isinstance(error, ServerFault):
+            time.sleep(1.0)  # an engine that died takes its API server down within a moment
+        try:
+            self._recover(generation)
+        except ServerError as e:
+            return e
+        return error
+
     def _recover(self, generation: int) -> None:
         """Restart the server unless another thread already did since `generation` failed."""
         with self._lock:
@@ -302,12 +313,7 @@ class PolicyServer:
                     return
                 except _RETRYABLE as e:
                     last = e
-            if isinstance(last, ServerFault):
-                time.sleep(1.0)  # an engine that died takes its API server down within a moment
-            try:
-                self._recover(generation)
-            except ServerError as e:
-                last = e
+            last = self._after_failure(last, generation)
         raise PolicyError(f"adapter version {version}: not loaded after {self.config.max_attempts} attempts: {last}; "
                           f"server log {self.server.log_path}:\n{tail(self.server.log_path, 5)}")
 
@@ -365,13 +371,7 @@ class PolicyServer:
             try:
                 resp = client.post("/v1/chat/completions", body)
             except _RETRYABLE as e:
-                last = e
-                if isinstance(e, ServerFault):
-                    time.sleep(1.0)  # an engine that died takes its API server down within a moment
-                try:
-                    self._recover(generation)
-                except ServerError as e2:
-                    last = e2
+                last = self._after_failure(e, generation)
                 continue
             return client.proposals(resp, p, state, s, self.name, version if model is None else -1, t_prompt,
                                     time.perf_counter() - t1, attempt, body, self.server.grammar())
