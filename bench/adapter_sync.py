@@ -20,11 +20,13 @@ import time
 
 import pyarrow as pa
 
-from arrl import models, paths, target
-from arrl.learner import Learner
-from arrl.policy import PolicyConfig, PolicyServer, Sampling
-from arrl.prompt import PolicyState
-from arrl.trajectory import SCHEMA
+from arrl import paths, target
+from arrl.policy import models
+from arrl.learner.learner import Learner
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.policy.client import Sampling
+from arrl.policy.prompt import PolicyState
+from arrl.learner.trajectory import SCHEMA
 
 
 def batch_of(props, version: int) -> pa.RecordBatch:

@@ -11,7 +11,7 @@ Every run is the tiny target's train.py in the process sandbox on all of this ma
   placement, when a worker trained while the next proposals were fetched;
 - update: a SmolLM2 learner (`arrl.learner.Learner`) running PPO updates of 8 samples for the
   whole run: what the loop did before placement, when an update overlapped a run.
-The loop after placement never does either on an experiment's cores (arrl.placement); its runs'
+The loop after placement never does either on an experiment's cores (arrl.ops.placement); its runs'
 throughput is read from the ledger of a real default run (`--ledger RUN_DIR/ledger.sqlite`),
 baselines and candidates alike, next to these. Reports steps, tokens/s, CPU share and foreign
 share for each run, and each condition's median loss of tokens/s against alone.
@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from arrl import paths, target
-from arrl.sandbox import ProcessSandbox, SandboxConfig
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,9 +65,9 @@ def during(load, budget: float, seed: int) -> dict:
 
 
 def prefill_load():
-    from arrl import models
-    from arrl.policy import PolicyConfig, PolicyServer
-    from arrl.prompt import PolicyState
+    from arrl.policy import models
+    from arrl.policy.server import PolicyConfig, PolicyServer
+    from arrl.policy.prompt import PolicyState
 
     server = PolicyServer(PolicyConfig(model=models.resolve(models.EMBEDDED)))
     server.start()
@@ -84,8 +85,8 @@ def prefill_load():
 def update_load():
     from learner_update import make_batch
 
-    from arrl import models
-    from arrl.learner import Learner
+    from arrl.policy import models
+    from arrl.learner.learner import Learner
 
     model_dir = models.resolve(models.EMBEDDED)
     lrn = Learner(model_dir, {"epochs": 2, "threads": os.cpu_count() or 1}, tempfile.mkdtemp(prefix="arrl-bench-"))

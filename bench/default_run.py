@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from arrl import acceptance  # noqa: E402
+from arrl.driver import noise as acceptance
 
 
 def ledger(run_dir: Path) -> dict:

@@ -145,7 +145,8 @@ def _who(budget: float, result: dict) -> None:
 
 def frozen_run(settings: dict, seed: int, pids: list[int]) -> dict:
     from arrl import paths, target
-    from arrl.sandbox import ProcessSandbox, SandboxConfig
+    from arrl.worker.sandbox.process import ProcessSandbox
+    from arrl.worker.sandbox.config import SandboxConfig
 
     tgt = target.load("tiny", paths.targets_dir())
     box = ProcessSandbox(paths.env_dir(), paths.data_dir("shakespeare"), SandboxConfig(**settings))
@@ -165,7 +166,7 @@ def _facts(o: dict) -> dict:
 
 
 def _vllm(pids_of_guards: list[int]) -> list[int]:
-    """The vLLM server's processes: the descendants of its guard (arrl.vllm_server), which the guard
+    """The vLLM server's processes: the descendants of its guard (arrl.policy.vllm_server), which the guard
     detached from the policy actor, so they are not in the child's tree."""
     out = []
     for g in pids_of_guards:
@@ -177,7 +178,7 @@ def _guards() -> list[int]:
     import psutil
 
     return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "arrl.vllm_server" in " ".join(p.info["cmdline"] or []) and "--guard" in (p.info["cmdline"] or [])]
+            if "arrl.policy.vllm_server" in " ".join(p.info["cmdline"] or []) and "--guard" in (p.info["cmdline"] or [])]
 
 
 ARMS = ("loop", "loop-vllm-paused", "frozen")

@@ -4,11 +4,11 @@
     MALLOC_TRIM_THRESHOLD_=0 .venv/bin/python bench/learner_heap.py --mmap-mb 0   # other allocator settings
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 .venv/bin/python bench/learner_heap.py --mmap-mb 0
 
-SmolLM2 with a fresh LoRA (arrl.rl_module, as the learner builds it): each group's forward
+SmolLM2 with a fresh LoRA (arrl.learner.rl_module, as the learner builds it): each group's forward
 with gradients (4 responses of 20 tokens), then one backward over all groups, as a PPO pass
 does. Reports the process's RSS after each group's forward, its peak (sampled every 20 ms)
 and the time, so allocator settings can be compared: `--mmap-mb` is what `[learner]
-mmap_mb` sets (arrl.ppo_learner.bound_heap; 0 leaves glibc's default), environment
+mmap_mb` sets (arrl.learner.ppo.bound_heap; 0 leaves glibc's default), environment
 variables set anything else.
 """
 
@@ -23,9 +23,9 @@ import types
 import psutil
 import torch
 
-from arrl import models
-from arrl import rl_module
-from arrl.ppo_learner import bound_heap
+from arrl.policy import models
+from arrl.learner import rl_module
+from arrl.learner.ppo import bound_heap
 
 
 def main() -> int:

@@ -33,10 +33,11 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from arrl import models, paths, target
-from arrl.learner import Learner
-from arrl.prompt import HistoryEntry, PolicyState, build
-from arrl.trajectory import SCHEMA
+from arrl import paths, target
+from arrl.policy import models
+from arrl.learner.learner import Learner
+from arrl.policy.prompt import HistoryEntry, PolicyState, build
+from arrl.learner.trajectory import SCHEMA
 
 
 def make_batch(model_dir: str, n: int, group: int, version: int, seed: int, history: int = 0,

@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from arrl import config as config_mod, models
+from arrl import config as config_mod
+from arrl.policy import models
 from arrl.launch import launch
 
 

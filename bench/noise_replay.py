@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from arrl import acceptance  # noqa: E402
+from arrl.driver import noise as acceptance
 
 
 def _sd(groups: list[list[float]]) -> float:

@@ -29,8 +29,8 @@ BIN = Path(sys.executable).parent
 
 
 def bench_image() -> dict:
-    from arrl import images
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox import images
+    from arrl.worker.sandbox.engine import client
 
     c = client()
     for img in c.images.list():

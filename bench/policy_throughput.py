@@ -23,9 +23,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from arrl import models, paths, target  # noqa: E402
-from arrl.policy import PolicyConfig, PolicyServer, Sampling, adapter_files  # noqa: E402
-from arrl.prompt import PolicyState  # noqa: E402
+from arrl import paths, target
+from arrl.policy import models
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.policy.client import Sampling
+from arrl.policy.adapters import adapter_files
+from arrl.policy.prompt import PolicyState
 
 
 def throughput(ps: PolicyServer, st: PolicyState, concurrency: int, n: int) -> dict:

@@ -12,7 +12,7 @@ its history (the last 8 steps), its incumbent the walk's best so far.
 For every proposal: whether the edit applied (`valid`), whether it repeats a source already
 tried in the state's history or earlier in its own group (`duplicate`), and on the synthetic
 target the reward the loop would give it, from the simulated target's noiseless val_bpb
-(`arrl.simulated.value`) against the incumbent's, sigma = the simulated noise, failed edits
+(`arrl.worker.sandbox.simulated.value`) against the incumbent's, sigma = the simulated noise, failed edits
 at the configured penalty. Also the prompt's tokens (the model's tokenizer) and the seconds
 per group of proposals. Prints one JSON line per (target, prompt) and a table.
 """
@@ -27,11 +27,14 @@ import statistics
 import sys
 import time
 
-from arrl import edits, models, paths, simulated, target
+from arrl import paths, target
+from arrl.driver import edits
+from arrl.policy import models
+from arrl.worker.sandbox import simulated
 from arrl.config import RewardSection
-from arrl.policy import PolicyConfig, PolicyServer
-from arrl.prompt import HistoryEntry, PolicyState
-from arrl.reward import reward
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.policy.prompt import HistoryEntry, PolicyState
+from arrl.driver.reward import reward
 
 
 def walk(t: target.Target, n: int, seed: int) -> list[tuple[PolicyState, set[str]]]:
@@ -48,8 +51,8 @@ def walk(t: target.Target, n: int, seed: int) -> list[tuple[PolicyState, set[str
                                   catalog=t.catalog, history=tuple(hist[-8:]),
                                   incumbent_bpb=v_inc if isinstance(v_inc, float) else 3.5), set(tried)))
         knob = rng.choice(t.catalog)
-        cur = edits.catalog_values(inc, t.catalog)
-        edit = json.dumps({knob.name: rng.choice(edits.other_values(knob, cur))})
+        cur = target.catalog_values(inc, t.catalog)
+        edit = json.dumps({knob.name: rng.choice(target.other_values(knob, cur))})
         res = edits.apply(inc, edit, "catalog", t.catalog)
         src = res.source
         tried.add(src)

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from arrl import paths, target
-from arrl.sandbox import ProcessSandbox, SandboxConfig
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig
 from env import manifest
 
 

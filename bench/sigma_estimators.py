@@ -8,7 +8,7 @@ baseline of each draw is moved up by K sigma (a run that lost its cores). For ea
 composition it prints, per estimator, the share of draws within 2x of the true sigma
 (0.5 <= estimate <= 2), the median of estimate / sigma and its 10th and 90th percentiles:
 
-  pairwise   what the loop uses (`arrl.acceptance.pooled`): the median of every |a - b|
+  pairwise   what the loop uses (`arrl.driver.noise.pooled`): the median of every |a - b|
              between two runs of one source (their lower 30% point where one run would
              spoil half of them: 3 or 4 baselines alone), over its simulated value for sigma 1
   meddev     the loop's earlier estimator: the median of every run's |deviation| from its
@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from arrl import acceptance  # noqa: E402
+from arrl.driver import noise as acceptance
 
 COMPOSITIONS = {  # name: group sizes (the baselines first)
     "3 baselines": (3,),

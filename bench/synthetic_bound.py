@@ -1,6 +1,6 @@
 """What could any policy reach on the synthetic target, in this loop, within N runs?
 
-A model of the loop on the synthetic bowl (arrl.simulated's function and noise, the
+A model of the loop on the synthetic bowl (arrl.worker.sandbox.simulated's function and noise, the
 target's catalog and start values), with no Ray, vLLM or learner, so 200 seeds of a
 policy take about a minute. It follows the loop's rules as docs/LOOP.md states them: 2 baseline runs; a
 new edit runs once, is confirmed by a second run when it beats the incumbent by the
@@ -39,10 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from arrl import acceptance, paths, simulated, target  # noqa: E402
+from arrl import paths, target
+from arrl.driver import noise as acceptance
+from arrl.worker.sandbox import simulated
 from arrl.config import RewardSection  # noqa: E402
-from arrl.edits import catalog_values  # noqa: E402
-from arrl.reward import reward  # noqa: E402
+from arrl.target import catalog_values
+from arrl.driver.reward import reward
 
 
 class Bowl:

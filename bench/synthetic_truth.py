@@ -5,14 +5,14 @@
 OUT is the output folder of `arrl bench research --target synthetic` (its `runs/`). The research
 table follows the best single *measurement*, which rewards a lucky run and any method that
 measures good sources more often. The synthetic target's val_bpb without noise is known
-(`arrl.simulated.value`), so for every run this prints the noiseless val_bpb of what the method
+(`arrl.worker.sandbox.simulated.value`), so for every run this prints the noiseless val_bpb of what the method
 would hand a researcher after N/2 and after N sandbox runs:
 
 - loop methods (random, frozen, rl): the incumbent, i.e. the last source accepted on the first
   n runs (the baseline before any acceptance);
 - tune: the trial with the best measured val_bpb among its first n finished trials.
 
-The same values are the noiseless column of the research table (arrl.research.loop_truth and
+The same values are the noiseless column of the research table (arrl.bench.research.loop_truth and
 tune_truth); this prints them per seed. Runs are counted as the research table counts them
 (sandbox runs in the order they finished, without failed edits and results answered from
 the ledger). Then the median per method.
@@ -24,7 +24,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from arrl import paths, research
+from arrl import paths
+from arrl.bench import research
 from arrl import target as target_mod
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/vllm_cpu_modes.py [--model smollm2] [--trials 2] [--out FILE.json]
 
 For each trial, in alternating order, one server per mode is started the way arrl starts the
-policy server (arrl.vllm_server, 2 OMP threads, LoRA on):
+policy server (arrl.policy.vllm_server, 2 OMP threads, LoRA on):
 - `worker`: vLLM's CPU default, the model in a worker process of its own (VLLM_ENABLE_V1_MULTIPROCESSING=1);
 - `engine`: the model in the engine process (VLLM_ENABLE_V1_MULTIPROCESSING=0), what arrl sets on CPU.
 It reports seconds until /health answers, seconds per request of 4 samples x 128 tokens (a
@@ -27,8 +27,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from arrl import models  # noqa: E402
-from arrl.vllm_server import ServerConfig, VLLMServer  # noqa: E402
+from arrl.policy import models
+from arrl.policy.vllm_server import ServerConfig, VLLMServer
 
 PROMPT = "Write a short poem about the sea. " * 40
 

@@ -82,7 +82,7 @@ def make_target(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """The tiny random Llama policy model with its byte-level tokenizer, built once."""
-    from arrl import models
+    from arrl.policy import models
 
     return models.build_tiny(tmp_path_factory.mktemp("models") / "tiny-random")
 
@@ -91,7 +91,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def make_adapter():
     """make_adapter(model_dir, out, zero, rank=16, seed=0): a PEFT LoRA adapter saved in `out`,
     with B = 0 (`zero`: the adapted model equals the base) or random A and B."""
-    from arrl import models
+    from arrl.policy import models
 
     return lambda model_dir, out, zero, rank=16, seed=0: models.lora_adapter(model_dir, out, rank,
                                                                            0.0 if zero else 0.3, seed)
@@ -104,8 +104,8 @@ def cpu_sandbox_image(docker_host) -> str:
     import sys
     import time
 
-    from arrl import images
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox import images
+    from arrl.worker.sandbox.engine import client
 
     t0 = time.monotonic()
     tag = images.build_cpu_sandbox(client(), progress=True)

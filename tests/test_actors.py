@@ -7,8 +7,10 @@ import pytest
 import ray
 
 from arrl import actors, paths, target
-from arrl.policy import PolicyConfig, Sampling, adapter_files
-from arrl.prompt import PolicyState
+from arrl.policy.server import PolicyConfig
+from arrl.policy.client import Sampling
+from arrl.policy.adapters import adapter_files
+from arrl.policy.prompt import PolicyState
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,8 @@ from typing import Callable
 import psutil
 import pytest
 
-from arrl.sandbox import ProcessSandbox, SandboxConfig, bwrap_available
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig, bwrap_available
 
 CORPUS = Path(__file__).resolve().parent / "adversarial"
 SECRET_VAR = "ARRL_TEST_SECRET"
@@ -285,8 +286,8 @@ class World:
 
     def __init__(self, base: Path, data_dir: Path):
         from arrl import paths
-        from arrl.branch import GitBranch
-        from arrl.store import Store
+        from arrl.driver.branch import GitBranch
+        from arrl.ledger.store import Store
 
         self.base, self.data_dir, self.env_dir = base, data_dir, paths.env_dir()
         self.scratch = base / "scratch"
@@ -469,7 +470,7 @@ def test_adversarial(case: Case, kind: str, world: World, image):
     if kind == "process":
         box = ProcessSandbox(paths.env_dir(), world.data_dir, cfg)
     else:
-        from arrl.docker_sandbox import DockerSandbox
+        from arrl.worker.sandbox.docker import DockerSandbox
 
         box = DockerSandbox(paths.env_dir(), world.data_dir, cfg, labels={**LABELS, "arrl.worker": case.name},
                             image=image)
@@ -494,7 +495,7 @@ def test_adversarial(case: Case, kind: str, world: World, image):
         time.sleep(0.2)
     assert not left, f"processes of the run are still alive: {left}"
     if kind == "docker":
-        from arrl.docker_sandbox import client
+        from arrl.worker.sandbox.engine import client
 
         for labels in ([f"arrl.run_dir={run_dir}"], [f"{k}={v}" for k, v in box.labels.items()]):
             assert not client().containers.list(all=True, filters={"label": labels}), f"a container is left: {labels}"

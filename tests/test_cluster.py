@@ -232,7 +232,7 @@ def test_a_cluster_node_refuses_unsandboxed_untrusted_code(tmp_path, monkeypatch
     from arrl import config as config_mod
     from arrl.config import ConfigError
     from arrl.launch import launch
-    from arrl.worker import UnsafeNode, check_node
+    from arrl.worker.worker import UnsafeNode, check_node
 
     check_node("process")  # not a cluster node: anything goes
     monkeypatch.setenv("ARRL_CLUSTER_NODE", "1")

@@ -81,7 +81,7 @@ def test_grafana_dashboard_charts_exactly_the_metrics_arrl_exports():
     import json
     import re
 
-    from arrl import metrics
+    from arrl.ops import metrics
 
     dash = json.loads((ROOT / "dashboards" / "grafana_arrl.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from arrl import acceptance, cores
-from arrl.contention import Rule, Throughput, verdict
+from arrl.driver import noise as acceptance
+from arrl.ops import cores
+from arrl.driver.contention import Rule, Throughput, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 

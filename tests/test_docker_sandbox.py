@@ -1,6 +1,6 @@
 """The Docker sandbox against a real Docker engine that the test setup starts (scripts/dockerd.sh).
 
-The containment tests use the self-contained CPU image (arrl.images; built once per session,
+The containment tests use the self-contained CPU image (arrl.worker.sandbox.images; built once per session,
 shared with test_images); one test runs the tiny target in the host-mount image.
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from arrl.sandbox import SandboxConfig
+from arrl.worker.sandbox.config import SandboxConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def sandbox(data_dir, image, labels=None, **cfg):
     from arrl import paths
-    from arrl.docker_sandbox import DockerSandbox
+    from arrl.worker.sandbox.docker import DockerSandbox
 
     config = SandboxConfig(**{"budget_s": 2.0, "grace_s": 8.0, "memory_mb": 1024, "threads": 1, **cfg})
     return DockerSandbox(paths.env_dir(), data_dir, config, labels=labels or {"arrl.run": "t", "arrl.worker": "w"},
@@ -29,7 +29,7 @@ def sandbox(data_dir, image, labels=None, **cfg):
 
 
 def containers(labels: dict) -> list:
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox.engine import client
 
     return client().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
 
@@ -136,7 +136,7 @@ def test_output_of_a_script_that_ends_at_once_is_kept_whole(cpu_sandbox_image, s
 
 
 def test_orphans_of_a_dead_worker_are_swept_when_it_restarts(cpu_sandbox_image, shakespeare_dir, tmp_path):
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox.engine import client
 
     labels = {"arrl.run": "sweep", "arrl.worker": "worker-0"}
     c = client()
@@ -162,7 +162,8 @@ def test_the_watchdog_only_takes_a_pid_that_is_the_containers(cpu_sandbox_image)
     """The host signals the container's init by pid: it must be that container's process, never 0 (our own group)."""
     import os
 
-    from arrl.docker_sandbox import _NO_PID, _Container, _ours, _start_attached, client
+    from arrl.worker.sandbox.docker import _NO_PID, _Container, _ours, _start_attached
+    from arrl.worker.sandbox.engine import client
 
     ctr = client().containers.create(cpu_sandbox_image, ["sleep", "300"], network_mode="none", init=True,
                                      labels={"arrl.sandbox": "1", "arrl.run": "pid"})
@@ -180,7 +181,7 @@ def test_the_watchdog_only_takes_a_pid_that_is_the_containers(cpu_sandbox_image)
 
 def test_gpu_request_without_a_gpu_driver_fails_cleanly(cpu_sandbox_image, shakespeare_dir, tmp_path):
     """On a CPU machine the GPU path can only show its error handling: a clear error, nothing left behind."""
-    from arrl.docker_sandbox import DockerUnavailable
+    from arrl.worker.sandbox.engine import DockerUnavailable
 
     labels = {"arrl.run": "gpu", "arrl.worker": "w"}
     box = sandbox(shakespeare_dir, cpu_sandbox_image, labels=labels, gpu="0")
@@ -193,7 +194,7 @@ def test_gpu_request_without_a_gpu_driver_fails_cleanly(cpu_sandbox_image, shake
 
 def test_missing_image_is_named_in_the_error(docker_host, shakespeare_dir, monkeypatch):
     """The image comes from ARRL_SANDBOX_IMAGE when not given; an absent one is an error, never a silent fallback."""
-    from arrl.docker_sandbox import DockerUnavailable
+    from arrl.worker.sandbox.engine import DockerUnavailable
 
     monkeypatch.setenv("ARRL_SANDBOX_IMAGE", "arrl-sandbox:no-such-tag")
     with pytest.raises(DockerUnavailable, match="arrl-sandbox:no-such-tag is not in the Docker engine"):

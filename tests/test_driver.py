@@ -11,9 +11,11 @@ import statistics
 
 import pytest
 
-from arrl import acceptance, config as config_mod
+from arrl import config as config_mod
+from arrl.driver import noise as acceptance
 from arrl.launch import launch
-from arrl import export, report
+from arrl.ledger import export
+from arrl.report import status as report
 
 
 def block(search: str, replace: str) -> str:
@@ -210,9 +212,10 @@ def test_worker_process_imports_no_torch():
     """Workers only launch sandboxes: importing and running one must not pull in torch (1 s, 300 MB)."""
     import sys
 
-    code = ("import sys, arrl.worker, arrl.sandbox, arrl.docker_sandbox, arrl.simulated\n"
+    code = ("import sys, arrl.worker.worker, arrl.worker.sandbox.process, arrl.worker.sandbox.docker\n"
+            "import arrl.worker.sandbox.simulated\n"
             "from env import manifest, progress\n"
-            "w = arrl.worker.ExperimentWorker('w', 'shakespeare', {'budget_s': 0.01}, backend='simulated')\n"
+            "w = arrl.worker.worker.ExperimentWorker('w', 'shakespeare', {'budget_s': 0.01}, backend='simulated')\n"
             "w.run(1, 'x = 1\\n', 0)\n"
             "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'peft') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arrl import edit_policy, paths, target
+from arrl import paths, target
+from arrl.driver import guard as edit_policy
 
 TINY = target.load("tiny", paths.targets_dir())
 SRC = TINY.source()

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arrl import edits, paths, target
-from arrl.edits import FAILURES
+from arrl import paths, target
+from arrl.driver import edits
+from arrl.driver.edits import FAILURES
 
 TINY = target.load("tiny", paths.targets_dir())
 SRC = TINY.source()
@@ -94,7 +95,7 @@ def test_catalog_failures_are_typed(answer, failure):
 
 
 def test_catalog_schema_lists_every_knob_and_value():
-    schema = edits.catalog_schema(TINY.catalog)
+    schema = target.catalog_schema(TINY.catalog)
     assert schema["additionalProperties"] is False and schema["minProperties"] == 1
     assert schema["properties"]["LEARNING_RATE"]["enum"] == ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
 
@@ -105,8 +106,8 @@ def test_catalog_schema_leaves_out_current_values():
 
     import jsonschema
 
-    current = edits.catalog_values(SRC, TINY.catalog)
-    schema = edits.catalog_schema(TINY.catalog, current)
+    current = target.catalog_values(SRC, TINY.catalog)
+    schema = target.catalog_schema(TINY.catalog, current)
     assert schema["properties"]["LEARNING_RATE"]["enum"] == [v for v in ["3e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
                                                             if v != current["LEARNING_RATE"]]
     for k in TINY.catalog:  # every knob, each allowed value: a change
@@ -118,8 +119,8 @@ def test_catalog_schema_leaves_out_current_values():
             jsonschema.validate({k: v}, schema)
     # a knob whose only value is the current one is left out; with none left, the plain schema
     one = (target.Knob("A", ("1",), "1"), target.Knob("B", ("1", "2"), "1"))
-    assert list(edits.catalog_schema(one, {"A": "1", "B": "1"})["properties"]) == ["B"]
-    assert edits.catalog_schema(one[:1], {"A": "1"}) == edits.catalog_schema(one[:1])
+    assert list(target.catalog_schema(one, {"A": "1", "B": "1"})["properties"]) == ["B"]
+    assert target.catalog_schema(one[:1], {"A": "1"}) == target.catalog_schema(one[:1])
 
 
 def test_editable_regions_are_enforced(make_target):

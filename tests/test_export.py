@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from arrl import export
-from arrl.store import Store
+from arrl.ledger import export
+from arrl.ledger.store import Store
 from test_status_report import age, build
 
 

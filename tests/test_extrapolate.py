@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arrl import extrapolate
-from arrl.extrapolate import Rule
+from arrl.worker import abort as extrapolate
+from arrl.worker.abort import Rule
 
 
 def curve(floor=1.5, a=2.0, b=0.5, t_end=30.0, n=300, noise=0.0, seed=0, drop_at=None):
@@ -110,7 +110,7 @@ def test_a_worker_stops_a_run_that_will_not_beat_the_incumbent(shakespeare_dir, 
     `aborted`; one 1.0 below it runs its whole budget."""
     import time
 
-    from arrl.worker import ExperimentWorker
+    from arrl.worker.worker import ExperimentWorker
 
     w = ExperimentWorker("w", "shakespeare", {"budget_s": 6.0, "grace_s": 20.0, "memory_mb": 2048, "threads": 1},
                          data_home=str(shakespeare_dir.parent), scratch=str(tmp_path / "scratch"))

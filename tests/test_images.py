@@ -1,4 +1,4 @@
-"""arrl.images: the self-contained CPU sandbox image, built offline against the local engine.
+"""arrl.worker.sandbox.images: the self-contained CPU sandbox image, built offline against the local engine.
 
 The cold build (debootstrap, import, docker build) takes about two minutes on 2 cores; the
 session fixture builds once and the builder skips an image whose content-hash tag exists.
@@ -13,7 +13,7 @@ from importlib import metadata
 
 
 def test_debian_mirror_from_either_sources_format(tmp_path, monkeypatch):
-    from arrl.images import DEFAULT_MIRROR, debian_mirror
+    from arrl.worker.sandbox.images import DEFAULT_MIRROR, debian_mirror
 
     monkeypatch.delenv("ARRL_DEBIAN_MIRROR", raising=False)
     apt = tmp_path / "apt"
@@ -35,7 +35,7 @@ def test_debian_mirror_from_either_sources_format(tmp_path, monkeypatch):
 def test_wheel_pins_are_the_venvs_own_versions():
     import torch
 
-    from arrl.images import wheel_pins
+    from arrl.worker.sandbox.images import wheel_pins
 
     pins = wheel_pins()
     assert pins["torch"] == torch.__version__
@@ -45,7 +45,7 @@ def test_wheel_pins_are_the_venvs_own_versions():
 
 
 def test_the_tag_follows_the_recipe(tmp_path, monkeypatch):
-    from arrl import images
+    from arrl.worker.sandbox import images
 
     pins = {"torch": "2.13.0+cpu", "numpy": "2.3.5"}
     tag = images.cpu_sandbox_tag(pins)
@@ -64,7 +64,7 @@ def test_cpu_image_is_self_contained(cpu_sandbox_image):
     import pyarrow
     import torch
 
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox.engine import client
 
     code = ("import sys, os, torch, numpy, pyarrow.parquet; print(torch.__version__, numpy.__version__, "
             f"pyarrow.__version__, sys.executable, os.getuid(), os.getcwd(), os.path.exists({sys.prefix!r}))")
@@ -75,8 +75,8 @@ def test_cpu_image_is_self_contained(cpu_sandbox_image):
 
 
 def test_build_is_skipped_when_the_tag_exists(cpu_sandbox_image):
-    from arrl import images
-    from arrl.docker_sandbox import client
+    from arrl.worker.sandbox import images
+    from arrl.worker.sandbox.engine import client
 
     c = client()
     t0 = time.monotonic()
@@ -87,8 +87,8 @@ def test_build_is_skipped_when_the_tag_exists(cpu_sandbox_image):
 
 def test_tiny_target_trains_in_the_cpu_image(cpu_sandbox_image, shakespeare_dir, tmp_path):
     from arrl import paths
-    from arrl.docker_sandbox import DockerSandbox
-    from arrl.sandbox import SandboxConfig
+    from arrl.worker.sandbox.docker import DockerSandbox
+    from arrl.worker.sandbox.config import SandboxConfig
 
     box = DockerSandbox(paths.env_dir(), shakespeare_dir, SandboxConfig(budget_s=4.0, grace_s=30.0, memory_mb=3072,
                                                                         threads=1),
@@ -107,7 +107,7 @@ def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shak
     import sqlite3
 
     from arrl import config as config_mod
-    from arrl.docker_sandbox import client as docker_client
+    from arrl.worker.sandbox.engine import client as docker_client
     from arrl.launch import launch
 
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from arrl import config as config_mod
-from arrl import integrity
+from arrl.driver import integrity
 from arrl.launch import launch
 
 

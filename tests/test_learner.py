@@ -15,13 +15,16 @@ import pyarrow as pa
 import pytest
 import torch
 
-from arrl import advantages, paths, target, trajectory
-from arrl.grammar import GrammarError, Masks, unpack
-from arrl.learner import Learner, LearnerError
-from arrl.policy import PolicyConfig, PolicyServer, Sampling
-from arrl.ppo_learner import ppo_loss
-from arrl.prompt import PolicyState
-from arrl.trajectory import SCHEMA, collate
+from arrl import paths, target
+from arrl.learner import advantages
+from arrl.learner import trajectory
+from arrl.learner.grammar import GrammarError, Masks, unpack
+from arrl.learner.learner import Learner, LearnerError
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.policy.client import Sampling
+from arrl.learner.ppo import ppo_loss
+from arrl.policy.prompt import PolicyState
+from arrl.learner.trajectory import SCHEMA, collate
 
 torch.set_num_threads(2)
 
@@ -150,7 +153,7 @@ def test_a_saved_adapter_travels_without_this_machines_paths(tiny_model, tmp_pat
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from arrl import models
+    from arrl.policy import models
 
     a = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "seed": 3}, str(tmp_path / "ckpt"))
     a.update(fake_batch(6, version=0, seed=1))
@@ -190,7 +193,7 @@ def test_the_prompt_pass_keeps_only_layer_inputs_and_scores_the_same(tiny_model,
     """With gradients on, a group's prompt runs with every decoder layer checkpointed and its response pass
     recomputed in backward: the graph keeps about one hidden vector per layer and token (plus the
     key/value cache), and the log-probabilities and gradients equal those of the plain graph."""
-    from arrl import rl_module
+    from arrl.learner import rl_module
 
     def group_scores(plain: bool):
         if plain:  # no checkpoint anywhere: the reference graph
@@ -230,7 +233,7 @@ def test_the_prompt_pass_keeps_only_layer_inputs_and_scores_the_same(tiny_model,
 
 def test_the_learner_bounds_its_host_heap():
     """glibc's mmap threshold is set in the learner process (`[learner] mmap_mb`); 0 leaves it alone."""
-    from arrl.ppo_learner import bound_heap
+    from arrl.learner.ppo import bound_heap
 
     assert bound_heap(0) is False
     assert bound_heap(4) is True  # glibc (this machine, the Docker image, Ray's nodes)
@@ -322,8 +325,8 @@ def batch_of(props, version: int = 0, rewards=None) -> pa.RecordBatch:
 def test_masks_rebuild_the_servers_distribution(served, tiny_model):
     _, _, props = served
     assert all(p.learnable and p.constraint for p in props)
-    from arrl.learner import _spaces
-    from arrl.rl_module import LoraPolicyModule
+    from arrl.learner.learner import _spaces
+    from arrl.learner.rl_module import LoraPolicyModule
 
     vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
     masks = Masks(str(tiny_model), vocab)
@@ -406,8 +409,8 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     import ray
 
     from arrl import actors
-    from arrl.learning import Learning
-    from arrl.store import Store
+    from arrl.driver.learning import Learning
+    from arrl.ledger.store import Store
 
     @ray.remote
     class Loads:  # stands in for the policy server: records what it was asked to load
@@ -465,8 +468,8 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
 
 
 def test_duplicates_are_samples_only_when_configured(tmp_path):
-    from arrl.learning import Learning
-    from arrl.store import Store
+    from arrl.driver.learning import Learning
+    from arrl.ledger.store import Store
 
     store = Store(tmp_path / "run")
     ids = add_results(store, fake_batch(3, version=0, seed=5))
@@ -477,7 +480,7 @@ def test_duplicates_are_samples_only_when_configured(tmp_path):
 
 
 def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
-    from arrl.store import Store
+    from arrl.ledger.store import Store
 
     store = Store(tmp_path / "run")
     batch = fake_batch(4, version=0, seed=6)
@@ -495,8 +498,8 @@ def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
 def test_a_failing_learner_lifts_the_sync_hold(tmp_path, ray_local):
     import ray
 
-    from arrl.learning import Learning
-    from arrl.store import Store
+    from arrl.driver.learning import Learning
+    from arrl.ledger.store import Store
 
     @ray.remote
     class Broken:  # a learner whose update raises: its samples stay unconsumed and the search goes on

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from arrl import models
+from arrl.policy import models
 
 
 def test_tiny_model_has_byte_tokenizer_chat_template_and_checksums(tiny_model):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from arrl import cores, placement
-from arrl.placement import PlacementError, plan
-from arrl.sandbox import ProcessSandbox, SandboxConfig
+from arrl.ops import cores
+from arrl.ops import placement
+from arrl.ops.placement import PlacementError, plan
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +132,7 @@ print("NICE", os.nice(0), flush=True)
 def test_a_run_started_from_a_nice_ray_worker_trains_at_nice_0(shakespeare_dir, tmp_path):
     """Ray starts its workers at nice 15; a sandbox they start must not inherit it, or every nice-0
     process of the node (raylet, the dashboard, the policy server) would take the run's cores first."""
-    code = (f"import os; os.nice(15); from pathlib import Path; from arrl.sandbox import ProcessSandbox, SandboxConfig; "
+    code = (f"import os; os.nice(15); from pathlib import Path; from arrl.worker.sandbox.process import ProcessSandbox, SandboxConfig; "
             f"box = ProcessSandbox(Path({str(ROOT / 'env')!r}), Path({str(shakespeare_dir)!r}), "
             f"SandboxConfig(budget_s=5, grace_s=10, threads=1)); box.run({NICE!r}, Path({str(tmp_path / 'run')!r})); "
             f"box.close(); print('PARENT', os.nice(0))")

@@ -13,9 +13,13 @@ import time
 import jsonschema
 import pytest
 
-from arrl import edits, paths, target
-from arrl.policy import ExternalPolicy, PolicyConfig, PolicyError, PolicyServer, Sampling, adapter_files
-from arrl.prompt import HistoryEntry, PolicyState
+from arrl import paths, target
+from arrl.driver import edits
+from arrl.policy.client import ExternalPolicy, Sampling
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.policy.proposal import PolicyError
+from arrl.policy.adapters import adapter_files
+from arrl.policy.prompt import HistoryEntry, PolicyState
 
 KEY = "arrl-test-key"
 GREEDY = Sampling(temperature=0.0, max_tokens=24, seed=0)
@@ -64,7 +68,7 @@ def test_proposals_carry_tokens_logprobs_and_version(server, tiny_target):
 def test_catalog_output_is_json_within_the_schema(server, tiny_target):
     """The served schema leaves out each knob's current value: every finished answer changes train.py."""
     src = tiny_target.source()
-    schema = edits.catalog_schema(tiny_target.catalog, edits.catalog_values(src, tiny_target.catalog))
+    schema = target.catalog_schema(tiny_target.catalog, target.catalog_values(src, tiny_target.catalog))
     props = server.propose(state(tiny_target), n=8, sampling=Sampling(temperature=1.0, max_tokens=96))
     finished = [p for p in props if p.finish_reason == "stop"]
     assert len(finished) >= 6, [p.text for p in props]
@@ -182,7 +186,7 @@ def test_external_policy_against_an_openai_compatible_endpoint(server, tiny_targ
     props = ext.propose(st, n=4)
     assert len(props) == 4 and all(p.policy.startswith("external:") and p.adapter_version == 0 for p in props)
     assert not any(p.learnable for p in props)  # a plain OpenAI endpoint returns no token ids
-    schema = edits.catalog_schema(tiny_target.catalog)
+    schema = target.catalog_schema(tiny_target.catalog)
     for p in props:
         if p.finish_reason == "stop":
             jsonschema.validate(json.loads(p.text), schema)  # response_format json_schema constrains it too

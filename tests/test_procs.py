@@ -9,8 +9,8 @@ import sys
 import psutil
 import pytest
 
-from arrl import procs
-from arrl.vllm_server import owner_gone
+from arrl.ops import procs
+from arrl.policy.vllm_server import owner_gone
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the boot time behind create_time is Linux's btime")

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arrl import paths, prompt, target
-from arrl.prompt import HistoryEntry, PolicyState, PromptTooLong
+from arrl import paths, target
+from arrl.policy import prompt
+from arrl.policy.prompt import HistoryEntry, PolicyState, PromptTooLong
 
 
 @pytest.fixture(scope="module")

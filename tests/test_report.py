@@ -3,7 +3,7 @@
 The run is the real loop on a local Ray (3 fake GPUs) with the synthetic target, the simulated
 backend and a scripted policy whose edits improve, worsen, crash, fail to apply and get
 rejected: about 40 experiments in every category in under 15 s. Learner updates are too slow
-for this file, so one test adds policy versions to a copy of the ledger through arrl.store.
+for this file, so one test adds policy versions to a copy of the ledger through arrl.ledger.store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from arrl import cli, figures, summary
+from arrl import cli
+from arrl.report import figures
+from arrl.report import tables as run_tables
+from arrl.report import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +196,7 @@ def test_report_of_a_recorded_run(run, capsys):
                       "accepted": want["accepted"],
                       "discarded": want["total"] - want["failed"] - want["baseline"] - want["accepted"]}
     # ... and in the figure itself: the scatter collections hold exactly one offset per experiment
-    tables = figures.read_tables(run / "exports")
+    tables = run_tables.read_tables(run / "exports")
     fig = figures.progress_figure(tables, "report-run", "synthetic")
     drawn = {c.get_gid(): len(c.get_offsets()) for c in fig.axes[0].collections if c.get_gid()}
     assert sum(drawn.values()) == want["total"]
@@ -202,7 +205,7 @@ def test_report_of_a_recorded_run(run, capsys):
     xs = sorted(int(x) for c in fig.axes[0].collections if c.get_gid() for x, _ in c.get_offsets())
     assert xs == sorted(r["id"] for r in tables["experiments"] if r["state"] == "done")
     labels = {t.get_text() for t in fig.axes[0].texts}
-    assert {figures.shorten(r["summary"]) for r in tables["experiments"] if r["id"] in want["accepted_ids"]} <= labels
+    assert {run_tables.shorten(r["summary"]) for r in tables["experiments"] if r["id"] in want["accepted_ids"]} <= labels
 
     # learning.png without a learner: rewards drawn, the updates panel says there were none
     png = (rep / "learning.png").read_bytes()
@@ -234,8 +237,8 @@ def test_report_of_a_recorded_run(run, capsys):
 
 
 def test_learning_figure_with_learner_updates(run, tmp_path, capsys):
-    """Policy versions added to a copy of the ledger (as arrl.learning records them) are plotted per version."""
-    from arrl.store import Store
+    """Policy versions added to a copy of the ledger (as arrl.driver.learning records them) are plotted per version."""
+    from arrl.ledger.store import Store
 
     d = tmp_path / "runs" / run.name
     shutil.copytree(run, d, ignore=shutil.ignore_patterns("report", "exports"))
@@ -256,7 +259,7 @@ def test_learning_figure_with_learner_updates(run, tmp_path, capsys):
     png = (out_dir / "learning.png").read_bytes()
     assert_drawn(decode_png(png))
     assert figures.png_metadata(png) == {"rewards": ledger(d)["rewards"], "versions": 2}
-    tables = figures.read_tables(d / "exports")
+    tables = run_tables.read_tables(d / "exports")
     fig = figures.learning_figure(tables)
     lines = {ln.get_gid(): list(ln.get_ydata()) for a in fig.axes for ln in a.lines if ln.get_gid()}
     assert lines["kl"] == [0.002, 0.006] and lines["clip_fraction"] == [0.05, 0.12]
@@ -271,7 +274,7 @@ def test_learning_figure_with_learner_updates(run, tmp_path, capsys):
 
 
 def test_empty_and_broken_runs(tmp_path, capsys):
-    from arrl.store import Store
+    from arrl.ledger.store import Store
 
     runs = tmp_path / "runs"
     d = runs / "empty"
@@ -280,7 +283,7 @@ def test_empty_and_broken_runs(tmp_path, capsys):
     rc, _, err = report(["empty", "--runs-dir", str(runs)], capsys)
     assert rc == 0, err
     assert figures.png_metadata((d / "report" / "progress.png").read_bytes())["total"] == 0
-    fig = figures.progress_figure(figures.read_tables(d / "exports"))
+    fig = figures.progress_figure(run_tables.read_tables(d / "exports"))
     assert any(t.get_text() == "no experiments yet" for t in fig.axes[0].texts)
     page = parse(d / "report" / "summary.html")
     assert "accepted" not in page.tables and len(page.imgs) == 2
@@ -351,14 +354,14 @@ def test_figures_from_plain_tables():
                       {"id": "p6", "adapter_version": 1}],
         "policy_versions": [{"version": 1, "created": 5.0, "info": json.dumps({"reward_mean": 0.5, "metrics": {}})}],
     }
-    data = figures.progress_data(tables)
+    data = run_tables.progress_data(tables)
     assert data["counts"] == {"baseline": 1, "accepted": 2, "discarded": 1, "failed": 2, "total": 6}
     assert data["in_flight"] == 2
     assert data["incumbent"] == [(1, 1.20), (5, 1.11), (6, 1.11)]  # the step comes with the confirmation
     fig = figures.progress_figure(tables, "live", "synthetic")
     assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 6
     assert "2 pending or running" in fig.axes[0].get_title()
-    learn = figures.learning_data(tables)
+    learn = run_tables.learning_data(tables)
     assert learn["rewards"] == [(3, 5.0, 0), (4, -1.0, 1), (6, -5.0, 1)]
     assert learn["version_means"] == {0: (5.0, 3, 3, 1), 1: (-3.0, 4, 6, 2)}
     assert learn["updates"][0]["kl"] is None  # a version without metrics is drawn without them

@@ -13,7 +13,12 @@ import matplotlib.image
 import pytest
 
 from arrl import config as config_mod
-from arrl import extrapolate, paths, replay, research, simulated, tune_search
+from arrl import paths
+from arrl.worker import abort as extrapolate
+from arrl.bench import replay
+from arrl.bench import research
+from arrl.worker.sandbox import simulated
+from arrl.bench import tune as tune_search
 from arrl import target as target_mod
 from arrl.cli import main
 from arrl.launch import launch

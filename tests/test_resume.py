@@ -90,7 +90,7 @@ def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_s
     """The window a random kill rarely hits (the chaos test did): between an experiment's row and its
     train.py. The row and the script are written in one transaction, so the stopped driver leaves either
     both or neither, and the resume runs to a consistent ledger."""
-    from arrl.store import Store
+    from arrl.ledger.store import Store
 
     monkeypatch.setenv("ARRL_DATA_HOME", env["ARRL_DATA_HOME"])
     real, calls = Store.write_source, []
@@ -156,7 +156,7 @@ def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_di
     events = [json.loads(r[0]) for r in db.execute("SELECT data FROM events WHERE kind='worker_died'")]
     assert [e["exp"] for e in events] == [killed["exp"]]
     if backend == "docker":
-        from arrl.docker_sandbox import client
+        from arrl.worker.sandbox.engine import client
 
         left = client().containers.list(all=True, filters={"label": ["arrl.run=worker-dies"]})
         assert not left, [c.name for c in left]  # not even the killed worker's container

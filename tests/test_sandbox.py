@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from arrl.sandbox import ProcessSandbox, SandboxConfig, bwrap_available
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig, bwrap_available
 from env import manifest
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap missing or cannot create namespaces")

@@ -8,11 +8,13 @@ import statistics
 
 import pytest
 
-from arrl import acceptance, config as config_mod, oracle
+from arrl import config as config_mod
+from arrl.driver import noise as acceptance
+from arrl.driver import oracle
 from arrl.config import ConfigError, OracleSection, RewardSection
-from arrl.driver import normalize
-from arrl.reward import reward
-from arrl.store import Store, StoreError
+from arrl.driver.loop import normalize
+from arrl.driver.reward import reward
+from arrl.ledger.store import Store, StoreError
 
 
 def test_noise_estimate_is_a_scaled_median_of_pairwise_differences_with_a_floor():

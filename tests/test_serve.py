@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from arrl import models, serve
+from arrl.policy import models
+from arrl.policy import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 

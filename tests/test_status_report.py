@@ -2,7 +2,7 @@
 scores, a robust noise record with a warning and a CPU placement, and on a ledger from an older arrl
 that has none of them.
 
-The ledgers are written through arrl.store.Store into real run directories (no Ray, no training), so
+The ledgers are written through arrl.ledger.store.Store into real run directories (no Ray, no training), so
 every number below is known: baselines 1.50, 1.52, 1.60 (median 1.52, mean 1.54), two accepted
 edits (exp 4 at 1.41, exp 8 at 1.31), test scores for all three incumbents.
 """
@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from arrl import cli, export, figures, report, summary
-from arrl.store import Store
+from arrl import cli
+from arrl.ledger import export
+from arrl.report import figures
+from arrl.report import tables as run_tables
+from arrl.report import status as report
+from arrl.report import summary
+from arrl.ledger.store import Store
 
 from test_report import assert_drawn, decode_png, parse
 
@@ -79,7 +84,7 @@ def age(d: Path) -> None:
     """Make the ledger one from before throughput, test scores, robust noise and placement."""
     db = sqlite3.connect(d / "ledger.sqlite")
     have = {r[1] for r in db.execute("PRAGMA table_info(experiments)")}
-    for c in figures.THROUGHPUT:
+    for c in run_tables.THROUGHPUT:
         if c in have:
             db.execute(f"ALTER TABLE experiments DROP COLUMN {c}")
     db.execute("DROP TABLE test_scores")
@@ -138,7 +143,7 @@ def test_export_has_test_scores_and_throughput_columns(ledger_run):
     assert len(scores) == 7 and [r for r in scores if r["exp_id"] == 5][0]["test_bpb"] is None
     exps = {r["id"]: r for r in pq.read_table(ledger_run / "exports" / "experiments.parquet").to_pylist()}
     want = thr(300, 3000.0, 0.97)
-    assert {c: exps[8][c] for c in want} == want and set(want) <= set(figures.THROUGHPUT)
+    assert {c: exps[8][c] for c in want} == want and set(want) <= set(run_tables.THROUGHPUT)
     assert exps[7]["steps"] is None and exps[7]["cpu_share"] is None
 
 
@@ -150,7 +155,7 @@ def test_export_and_status_of_an_older_ledger(ledger_run):
     scores = pq.read_table(ledger_run / "exports" / "test_scores.parquet")  # the table it lacks: empty, typed
     assert scores.num_rows == 0 and scores.schema == export.schema("test_scores") and paths[-1].name == "results.tsv"
     exp = pq.read_table(ledger_run / "exports" / "experiments.parquet")
-    assert set(figures.THROUGHPUT) <= set(exp.column_names)  # present, empty
+    assert set(run_tables.THROUGHPUT) <= set(exp.column_names)  # present, empty
     assert all(r["steps"] is None for r in exp.to_pylist())
     text = report.status_text(ledger_run)[0]
     lines = text.splitlines()
@@ -172,7 +177,7 @@ def test_report_writes_the_gap_figure_and_the_incumbents_table(ledger_run, capsy
     png = (rep / "gap.png").read_bytes()
     assert_drawn(decode_png(png))
     assert figures.png_metadata(png) == {"incumbents": 3, "scored": 3, "test_scores": 7}
-    tables = figures.read_tables(ledger_run / "exports")
+    tables = run_tables.read_tables(ledger_run / "exports")
     fig = figures.gap_figure(tables, "gap-run", "synthetic")
     lines = {ln.get_gid(): (list(ln.get_xdata()), list(ln.get_ydata())) for a in fig.axes for ln in a.lines
              if ln.get_gid()}
@@ -181,7 +186,7 @@ def test_report_writes_the_gap_figure_and_the_incumbents_table(ledger_run, capsy
     assert lines["gap"][1] == pytest.approx([0.04, 0.04, 0.06])
 
     # the progress data: the start is the baselines' median, the contended run has no comparable value
-    prog = figures.progress_data(tables)
+    prog = run_tables.progress_data(tables)
     assert prog["incumbent"][0] == (1, 1.52)
     assert (6, None, "candidate", "depth 5") in prog["points"]["failed"]
     assert [(t["id"], t["steps"], t["tokens_per_s"], t["cpu_share"]) for t in prog["throughput"]][-2:] == \

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from arrl import paths, target
-from arrl.sandbox import ProcessSandbox, SandboxConfig
+from arrl.worker.sandbox.process import ProcessSandbox
+from arrl.worker.sandbox.config import SandboxConfig
 
 ARRL = str(Path(sys.executable).parent / "arrl")  # the console script of the venv running the tests
 

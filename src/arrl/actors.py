@@ -11,8 +11,8 @@ import time
 
 import ray
 
-from arrl.policy import PolicyConfig, PolicyServer
-from arrl.worker import ExperimentWorker
+from arrl.policy.server import PolicyConfig, PolicyServer
+from arrl.worker.worker import ExperimentWorker
 
 
 def actor_name(run: str, role: str) -> str:
@@ -88,10 +88,11 @@ class _LearnerActor:
     """arrl.learner.Learner in an actor; adapter files leave it as object refs (no copy through the driver)."""
 
     def __init__(self, model: str, settings: dict, ckpt_dir: str, cores: str = ""):
-        from arrl import cores as cores_mod, models
-        from arrl.learner import Learner
+        from arrl.ops import cores as cores_mod
+        from arrl.policy import models
+        from arrl.learner.learner import Learner
 
-        if cores:  # arrl.placement: the learner's cores, and a torch thread per core
+        if cores:  # arrl.ops.placement: the learner's cores, and a torch thread per core
             cores_mod.pin_self(cores)
             settings = {**settings, "threads": settings.get("threads") or len(cores_mod.parse(cores))}
         self.inner = Learner(models.resolve(model, progress=False), settings, ckpt_dir)
@@ -106,7 +107,7 @@ class _LearnerActor:
         return self.inner.version
 
     def update(self, batch) -> dict:
-        from arrl.learning import sha256_files
+        from arrl.policy.adapters import sha256_files
 
         res = self.inner.update(batch)
         files = res.pop("files")

@@ -6,7 +6,7 @@
     [policy]
     kind = "vllm"                   # vllm | external | scripted (a list of completions) | random
                                     # (uniform catalog edits: the random-search baseline)
-    model = "smollm2"               # see arrl.models (vllm)
+    model = "smollm2"               # see arrl.policy.models (vllm)
     fmt = "catalog"                 # search_replace | unified_diff | catalog
     group_size = 4                  # proposals per incumbent state
     temperature = 1.0
@@ -20,22 +20,22 @@
     [workers]
     count = 1
     gpus_per_worker = 0.0           # 1 on GPU clusters; fake GPUs work in tests
-    sandbox = "process"             # process | docker | simulated (no training: arrl.simulated)
+    sandbox = "process"             # process | docker | simulated (no training: arrl.worker.sandbox.simulated)
     isolation = "auto"              # process sandbox: auto | bwrap | none
     image = ""                      # docker sandbox: "host" | "arrl-sandbox:cpu" (a local launch builds it) | any
                                     # tag present on the workers' nodes; empty: $ARRL_SANDBOX_IMAGE there, else "host"
-    threads = 0                     # torch threads per run (0: the worker's cores, arrl.placement)
+    threads = 0                     # torch threads per run (0: the worker's cores, arrl.ops.placement)
     budget_s = 0.0                  # 0: the target's budget
     grace_s = 0.0                   # 0: the target's grace before the hard kill
     memory_mb = 0                   # 0: the target's memory limit
 
-    [placement]                     # which cores each part uses (arrl.placement, docs/LOOP.md "Placement")
+    [placement]                     # which cores each part uses (arrl.ops.placement, docs/LOOP.md "Placement")
     mode = "auto"                   # auto | reserved (policy + learner on cores of their own) | between_runs
                                     # (they use the workers' cores only while no experiment trains) | off
     cores = ""                      # the cores the run may use, e.g. "0-7" ("": all this process may use)
     reserve_cores = 0               # reserved: cores for the policy server and learner (0: 1, or 2 from 16 cores)
 
-    [contention]                    # runs that got far less compute than comparable runs (arrl.contention)
+    [contention]                    # runs that got far less compute than comparable runs (arrl.driver.contention)
     check = true                    # re-run a contended run instead of scoring it
     max_foreign_share = 0.15        # contended when other processes took more than this share of its cores
     min_ratio = 0.8                 # ... or its tokens/s fell below this fraction of its source's earlier runs
@@ -49,7 +49,7 @@
     confirm = true                  # re-run a candidate with another seed before accepting
     rerun_repeats = 0               # a repeated source that beats the incumbent unaccepted runs again, up to N runs
     history_k = 32
-    early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.extrapolate)
+    early_abort = false             # self-evaluation: stop candidates that trail the incumbent's curve (arrl.worker.abort)
     abort_z = 0.5                   # the gap needed, in the incumbent's run-to-run spreads of training loss
                                     # (0.5 and min_frac 0.2: chosen by `arrl bench abort --grid`, docs/BENCHMARKS.md)
     abort_margin = 0.0              # extra training-loss gap needed
@@ -101,7 +101,7 @@
                                     # (glibc; 0: the allocator's default, which kept 3x the memory, LEARNER.md)
     seed = 0
 
-    [integrity]                     # results too good to be true (arrl.integrity, docs/SECURITY.md)
+    [integrity]                     # results too good to be true (arrl.driver.integrity, docs/SECURITY.md)
     floor_bpb = 0.0                 # val_bpb below this is never believed (0: the profile's bpb_floor)
     max_gain_z = 20.0               # an improvement beyond this many noise sigmas ...
     max_gain_frac = 0.1             # ... and beyond this fraction of the incumbent's val_bpb is `suspicious`
@@ -243,8 +243,8 @@ class LearnerSection:
         d = dataclasses.asdict(self)
         d.pop("enabled")
         d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side
-        d.pop("group_by")  # (arrl.learning, arrl.trajectory)
-        d.pop("sync")  # when the driver asks for proposals (arrl.learning, arrl.driver)
+        d.pop("group_by")  # (arrl.driver.learning, arrl.learner.trajectory)
+        d.pop("sync")  # when the driver asks for proposals (arrl.driver.learning, arrl.driver)
         d["num_gpus"] = gpus
         return d
 

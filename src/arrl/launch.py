@@ -15,11 +15,13 @@ from pathlib import Path
 
 import ray
 
-from arrl import actors, config as config_mod, images as images_mod, paths, placement as placement_mod, \
-    target as target_mod
+from arrl import actors, config as config_mod, paths, target as target_mod
 from arrl.config import Config, ConfigError
-from arrl.driver import Driver
-from arrl.store import Store
+from arrl.driver.loop import Driver
+from arrl.ledger.store import Store
+from arrl.ops import placement as placement_mod
+from arrl.worker.sandbox import images as images_mod
+from arrl.worker.settings import sandbox_settings
 
 
 def run_dir(name: str, runs: Path | None = None) -> Path:
@@ -50,7 +52,9 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
 
 def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = ""):
     p = cfg.policy
-    from arrl.policy import ExternalPolicy, PolicyConfig, RandomCatalogPolicy, Sampling, ScriptedPolicy
+    from arrl.policy.client import ExternalPolicy, Sampling
+    from arrl.policy.server import PolicyConfig
+    from arrl.policy.baselines import RandomCatalogPolicy, ScriptedPolicy
 
     sampling = Sampling(temperature=p.temperature, max_tokens=p.max_tokens)
     if p.kind == "scripted":
@@ -86,18 +90,8 @@ class _ActorPolicy:
         return True
 
 
-def sandbox_settings(cfg: Config, tgt, place: placement_mod.Placement | None = None, worker: int = 0) -> dict:
-    """The SandboxConfig fields of an experiment on worker `worker`: the `[workers]` settings over the
-    target's, its cores from the placement and a thread per core (unless `[workers] threads` says)."""
-    w = cfg.workers
-    cores = place.worker_cores[worker] if place is not None else ""
-    threads = w.threads or (place.threads(worker) if place is not None else 0) or max(1, (os.cpu_count() or 1) // w.count)
-    return {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
-            "memory_mb": w.memory_mb or tgt.memory_mb, "isolation": w.isolation, "threads": threads, "cores": cores}
-
-
 def plan_placement(cfg: Config, address: str | None) -> placement_mod.Placement:
-    """The run's placement (arrl.placement) on this machine; a ConfigError naming the setting if it cannot be
+    """The run's placement (arrl.ops.placement) on this machine; a ConfigError naming the setting if it cannot be
     met. The simulated backend trains nothing: its workers are not pinned."""
     p = cfg.placement
     local_parts = cfg.policy.kind == "vllm"
@@ -113,7 +107,7 @@ def plan_placement(cfg: Config, address: str | None) -> placement_mod.Placement:
 
 def _check_gpus(cfg: Config, address: str | None) -> None:
     """On a machine with real GPUs and a local Ray: the run must not ask for more GPUs than it has."""
-    from arrl.worker import host_gpus_present
+    from arrl.worker.worker import host_gpus_present
 
     if address or not host_gpus_present() or not cfg.workers.gpus_per_worker:
         return
@@ -175,7 +169,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
     if cfg.workers.sandbox == "docker" and cfg.workers.image == images_mod.CPU_SANDBOX and not address:
         # a local Ray's workers use this machine's engine: build the self-contained CPU image once, before
         # they look for it (and before anything is started that a failed build would have to stop)
-        from arrl.docker_sandbox import DockerUnavailable, client
+        from arrl.worker.sandbox.engine import DockerUnavailable, client
 
         try:
             images_mod.build_cpu_sandbox(client(), progress=True)
@@ -210,7 +204,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         policy, handle = make_policy(cfg, cfg.name, d, tgt, place.policy_cores)
         learning = None
         if cfg.learner.enabled and handle is not None:
-            from arrl.learning import Learning
+            from arrl.driver.learning import Learning
 
             log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
                 f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
@@ -243,12 +237,12 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             except Exception:  # noqa: BLE001 - already gone
                 pass
         store.close()
-        from arrl import cores as cores_mod
+        from arrl.ops import cores as cores_mod
 
         if cores_mod.cpuset_usable():
             cores_mod.sweep()  # the cgroups of the workers just killed
         if w.sandbox == "docker":
-            from arrl.docker_sandbox import sweep_run
+            from arrl.worker.sandbox.engine import sweep_run
 
             sweep_run(cfg.name)
         if owns_ray:

@@ -205,3 +205,34 @@ def load(name_or_dir: str | Path, targets_dir: Path) -> Target:
         sigma_max_bpb=sigma_max,
         prompt_code=spec.get("prompt_code", False),
     )
+
+
+# ---- the catalog's values in a script, and the schema of an edit to them ----------------------
+def catalog_schema(catalog: tuple[Knob, ...], current: dict[str, str] | None = None) -> dict:
+    """JSON schema for a catalog edit: any non-empty subset of knobs, each set to an allowed value. With
+    `current` (`catalog_values` of the incumbent) each knob's current value is left out, so every answer
+    changes train.py: in a README run the unconstrained policy spent 16 of 30 proposals restating the
+    incumbent's values (`empty_edit`). A knob with no other value is left out; if none is left, the plain
+    schema is returned."""
+    props = {k.name: {"type": "string", "enum": other_values(k, current or {})} for k in catalog}
+    props = {name: p for name, p in props.items() if p["enum"]}
+    if not props:
+        return catalog_schema(catalog)
+    return {"type": "object", "properties": props, "additionalProperties": False, "minProperties": 1}
+
+
+def other_values(knob: Knob, current: dict[str, str]) -> list[str]:
+    """The knob's values other than its current one in `current` (`catalog_values`): what an edit can set."""
+    return [v for v in knob.values if v != current.get(knob.name)]
+
+
+def catalog_values(source: str, catalog: tuple[Knob, ...]) -> dict[str, str]:
+    """The current value (source text) of each catalog knob assigned at the top level of `source`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    names = {k.name for k in catalog}
+    return {n.targets[0].id: ast.get_source_segment(source, n.value) for n in tree.body
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+            and n.targets[0].id in names}

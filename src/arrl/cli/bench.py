@@ -1,0 +1,85 @@
+"""`arrl bench abort` (replay a run's early-abort rule) and `arrl bench research` (the research benchmark)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from arrl.cli.common import UsageError
+
+
+def cmd_bench(args) -> int:
+    if args.bench == "abort":
+        return _bench_abort(args)
+    return _bench_research(args)
+
+
+def _bench_abort(args) -> int:
+    from arrl.bench import replay
+    from arrl.config import SearchSection
+
+    d = SearchSection()
+    rule = {"z": d.abort_z if args.z is None else args.z, "margin": d.abort_margin if args.margin is None else args.margin,
+            "every": d.abort_every if args.every is None else args.every,
+            "min_frac": d.abort_min_frac if args.min_frac is None else args.min_frac}
+    for key, value in rule.items():
+        if value < 0 or (key in ("every", "min_frac") and value > 1) or (key == "every" and value == 0):
+            raise UsageError(f"--{key.replace('_', '-')} {value:g}: out of range")
+    if args.budget is not None and args.budget <= 0:
+        raise UsageError(f"--budget {args.budget:g}: must be positive")
+    try:
+        recs = [replay.load(r, args.runs_dir, args.budget) for r in args.runs]
+    except replay.ReplayError as e:
+        raise UsageError(str(e)) from None
+    results = replay.grid(recs) if args.grid else [replay.replay(recs, **rule)]
+    chosen = replay.choose(results, args.max_false, args.max_lost) if args.grid else None
+    if args.json:
+        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
+                          "chosen": chosen.row() if chosen else None,
+                          "skipped": {r.run: r.skipped for r in recs}}, indent=1))
+        return 0
+    n = sum(len(r.cases) for r in recs)
+    print(f"replayed {n} candidates from {len(recs)} run(s): {', '.join(r.run for r in recs)}")
+    for r in recs:
+        for why, count in r.skipped.items():
+            print(f"  {r.run}: {count} candidate(s) not replayed: {why}")
+    print(replay.table(results))
+    if not results[0].accepted:
+        print("note: none of these candidates was accepted, so false aborts cannot be measured on them")
+    if args.grid:
+        if chosen is None:
+            print(f"no rule kept false aborts at or below {100 * args.max_false:g}% of accepted candidates and lost "
+                  f"improvements at or below {100 * args.max_lost:g}%")
+        else:
+            print(f"chosen: abort_z = {chosen.z:g}, abort_margin = {chosen.margin:g}, abort_every = {chosen.every:g}, "
+                  f"abort_min_frac = {chosen.min_frac:g}: saves {100 * chosen.saved_frac:.1f}% of training compute, "
+                  f"{chosen.false_aborts} of {chosen.accepted} accepted candidates and {chosen.improved_aborted} of "
+                  f"{chosen.improved} improvements aborted")
+    return 0
+
+
+def _bench_research(args) -> int:
+    from arrl.bench import research
+    from arrl.config import ConfigError, load
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: give at least 1")
+    try:
+        base = load(args.config) if args.config else None
+        if base is None and Path(args.target).name == "synthetic":
+            from arrl.config import Config
+
+            base = Config()
+            base.workers.sandbox = "simulated"
+        out = args.out or Path.cwd() / "bench-research" / Path(args.target).name
+        summary = research.run(args.target, args.experiments, list(range(args.seeds)), methods, out, base,
+                               args.searcher)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(research.table(summary))
+    for name in ("research.md", "research.png", "research.json"):
+        print(out / name)
+    return 0
+
+

@@ -1,0 +1,90 @@
+"""The `simulated` sandbox backend: training replaced by a known function, for the loop's benchmarks.
+
+Nothing is executed. The source's top-level knob assignments are read as text; the run
+waits `budget_s` (the "training"), streams a made-up learning curve, and reports
+
+    val_bpb = 1.0 + 0.1 * sum_k ((pos_k - opt_k) / (n_k - 1))^2 + N(0, noise)
+
+where pos_k is the position of knob k's value in the target's catalog list, n_k the list's
+length and opt_k = round(2/3 * (n_k - 1)). A value outside the catalog, or a source that
+does not parse, is a `crash`. The outcome says `isolation: simulated`, so a simulated
+number is never mistaken for a measured one. Used by bench/duty_cycle.py and by tests of
+the loop and of learning (issue: synthetic target); never by real research runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import time
+from pathlib import Path
+
+from arrl.target import catalog_values
+from arrl.worker.outcome import Outcome, Timings
+from arrl.target import Knob
+
+NOISE = 0.002
+
+
+def optimum(k: Knob) -> int:
+    return round(2 * (len(k.values) - 1) / 3)
+
+
+def value(source: str, catalog: tuple[Knob, ...]) -> float | str:
+    """The noiseless val_bpb of `source`, or a message saying why it cannot be scored."""
+    try:
+        ast.parse(source)
+    except SyntaxError as e:
+        return f"train.py does not parse: {e}"
+    assigned = catalog_values(source, catalog)
+    for k in catalog:
+        if assigned.get(k.name) not in k.values:
+            return f"{k.name} = {assigned.get(k.name)!r} is not one of the simulated values"
+    return value_at([k.values.index(assigned[k.name]) for k in catalog], catalog)
+
+
+def value_at(positions, catalog: tuple[Knob, ...]) -> float:
+    """The noiseless val_bpb of the knobs at these positions in their catalog lists (one per knob)."""
+    return 1.0 + 0.1 * sum(((p - optimum(k)) / max(len(k.values) - 1, 1)) ** 2 for p, k in zip(positions, catalog))
+
+
+def test_value(source: str, catalog: tuple[Knob, ...], seed: int, noise: float = NOISE) -> dict:
+    """The sealed test split's score of a simulated run: the same function with noise of its own (the
+    simulated target does not overfit)."""
+    v = value(source, catalog)
+    if isinstance(v, str):
+        return {"status": "invalid_metric", "message": v}
+    return {"status": "ok", "test_bpb": v + random.Random(f"test:{seed}:{source}").gauss(0.0, noise), "split": "test"}
+
+
+class SimulatedSandbox:
+    isolation = "simulated"
+
+    def __init__(self, catalog: tuple[Knob, ...], budget_s: float, noise: float = NOISE):
+        self.catalog, self.budget_s, self.noise = catalog, budget_s, noise
+
+    def close(self) -> None:
+        pass
+
+    def sweep(self) -> int:
+        return 0
+
+    def run(self, source: str, run_dir: Path, seed: int = 0, env_hash: str = "", on_progress=None) -> Outcome:
+        t0 = time.monotonic()
+        v = value(source, self.catalog)
+        if isinstance(v, str):
+            return Outcome("crash", message=v, isolation=self.isolation, env_hash=env_hash,
+                           timings=Timings(wall_s=time.monotonic() - t0))
+        rng = random.Random(f"{seed}:{source}")
+        curve = []
+        steps = 10
+        for i in range(1, steps + 1):
+            time.sleep(self.budget_s / steps)
+            elapsed = time.monotonic() - t0
+            curve.append((elapsed, i * 10, v + 2.0 / i))
+            if on_progress is not None:
+                on_progress(curve)
+        wall = time.monotonic() - t0
+        return Outcome("ok", val_bpb=v + rng.gauss(0.0, self.noise), isolation=self.isolation, env_hash=env_hash,
+                       timings=Timings(setup_s=0.0, train_s=wall, eval_s=0.0, wall_s=wall), steps=steps * 10,
+                       curve=tuple(curve))
