@@ -249,7 +249,8 @@ def test_learning_figure_with_learner_updates(run, tmp_path, capsys):
         for v, info in enumerate(ups, 1):
             s.add_policy_version(v, **info, adapter_sha256="0" * 64)
         s.update_policy_version(1, loaded_at=1.0, swap_s=0.1, sync_s=0.8)
-        cands = [r["proposal_id"] for r in s.experiments("kind='candidate' AND proposal_id IS NOT NULL")]
+        cands = [r[0] for r in s.db.execute("SELECT proposal_id FROM experiments WHERE kind='candidate' AND "
+                                            "proposal_id IS NOT NULL ORDER BY id")]
         for i, pid in enumerate(cands):  # later proposals came from later adapters
             s.db.execute("UPDATE proposals SET adapter_version=? WHERE id=?", (3 * i // len(cands), pid))
     s.close()

@@ -85,7 +85,7 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
 
 
 class _LearnerActor:
-    """arrl.learner.Learner in an actor; adapter files leave it as object refs (no copy through the driver)."""
+    """arrl.learner.learner.Learner in an actor; adapter files leave it as object refs (no copy through the driver)."""
 
     def __init__(self, model: str, settings: dict, ckpt_dir: str, cores: str = ""):
         from arrl.ops import cores as cores_mod

@@ -239,7 +239,7 @@ class LearnerSection:
     seed: int = 0
 
     def settings(self, gpus: float) -> dict:
-        """The arrl.learner.Learner settings, with num_gpus resolved."""
+        """The arrl.learner.learner.Learner settings, with num_gpus resolved."""
         d = dataclasses.asdict(self)
         d.pop("enabled")
         d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side

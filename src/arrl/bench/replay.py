@@ -3,7 +3,7 @@
 Every finished candidate of a run has its whole learning curve on disk (`curve.json`). The
 replay feeds each curve to `arrl.worker.abort.Checker` point by point, exactly as a worker
 would have during the run, against the same reference the driver would have given it (the
-learning curves of the candidate's incumbent, `arrl.driver.reference_runs`), and reports:
+learning curves of the candidate's incumbent, `arrl.worker.abort.reference_runs`), and reports:
 
 - compute saved: the training seconds after each abort, over all the training seconds the
   runs spent (baselines and confirmations included: they are never aborted);
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from arrl import paths
 from arrl.worker import abort as extrapolate
 from arrl import target as target_mod
-from arrl.driver.loop import reference_runs
+from arrl.ledger.reader import DatabaseError, open_read_only
+from arrl.worker.abort import reference_runs
 
 
 class ReplayError(Exception):
@@ -125,12 +125,11 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
     d = _run_dir(run, runs)
     budget = budget_s or _budget(d)
     try:
-        db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM experiments WHERE state='done' AND reused_from IS NULL ORDER BY id").fetchall()
-        accepted = {r[0] for r in db.execute("SELECT exp_id FROM accepted")}
-        values = {r[0]: r[1] for r in db.execute("SELECT exp_id, val_bpb FROM accepted")}
-    except sqlite3.DatabaseError as e:
+        db = open_read_only(d)
+        rows = db.trained_runs()
+        values = db.accepted_values()
+        accepted = set(values)
+    except DatabaseError as e:
         raise ReplayError(f"{d}: the ledger is unreadable ({e})") from None
     base = [r["val_bpb"] for r in rows if r["kind"] == "baseline" and r["status"] == "ok"]
     base_value = sum(base) / len(base) if base else None
@@ -152,7 +151,7 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
             continue
         inc = r["incumbent_id"]
         if inc not in refs:
-            refs[inc] = reference_runs(db, d, inc)
+            refs[inc] = reference_runs(d, db.incumbent_run_ids(inc))
         if not refs[inc]:
             skip("the incumbent has no curve")
             continue

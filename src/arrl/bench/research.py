@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 import statistics
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from arrl import config as config_mod
 from arrl import target as target_mod
 from arrl.config import Config, ConfigError
+from arrl.ledger.reader import open_read_only
 
 METHODS = ("random", "tune", "frozen", "rl")
 
@@ -80,14 +80,11 @@ def _trace(points: list[tuple[float, float | None]]) -> tuple[list[float], list[
 
 
 def loop_trace(d: Path, method: str, seed: int) -> Trace:
-    db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = _loop_rows(db)
-        wall = db.execute("SELECT value FROM meta WHERE key='wall_s'").fetchone()
-    finally:
-        db.close()
+    with open_read_only(d) as db:
+        rows = db.trained_in_finish_order()
+        wall = db.meta("wall_s")
     compute, best = _trace([(r[1], r[2]) for r in rows])
-    return Trace(method, seed, d.name, compute, best, float(json.loads(wall[0])) if wall else 0.0)
+    return Trace(method, seed, d.name, compute, best, float(wall) if wall is not None else 0.0)
 
 
 def tune_trace(d: Path, seed: int) -> Trace:
@@ -97,13 +94,6 @@ def tune_trace(d: Path, seed: int) -> Trace:
     compute, best = _trace([(t["train_s"], t["val_bpb"] if t["status"] == "ok" else None) for t in trials])
     meta = json.loads((d / "config.json").read_text()).get("tune", {})
     return Trace("tune", seed, d.name, compute, best, float(meta.get("wall_s", 0.0)))
-
-
-def _loop_rows(db) -> list:
-    """The loop's sandbox runs as the research table counts them, in the order they finished."""
-    return db.execute("SELECT id, train_s, CASE WHEN status='ok' THEN val_bpb END, finished FROM experiments "
-                      "WHERE state='done' AND reused_from IS NULL AND status NOT IN ('edit_failed', 'rejected') "
-                      "ORDER BY finished, id").fetchall()
 
 
 def _noiseless(source: str, tgt) -> float | None:
@@ -116,12 +106,9 @@ def _noiseless(source: str, tgt) -> float | None:
 def loop_truth(d: Path, tgt) -> list[float | None]:
     """Noiseless val_bpb (simulated target) of the loop's incumbent after each of its sandbox runs: the last
     source accepted on the runs so far (the target's own train.py before any acceptance)."""
-    db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        finished = [r[3] for r in _loop_rows(db)]
-        accepted = db.execute("SELECT exp_id, created FROM accepted ORDER BY created, exp_id").fetchall()
-    finally:
-        db.close()
+    with open_read_only(d) as db:  # the loop's sandbox runs as the research table counts them
+        finished = [r[3] for r in db.trained_in_finish_order()]
+        accepted = db.accepted_in_order()
     out, i = [], 0
     value = _noiseless(tgt.source(), tgt)
     for n in range(len(finished)):
@@ -170,12 +157,8 @@ def _finished(d: Path) -> bool:
         return True
     if not (d / "ledger.sqlite").is_file():
         return False
-    db = sqlite3.connect(f"file:{d / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='status'").fetchone()
-    finally:
-        db.close()
-    return bool(row) and json.loads(row[0]) == "finished"
+    with open_read_only(d) as db:
+        return db.meta("status") == "finished"
 
 
 def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs: Path, searcher: str,

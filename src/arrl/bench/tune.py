@@ -3,7 +3,7 @@
 What a researcher would otherwise run: a hyperparameter search over the same knobs the
 catalog policy may set, with early stopping. Each trial sets the sampled knob values in
 the target's train.py (the catalog edit format, `arrl.driver.edits`) and trains it in the same
-sandbox backend, budget and limits as the loop's workers (`arrl.worker.ExperimentWorker`
+sandbox backend, budget and limits as the loop's workers (`arrl.worker.worker.ExperimentWorker`
 used in process inside the trial), `[workers] count` trials at a time, each holding
 `[workers] gpus_per_worker`. At each tenth of the budget the trial reports its current
 training loss (the mean of the curve's last points) as `loss`: ASHA (time attribute: the

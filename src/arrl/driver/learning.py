@@ -37,12 +37,6 @@ from arrl.learner import trajectory
 from arrl.learner.learner import LearnerError
 from arrl.ledger.store import Store
 
-LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND "
-             "json_array_length(p.record, '$.token_ids') > 0 AND "
-             "json_array_length(p.record, '$.token_ids') = json_array_length(p.record, '$.logprobs') AND "
-             "json_array_length(p.record, '$.prompt_token_ids') > 0")
-
-
 MAX_RESTARTS = 10  # learner actors replaced in one driver session before the policy is left frozen
 
 
@@ -54,7 +48,7 @@ class Learning:
         self.restarts = 0
         self.batch_size, self.max_staleness = batch_size, max_staleness
         # duplicates=False: a candidate answered from the ledger carries no new result, so it is not a sample
-        self.learnable = LEARNABLE if duplicates else LEARNABLE + " AND e.reused_from IS NULL"
+        self.duplicates = duplicates
         self.group_by = group_by  # which samples share a group baseline (arrl.learner.trajectory.from_ledger)
         self.sync = sync  # on-policy: no new proposals while an update or its adapter load is in flight
         self.failing = False  # the last update raised; the sync hold is lifted until one succeeds
@@ -100,14 +94,10 @@ class Learning:
     def ready_samples(self, limit: int) -> list[int]:
         """The oldest unconsumed learnable results; those already too stale are recorded as dropped first."""
         floor = self.version - self.max_staleness
-        stale = self.store.db.execute(
-            f"SELECT e.id, p.adapter_version FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
-            f"{self.learnable} AND p.adapter_version < ? AND e.id NOT IN (SELECT exp_id FROM samples)", (floor,)).fetchall()
+        stale = self.store.stale_learnable(floor, self.duplicates)
         if stale:
             with self.store.tx():
-                for eid, v in stale:
-                    self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
-                                          "VALUES(?,?,0,?)", (eid, self.version + 1, self.version - v))
+                self.store.record_samples([(eid, self.version + 1, 0, self.version - v) for eid, v in stale])
         return self._unconsumed(limit)
 
     def waiting(self) -> int:
@@ -116,10 +106,7 @@ class Learning:
 
     def _unconsumed(self, limit: int) -> list[int]:
         """Ids of learnable results not in `samples`, oldest first (limit -1: all)."""
-        rows = self.store.db.execute(
-            f"SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE {self.learnable} AND "
-            f"e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,)).fetchall()
-        return [r[0] for r in rows]
+        return self.store.unconsumed_learnable(limit, self.duplicates)
 
     def busy(self) -> bool:
         """Whether an update or an adapter load is in flight (placement between_runs: no experiment
@@ -136,7 +123,7 @@ class Learning:
         if self.load_ref is not None and _done(self.load_ref[0]):
             self._finish_load()
         if start and self.update_ref is None and self.load_ref is None:
-            done = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE state='done'").fetchone()[0]
+            done = self.store.done_count()
             if (done, self.version) == self._checked:
                 return  # nothing new since the last look: spare the driver the join
             self._checked = (done, self.version)
@@ -189,9 +176,7 @@ class Learning:
         info["staleness_max"] = max(used.values(), default=None)
         info["sent_s"] = time.time() - t_sent
         with self.store.tx():
-            for eid in ids:
-                self.store.db.execute("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) "
-                                      "VALUES(?,?,?,?)", (eid, version, int(eid in used), used.get(eid)))
+            self.store.record_samples([(eid, version, int(eid in used), used.get(eid)) for eid in ids])
             if res["updated"]:
                 files = res["files_ref"]
                 self.store.add_policy_version(version, **info, adapter_sha256=res.get("adapter_sha256"))

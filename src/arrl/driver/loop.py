@@ -29,12 +29,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import math
 import queue
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 
@@ -52,6 +50,7 @@ from arrl.policy.prompt import HistoryEntry, PolicyState
 from arrl.driver.reward import reward as compute_reward
 from arrl.ledger.store import Store
 from arrl.target import Target
+from arrl.worker.abort import reference_runs
 from env import profiles
 
 RUN_STATUSES_FAILED_EDIT = ("edit_failed", "rejected")
@@ -120,9 +119,9 @@ class Driver:
             self.log(f"resume: re-running experiments {requeued} that were in flight")
             s.event("requeued", ids=requeued)
         self.wall_before = s.get("wall_s", 0.0)
-        base = [r for r in s.experiments("kind='baseline' AND state='done'")]
+        base = s.baselines(done=True)
         self.noise = self._estimate_noise()
-        first_base = s.experiments("kind='baseline'")
+        first_base = s.baselines()
         self.incumbent = Incumbent(first_base[0]["id"] if first_base else 0, self.target.source(),
                                    [r["val_bpb"] for r in base if r["status"] == "ok"])
         for a in s.accepted():
@@ -138,12 +137,10 @@ class Driver:
     def _accepted_ids(self, row) -> list:
         """The runs an accepted candidate was accepted on: the ones its `accepted_runs` event names (re-run
         repeats, `[search] rerun_repeats`), else the candidate and its confirmations."""
-        ev = self.store.db.execute("SELECT data FROM events WHERE kind='accepted_runs' AND "
-                                   "json_extract(data, '$.exp')=? ORDER BY id DESC LIMIT 1", (row["id"],)).fetchone()
-        if ev:
-            return list(json.loads(ev[0])["runs"])
-        return [row["id"]] + [c["id"] for c in self.store.experiments("kind='confirm' AND parent=? AND state='done'",
-                                                                      (row["id"],))]
+        runs = self.store.accepted_runs(row["id"])
+        if runs is not None:
+            return runs
+        return [row["id"]] + [c["id"] for c in self.store.confirmations(row["id"], done=True)]
 
     def _accepted_values(self, row) -> list:
         """The val_bpb of the runs an accepted candidate was accepted on (`_accepted_ids`)."""
@@ -152,8 +149,7 @@ class Driver:
     def _runs_of(self, norm: str) -> list:
         """Every finished run of one normalised source that trained (candidates and confirmations, not the
         baselines nor results answered from the ledger), oldest first."""
-        return self.store.experiments("norm_sha=? AND kind!='baseline' AND reused_from IS NULL AND state='done' "
-                                      "AND status IS NOT NULL AND status!='contended'", (norm,))
+        return self.store.trained_runs_of(norm)
 
     def _rerun(self, norm: str, eid: int) -> list | None:
         """With `[search] rerun_repeats` = K: the runs of a repeated source that earn it another run (another
@@ -163,8 +159,7 @@ class Driver:
         k = self.cfg.search.rerun_repeats
         if not k or not self._baselines_done() or not self.incumbent.values:
             return None
-        if self.store.db.execute("SELECT 1 FROM experiments WHERE norm_sha=? AND reused_from IS NULL AND "
-                                 "state!='done' AND id!=? LIMIT 1", (norm, eid)).fetchone():
+        if self.store.source_in_flight(norm, eid):
             return None
         runs = self._runs_of(norm)
         if not runs or len(runs) >= k or any(r["status"] != "ok" for r in runs):
@@ -173,25 +168,15 @@ class Driver:
             return None
         return runs
 
-    def _trained(self) -> str:
-        """SQL condition for what the experiment budget counts: by default only runs that trained, and
-        duplicates answered from the ledger count toward `max_failed_edits` instead; with `[oracle]
-        count_duplicates` duplicates count as experiments too."""
-        return "" if self.cfg.oracle.count_duplicates else " AND reused_from IS NULL"
-
     def _counted(self) -> tuple[int, int]:
-        """(experiments run, experiments since the last acceptance): candidates and confirmations that ran
-        (see `_trained` for duplicates)."""
+        """(experiments run, experiments since the last acceptance): candidates and confirmations that ran. By
+        default only runs that trained count, and duplicates answered from the ledger count toward
+        `max_failed_edits` instead; with `[oracle] count_duplicates` they count as experiments too."""
         last = self.incumbent.exp_id if self.store.accepted() else 0
-        n, since = self.store.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(id > ?), 0) FROM experiments WHERE kind!='baseline' AND state='done' "
-            "AND status NOT IN ('edit_failed', 'rejected')" + self._trained(), (last,)).fetchone()
-        return n, since
+        return self.store.counted_runs(last, self.cfg.oracle.count_duplicates)
 
     def _history(self) -> tuple[HistoryEntry, ...]:
-        rows = self.store.db.execute("SELECT * FROM (SELECT * FROM experiments WHERE kind='candidate' AND "
-                                     "state='done' ORDER BY id DESC LIMIT ?) ORDER BY id",
-                                     (self.cfg.search.history_k,)).fetchall()
+        rows = self.store.recent_candidates(self.cfg.search.history_k)
         return tuple(HistoryEntry(r["summary"] or "", r["status"], r["val_bpb"], r["reward"],
                                   r["message"] if r["status"] != "ok" else "") for r in rows)
 
@@ -201,11 +186,10 @@ class Driver:
         if acc:
             row = self.store.experiment(acc[-1]["exp_id"])
             best = f"{row['summary']} -> val_bpb {acc[-1]['val_bpb']:.4f} (from {acc[0]['prev_bpb']:.4f} at start)"
-        last = self.store.db.execute("SELECT id FROM experiments WHERE kind='candidate' AND state='done' AND status "
-                                     "NOT IN ('ok', 'edit_failed', 'rejected') ORDER BY id DESC LIMIT 1").fetchone()
+        last = self.store.last_failed_candidate_id()
         diag = ""
-        if last:
-            out = self.store.exp_dir(last["id"]) / "log_tail.txt"
+        if last is not None:
+            out = self.store.exp_dir(last) / "log_tail.txt"
             diag = out.read_text(errors="replace") if out.exists() else ""
         return PolicyState(target=self.target.name, program=self.target.program_md.read_text(),
                            source=self.incumbent.source, fmt=self.cfg.policy.fmt,
@@ -293,8 +277,7 @@ class Driver:
         return eid
 
     def _seed(self) -> int:
-        n = self.store.db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-        return 1000 + n
+        return 1000 + self.store.experiment_count()
 
     # -- scheduling ------------------------------------------------------------------------------
     def _submit(self, exp_id: int, w: int) -> None:
@@ -315,7 +298,7 @@ class Driver:
             return None
         inc = row["incumbent_id"]
         if inc not in self._ref_cache:
-            runs = reference_runs(self.store.db, self.store.root, inc)
+            runs = reference_runs(self.store.root, self.store.incumbent_run_ids(inc))
             if not runs:
                 return None
             self._ref_cache[inc] = runs
@@ -326,10 +309,7 @@ class Driver:
         cap = self.cfg.oracle.max_experiments
         if not cap:
             return True
-        started = self.store.db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE kind!='baseline'" + self._trained() + " AND (state!='done' OR "
-            "status NOT IN ('edit_failed', 'rejected'))").fetchone()[0]
-        return started < cap
+        return self.store.started_runs(self.cfg.oracle.count_duplicates) < cap
 
     def _parts_busy(self) -> bool:
         """Whether the policy server or the learner is working (placement between_runs: nothing may train)."""
@@ -361,9 +341,7 @@ class Driver:
             if w in self.busy:
                 continue
             running = {e for e, _ in self.inflight.values()}
-            pending = [r["id"] for r in self.store.db.execute(
-                "SELECT id FROM experiments WHERE state='pending' ORDER BY id LIMIT ?", (len(running) + 1,))
-                if r["id"] not in running]
+            pending = [i for i in self.store.pending_ids(len(running) + 1) if i not in running]
             if pending:
                 self._submit(pending[0], w)
                 continue
@@ -421,12 +399,11 @@ class Driver:
 
     def _baselines_done(self) -> bool:
         n = self.cfg.search.noise_runs or 1
-        rows = self.store.experiments("kind='baseline' AND state='done'")
-        return len(rows) >= n
+        return len(self.store.baselines(done=True)) >= n
 
     def _schedule_baselines(self) -> None:
         n = self.cfg.search.noise_runs or 1
-        have = self.store.experiments("kind='baseline'")
+        have = self.store.baselines()
         src = self.target.source()
         for i in range(len(have), n):
             with self.store.tx():
@@ -473,9 +450,8 @@ class Driver:
         c = self.cfg.contention
         if not c.check or o["status"] not in ("ok", "aborted", "timeout"):
             return None
-        same = [contention.Throughput(r["steps"], r["tokens"], r["train_s"], None) for r in self.store.db.execute(
-            "SELECT steps, tokens, train_s FROM experiments WHERE norm_sha=? AND id!=? AND state='done' AND "
-            "status='ok' AND reused_from IS NULL", (row["norm_sha"], row["id"]))]
+        same = [contention.Throughput(r["steps"], r["tokens"], r["train_s"], None)
+                for r in self.store.ok_throughputs_of(row["norm_sha"], row["id"])]
         t = _throughput(o)
         if not o.get("cores"):  # not pinned (placement off): its cores are shared by design, not by accident
             t = contention.Throughput(t.steps, t.tokens, t.train_s, None)
@@ -569,19 +545,19 @@ class Driver:
             return None
         if inc_id == self.incumbent.exp_id and self.incumbent.values:
             return self.incumbent.bpb
-        acc = self.store.db.execute("SELECT val_bpb FROM accepted WHERE exp_id=?", (inc_id,)).fetchone()
-        if acc:
-            return acc[0]
-        base = [r["val_bpb"] for r in self.store.experiments("kind='baseline' AND state='done' AND status='ok'")]
+        acc = self.store.accepted_value(inc_id)
+        if acc is not None:
+            return acc
+        base = [r["val_bpb"] for r in self.store.baselines(done=True, ok=True)]
         return acceptance.centre(base) if base else None
 
     def _restore_baseline(self) -> None:
-        base = self.store.experiments("kind='baseline' AND state='done'")
+        base = self.store.baselines(done=True)
         if self._baselines_done() and self._recheck_baselines(base):
             return  # a baseline runs again; the noise waits for it
         vals = [r["val_bpb"] for r in base if r["status"] == "ok"]
         self.noise = self._estimate_noise()
-        first = self.store.experiments("kind='baseline'")[0]["id"]  # not the first *done*: they finish in any order
+        first = self.store.baselines()[0]["id"]  # not the first *done*: they finish in any order
         if not self.store.accepted():
             self.incumbent.values = vals
             self.incumbent.exp_id = first
@@ -621,13 +597,7 @@ class Driver:
         repeat), pooled. A result answered from the ledger is not a run; a suspicious one that did not
         reproduce is not `ok`."""
         pool = self.cfg.search.pool_noise if pool is None else pool
-        rows = self.store.db.execute(
-            "SELECT norm_sha, val_bpb FROM experiments WHERE state='done' AND status='ok' AND reused_from IS NULL"
-            + ("" if pool else " AND kind='baseline'") + " ORDER BY id").fetchall()
-        groups: dict = {}
-        for norm, v in rows:
-            groups.setdefault(norm, []).append(v)
-        return acceptance.pooled(list(groups.values()), self.cfg.search.min_sigma)
+        return acceptance.pooled(self.store.ok_values_by_source(baselines_only=not pool), self.cfg.search.min_sigma)
 
     def _put_noise(self) -> None:
         n = self.noise
@@ -655,29 +625,24 @@ class Driver:
     def _rederive(self) -> None:
         """Finish what results imply but a dead driver may not have done: score candidates that
         finished before the baselines, confirm promising ones, accept confirmed ones (all idempotent)."""
-        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
-                                          "status!='suspicious'"):
+        for row in self.store.unscored_candidates():
             # a duplicate answered before the baselines were done is paid what it repeats, not judged again
             status, r, why = self._score(row, row["status"], row["val_bpb"], judge=row["reused_from"] is None)
             if status == "suspicious":
                 self.store.event("suspicious", exp=row["id"], reason=why[:300])
             with self.store.tx():
-                self.store.db.execute("UPDATE experiments SET status=?, reward=?, message=COALESCE(?, message) "
-                                      "WHERE id=?", (status, r, why, row["id"]))
-        for row in self.store.experiments("kind='candidate' AND state='done' AND reward IS NULL AND "
-                                          "status='suspicious' AND reused_from IS NULL"):
-            conf = self.store.experiments("kind='confirm' AND parent=?", (row["id"],))
+                self.store.rescore(row["id"], status, r, why)
+        for row in self.store.unresolved_suspicious():
+            conf = self.store.confirmations(row["id"])
             if not conf:
                 self._schedule_confirm(row)
             elif conf[0]["state"] == "done":
                 self._resolve(row, conf[0])
-        for row in self.store.experiments("kind='candidate' AND state='done' AND status='ok' AND reused_from IS NULL "
-                                          "AND incumbent_id=?", (self.incumbent.exp_id,)):
+        for row in self.store.ok_candidates_for(self.incumbent.exp_id):
             self._maybe_confirm(row, {"status": "ok", "val_bpb": row["val_bpb"]})
-        for row in self.store.experiments("kind='confirm' AND state='done'"):
+        for row in self.store.confirmations(done=True):
             cand = self.store.experiment(row["parent"])
-            if cand["incumbent_id"] == self.incumbent.exp_id and not self.store.db.execute(
-                    "SELECT 1 FROM accepted WHERE exp_id=?", (cand["id"],)).fetchone():
+            if cand["incumbent_id"] == self.incumbent.exp_id and not self.store.is_accepted(cand["id"]):
                 self._maybe_accept(row)
 
     def _maybe_confirm(self, row, o: dict) -> None:
@@ -698,7 +663,7 @@ class Driver:
 
     def _schedule_confirm(self, row) -> None:
         """Re-run a candidate with another seed in a fresh sandbox (once)."""
-        if self.store.experiments("kind='confirm' AND parent=?", (row["id"],)):
+        if self.store.confirmations(row["id"]):
             return  # already scheduled (a resumed driver re-deriving)
         src = (self.store.exp_dir(row["id"]) / "train.py").read_text()
         with self.store.tx():
@@ -746,8 +711,7 @@ class Driver:
             r = self.cfg.reward.suspicious
             status, message = "suspicious", f"{cand['message'] or ''}; not reproduced: {measured}"
         with self.store.tx():
-            self.store.db.execute("UPDATE experiments SET status=?, reward=?, message=? WHERE id=? AND reward IS NULL",
-                                  (status, r, message[:1000], cand["id"]))
+            self.store.resolve_suspicious(cand["id"], status, r, message[:1000])
             self.store.event("reproduced" if ok else "not_reproduced", exp=cand["id"], confirm=conf["id"])
         self.log(f"exp {cand['id']:>4} {'reproduced' if ok else 'NOT reproduced'} by exp {conf['id']}: "
                  f"reward {r:+.2f}")
@@ -779,13 +743,8 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------
     def progress(self) -> oracle.Progress:
         n, since = self._counted()
-        gpu_s = self.store.db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'"
-                                      ).fetchone()[0]
-        last_ran = self.store.db.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM experiments WHERE kind='candidate' AND (state!='done' OR (status NOT IN "
-            "('edit_failed', 'rejected')" + self._trained() + "))").fetchone()[0]
-        failed = self.store.db.execute("SELECT COUNT(*) FROM experiments WHERE kind='candidate' AND id > ?",
-                                       (last_ran,)).fetchone()[0]
+        gpu_s = self.store.busy_seconds()
+        failed = self.store.candidates_since_last_run(self.cfg.oracle.count_duplicates)
         return oracle.Progress(experiments=n, since_accept=since, failed_edits_in_a_row=failed,
                                wall_s=self.wall_before + time.time() - self.t_session,
                                gpu_hours=gpu_s / 3600 * max(self.cfg.workers.gpus_per_worker, 1.0),
@@ -825,7 +784,7 @@ class Driver:
         self._restore()
         self._schedule_baselines()
         if not self.store.accepted():  # candidates may start while the baselines run
-            self.incumbent.exp_id = self.store.experiments("kind='baseline'")[0]["id"]
+            self.incumbent.exp_id = self.store.baselines()[0]["id"]
         if self._baselines_done():
             self._restore_baseline()
         self.store.put("status", "running")
@@ -840,7 +799,7 @@ class Driver:
                 with self.store.tx():
                     self.store.event("stopping", reason=self.stop_reason, running=len(self.inflight))
             if self.stop_reason and self._idle():
-                pending = self.store.experiments("state='pending'")
+                pending = self.store.pending_ids()
                 if "stop requested" in self.stop_reason or ((not pending or not self._baselines_done())
                                                             and not self.tests):
                     break
@@ -853,7 +812,7 @@ class Driver:
             self._fill()
             if self.between_runs:
                 self._pause_policy()
-            self.metrics.publish(self.store.db, self._best())
+            self.metrics.publish(self.store.gauges(), self._best())
             if self._idle():
                 if self.stop_reason:
                     time.sleep(0.05)
@@ -874,33 +833,9 @@ class Driver:
             self.store.put("stop_reason", self.stop_reason)
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
             self.store.event("stopped", reason=self.stop_reason)
-        self.metrics.publish(self.store.db, self._best(), force=True)
+        self.metrics.publish(self.store.gauges(), self._best(), force=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         return self.stop_reason
-
-
-def reference_runs(db, root: Path, inc_id, points: int = 400) -> list[list[tuple[float, float]]]:
-    """The incumbent `inc_id`'s learning curves, self-evaluation's reference: one (elapsed, loss) list per
-    run (the baselines, or an accepted edit and its confirmations), each averaged down to at most `points`
-    points. `db`: the ledger, `root`: the run directory."""
-    if db.execute("SELECT 1 FROM accepted WHERE exp_id=?", (inc_id,)).fetchone():
-        rows = db.execute("SELECT id FROM experiments WHERE id=? OR (kind='confirm' AND parent=? AND state='done' "
-                          "AND status='ok')", (inc_id, inc_id)).fetchall()
-    else:
-        rows = db.execute("SELECT id FROM experiments WHERE kind='baseline' AND state='done' AND status='ok'").fetchall()
-    runs = []
-    for (exp_id,) in rows:
-        try:
-            curve = json.loads((Path(root) / "experiments" / f"{exp_id:06d}" / "curve.json").read_text())
-        except (OSError, ValueError):
-            continue
-        pts = [(float(p[0]), float(p[2])) for p in curve if isinstance(p, list) and len(p) == 3 and None not in p]
-        if len(pts) < 5:
-            continue
-        step = max(1, math.ceil(len(pts) / points))
-        runs.append([(sum(e for e, _ in pts[i:i + step]) / len(pts[i:i + step]),
-                      sum(v for _, v in pts[i:i + step]) / len(pts[i:i + step])) for i in range(0, len(pts), step)])
-    return runs
 
 
 def _throughput(o: dict) -> contention.Throughput:

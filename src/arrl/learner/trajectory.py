@@ -44,8 +44,7 @@ def from_ledger(store, exp_ids: list[int], group_by: str = "state") -> pa.Record
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}, got {group_by!r}")
     cols = {f.name: [] for f in SCHEMA}
     for eid in exp_ids:
-        row = store.db.execute("SELECT e.id, e.reward, e.status, e.incumbent_id, p.record FROM experiments e JOIN "
-                               "proposals p ON p.id = e.proposal_id WHERE e.id=?", (eid,)).fetchone()
+        row = store.sample_row(eid)
         rec = json.loads(row["record"])
         cols["exp_id"].append(row["id"])
         cols["proposal_id"].append(rec["id"])

@@ -19,6 +19,8 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+from arrl.ledger.reader import open_read_only
+
 TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
 ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 RESULTS_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
@@ -85,8 +87,8 @@ def export(d: Path) -> list[Path]:
 
     out = Path(d) / "exports"
     out.mkdir(exist_ok=True)
-    db = sqlite3.connect(f"file:{Path(d) / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
+    reader = open_read_only(d)
+    db = reader.db
     paths = []
     try:
         cols = columns()
@@ -101,7 +103,7 @@ def export(d: Path) -> list[Path]:
             w.writerows(results_rows(db))
         paths.append(p)
     finally:
-        db.close()
+        reader.close()
     return paths
 
 

@@ -1,37 +1,34 @@
-"""The one read-only opener of a run's ledger, for everything that only looks (`arrl status`,
-`arrl report`, exports, benchmarks), and the helpers that let it read ledgers of older arrl
-versions (a table or column that did not exist yet)."""
+"""The one read-only view of a run's ledger, for everything that only looks (`arrl status`, `arrl
+report`, exports, benchmarks). It answers the same named queries as the driver's Store, over a
+connection opened read-only: a live driver keeps writing, and WAL lets both go on."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
+
+from arrl.ledger.queries import Queries
 
 Error = sqlite3.Error  # any failure to read a ledger
 DatabaseError = sqlite3.DatabaseError  # what a missing, locked or corrupt ledger raises
 
 
-def open_read_only(run_dir: str | Path) -> sqlite3.Connection:
-    """The run's ledger, read-only (a live driver keeps writing; WAL lets both go on), rows by name."""
-    db = sqlite3.connect(f"file:{Path(run_dir) / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    return db
+class Reader(Queries):
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+        self.db = sqlite3.connect(f"file:{self.root / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
-def has_table(db: sqlite3.Connection, table: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
-
-
-def columns(db: sqlite3.Connection, table: str) -> list[str]:
-    return [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
-
-
-def meta(db: sqlite3.Connection, key: str, default=None):
-    """A value of the run's meta table (JSON), or `default` where it was never written."""
-    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-    return json.loads(row[0]) if row else default
-
-
-def all_meta(db: sqlite3.Connection) -> dict:
-    return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+def open_read_only(run_dir: str | Path) -> Reader:
+    """The run's ledger, read-only; use it as a context manager or close it."""
+    return Reader(run_dir)

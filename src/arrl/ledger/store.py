@@ -24,6 +24,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from arrl.ledger.queries import Queries
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS proposals (
@@ -66,7 +68,7 @@ class StoreError(Exception):
     """The run directory or its ledger is unusable; the message names the file."""
 
 
-class Store:
+class Store(Queries):
     def __init__(self, root: Path):
         self.root = Path(root)
         self.db_path = self.root / "ledger.sqlite"
@@ -101,8 +103,7 @@ class Store:
 
     # -- meta / config ---------------------------------------------------------------------------
     def get(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        return self.meta(key, default)
 
     def put(self, key: str, value) -> None:
         self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -158,14 +159,24 @@ class Store:
                                exp_id))
         return cur.rowcount == 1
 
+    def rescore(self, exp_id: int, status: str, reward: float | None, message: str | None) -> None:
+        """A finished candidate's status and reward, derived again on resume (the message kept unless given)."""
+        self.db.execute("UPDATE experiments SET status=?, reward=?, message=COALESCE(?, message) WHERE id=?",
+                        (status, reward, message, exp_id))
+
+    def resolve_suspicious(self, exp_id: int, status: str, reward: float, message: str) -> bool:
+        """A suspicious candidate's verdict once its confirmation is in (once: False if already resolved)."""
+        return self.db.execute("UPDATE experiments SET status=?, reward=?, message=? WHERE id=? AND reward IS NULL",
+                               (status, reward, message, exp_id)).rowcount == 1
+
     def requeue_running(self) -> list[int]:
         """After a driver crash: running rows go back to pending (their results never arrived)."""
         ids = [r[0] for r in self.db.execute("SELECT id FROM experiments WHERE state='running'")]
         self.db.execute("UPDATE experiments SET state='pending', worker=NULL WHERE state='running'")
         return ids
 
-    def experiments(self, where: str = "1", args: tuple = ()) -> list[sqlite3.Row]:
-        return self.db.execute(f"SELECT * FROM experiments WHERE {where} ORDER BY id", args).fetchall()
+    def experiments(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM experiments ORDER BY id").fetchall()
 
     def experiment(self, exp_id: int) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
@@ -198,6 +209,10 @@ class Store:
 
     def accepted(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM accepted ORDER BY created, exp_id").fetchall()
+
+    def record_samples(self, rows: list[tuple]) -> None:
+        """(exp id, version, used, staleness) per result an update consumed or dropped (each once)."""
+        self.db.executemany("INSERT OR IGNORE INTO samples(exp_id, version, used, staleness) VALUES(?,?,?,?)", rows)
 
     def add_policy_version(self, version: int, **info) -> None:
         self.db.execute("INSERT OR IGNORE INTO policy_versions(version, created, info) VALUES(?,?,?)",

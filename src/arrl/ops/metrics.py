@@ -22,7 +22,6 @@ process) every call is a no-op, so the loop never fails for the sake of a figure
 
 from __future__ import annotations
 
-import json
 import time
 
 REWARD_EDGES = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
@@ -67,28 +66,26 @@ class RunMetrics:
         if metric is not None and value is not None:
             metric.set(float(value), tags=tags)
 
-    def publish(self, db, best_bpb: float | None, force: bool = False) -> None:
+    def publish(self, gauges, best_bpb: float | None, force: bool = False) -> None:
         """Recompute the ledger gauges (at most every 2 s unless forced)."""
         now = time.monotonic()
         if not force and now - self.last_publish < 2.0:
             return
         self.last_publish = now
-        counts = dict(db.execute("SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status"))
+        g = gauges() if callable(gauges) else gauges  # arrl.ledger.queries.Gauges, or what makes one
+        counts = g.status_counts
         for status in sorted(set(STATUSES) | set(counts)):
             self._set(self.experiments, counts.get(status, 0), {**self.tags, "status": status})
-        running = db.execute("SELECT COUNT(*) FROM experiments WHERE state='running'").fetchone()[0]
-        self._set(self.in_flight, running, self.tags)
-        self._set(self.accepted, db.execute("SELECT COUNT(*) FROM accepted").fetchone()[0], self.tags)
+        self._set(self.in_flight, g.running, self.tags)
+        self._set(self.accepted, g.accepted, self.tags)
         self._set(self.best, best_bpb, self.tags)
-        rewards = [r for (r,) in db.execute("SELECT reward FROM experiments WHERE kind='candidate' AND state='done' "
-                                            "AND reward IS NOT NULL")]
+        rewards = g.candidate_rewards
         for label, lo, hi in reward_bins():
             self._set(self.reward, sum(lo <= r < hi for r in rewards), {**self.tags, "bin": label})
 
-        last = db.execute("SELECT version, info FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
-        self._set(self.version, last[0] if last else 0, self.tags)
-        if last:
-            m = (json.loads(last[1] or "{}").get("metrics") or {})
+        self._set(self.version, g.version, self.tags)
+        if g.version:
+            m = g.version_metrics
             self._set(self.kl, m.get("kl"), self.tags)
             self._set(self.clip, m.get("clip_fraction"), self.tags)
 

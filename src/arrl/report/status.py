@@ -6,55 +6,36 @@ import json
 import time
 from pathlib import Path
 
-from arrl.ledger.reader import columns, has_table, meta, open_read_only
+from arrl.ledger.reader import open_read_only
 from arrl.report import tables as run_tables
 
 
 def status_text(d: Path) -> tuple[str, bool]:
     """A readable summary of the run in `d`, and whether it has finished."""
-    db = open_read_only(d)
-    try:
+    with open_read_only(d) as db:
         cfg = json.loads((d / "config.json").read_text())
-        state = meta(db, "status", "starting")
-        counts = dict(db.execute("SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status"))
-        inflight = db.execute("SELECT COUNT(*) FROM experiments WHERE state='running'").fetchone()[0]
-        pending = db.execute("SELECT COUNT(*) FROM experiments WHERE state='pending'").fetchone()[0]
-        acc = db.execute("SELECT a.exp_id, a.val_bpb, a.prev_bpb, e.summary FROM accepted a JOIN experiments e "
-                         "ON e.id=a.exp_id ORDER BY a.created").fetchall()
+        state = db.meta("status", "starting")
+        counts = db.done_status_counts()
+        inflight = db.running_count()
+        pending = db.pending_count()
+        acc = db.accepted_with_summaries()
         # what the experiment budget counts (Driver._counted): runs that trained, and duplicates answered from
         # the ledger only with `[oracle] count_duplicates` (a config.json from before the key counted them)
-        ran, dups = db.execute("SELECT COUNT(*), COALESCE(SUM(reused_from IS NOT NULL), 0) FROM experiments WHERE "
-                               "kind!='baseline' AND state='done' AND status NOT IN ('edit_failed','rejected')"
-                               ).fetchone()
+        ran, dups = db.runs_and_duplicates()
         count_dups = cfg["oracle"].get("count_duplicates", True)
         if not count_dups:
             ran -= dups
-        busy = db.execute("SELECT COALESCE(SUM(wall_s), 0) FROM experiments WHERE state='done'").fetchone()[0]
-        version = db.execute("SELECT MAX(adapter_version) FROM proposals").fetchone()[0]
-        learned = db.execute("SELECT version, info FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
-        used = db.execute("SELECT COALESCE(SUM(used), 0), COUNT(*) - COALESCE(SUM(used), 0) FROM samples").fetchone() \
-            if has_table(db, "samples") else (0, 0)
-        wall = meta(db, "wall_s", 0.0) or 0.0
-        noise = meta(db, "noise")
-        placement = meta(db, "placement")
-        pauses = meta(db, "policy_pauses", 0)
-        reason = meta(db, "stop_reason")
-        # the rows arrl.report.figures derives incumbents, throughput and the val/test gap from (a ledger from an
-        # older arrl lacks the throughput columns and the test_scores table: they are simply absent)
-        have = set(columns(db, "experiments"))
-        extra = "".join(f", {c}" for c in run_tables.THROUGHPUT if c in have)
-        tables = {
-            "experiments": [dict(r) for r in db.execute(
-                f"SELECT id, kind, parent, state, status, val_bpb, summary{extra} FROM experiments "
-                "WHERE state='done' OR kind='baseline' ORDER BY id")],
-            "accepted": [dict(r) for r in db.execute("SELECT * FROM accepted")],
-            "events": [dict(r) for r in db.execute("SELECT * FROM events WHERE kind IN ('contended', 'accepted_runs') "
-                                                   "ORDER BY id")],
-            "test_scores": [dict(r) for r in db.execute("SELECT * FROM test_scores")]
-            if has_table(db, "test_scores") else [],
-        }
-    finally:
-        db.close()
+        busy = db.busy_seconds()
+        version = db.newest_proposal_version()
+        learned = db.last_policy_version()
+        used = db.sample_usage()
+        wall = db.meta("wall_s", 0.0) or 0.0
+        noise = db.meta("noise")
+        placement = db.meta("placement")
+        pauses = db.meta("policy_pauses", 0)
+        reason = db.meta("stop_reason")
+        # the rows arrl.report.tables derives incumbents, throughput and the val/test gap from
+        tables = db.status_tables(run_tables.THROUGHPUT)
     workers = cfg["workers"]["count"]
     lines = [f"run {d.name}: {state}" + (f" ({reason})" if reason else ""),
              f"target {cfg['target']}, policy {cfg['policy']['kind']} ({cfg['policy']['fmt']}), {workers} worker(s)"]
@@ -193,8 +174,5 @@ def wait_finished(d: Path, timeout: float) -> bool:
 
 
 def _meta_file(d: Path, key: str):
-    db = open_read_only(d)
-    try:
-        return meta(db, key)
-    finally:
-        db.close()
+    with open_read_only(d) as db:
+        return db.meta(key)

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from arrl.ledger import reader as ledger_reader
-from arrl.ledger.reader import all_meta, open_read_only
+from arrl.ledger.reader import open_read_only
 from arrl.report import figures
 from arrl.report import tables as run_tables
 
@@ -74,11 +74,8 @@ def load(run_dir: Path) -> dict:
 
 
 def _meta(db_path: Path) -> dict:
-    db = open_read_only(db_path.parent)  # read-only, like `arrl status`
-    try:
-        return all_meta(db)
-    finally:
-        db.close()
+    with open_read_only(db_path.parent) as db:  # read-only, like `arrl status`
+        return db.all_meta()
 
 
 def _line(e: Exception) -> str:

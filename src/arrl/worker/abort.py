@@ -33,9 +33,11 @@ budget) or get itself aborted; its reward still comes from the environment's val
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 SIGMA_FLOOR = 0.002    # of the incumbent's loss: identical runs (a deterministic target) are not noiseless
 SIGMA_ONE_RUN = 0.01   # of the incumbent's loss, when it has one run and so no spread to measure
@@ -156,3 +158,23 @@ class Checker:
         if v.gap is not None:
             self.history.append((float(points[-1][0]), v.gap))
         return v
+
+
+def reference_runs(root, run_ids: list[int], points: int = 400) -> list[list[tuple[float, float]]]:
+    """An incumbent's learning curves, self-evaluation's reference: one (elapsed, loss) list per run of
+    `run_ids` (the baselines, or an accepted edit and its confirmations: `Queries.incumbent_run_ids`), each
+    averaged down to at most `points` points. `root`: the run directory, whose experiments/<id>/curve.json
+    the driver wrote."""
+    runs = []
+    for exp_id in run_ids:
+        try:
+            curve = json.loads((Path(root) / "experiments" / f"{exp_id:06d}" / "curve.json").read_text())
+        except (OSError, ValueError):
+            continue
+        pts = [(float(p[0]), float(p[2])) for p in curve if isinstance(p, list) and len(p) == 3 and None not in p]
+        if len(pts) < 5:
+            continue
+        step = max(1, math.ceil(len(pts) / points))
+        runs.append([(sum(e for e, _ in pts[i:i + step]) / len(pts[i:i + step]),
+                      sum(v for _, v in pts[i:i + step]) / len(pts[i:i + step])) for i in range(0, len(pts), step)])
+    return runs
