@@ -57,13 +57,13 @@ def main() -> int:
             props = ps.propose(st, 8)
             res = lrn.update(batch_of(props, ps.version))
             t0 = time.perf_counter()
-            ps.load_adapter(res["version"], res["files"])
+            ps.load_adapter(res.version, res.files)
             t1 = time.perf_counter()
             first = ps.propose(st, 1)
             t2 = time.perf_counter()
-            assert first[0].adapter_version == res["version"]
-            rows.append({"version": res["version"], "load_s": t1 - t0, "first_proposal_s": t2 - t1,
-                         "sync_s": t2 - t0, "adapter_bytes": sum(len(v) for v in res["files"].values())})
+            assert first[0].adapter_version == res.version
+            rows.append({"version": res.version, "load_s": t1 - t0, "first_proposal_s": t2 - t1,
+                         "sync_s": t2 - t0, "adapter_bytes": sum(len(v) for v in res.files.values())})
     med = {k: round(statistics.median(r[k] for r in rows), 3) for k in ("load_s", "first_proposal_s", "sync_s")}
     print(json.dumps({"model": args.model, "target": t.name, "prompt": "train.py" if args.prompt_code else "knobs",
                       "prompt_tokens": len(first[0].prompt_token_ids), "syncs": len(rows), **med, "sync_s_max": round(max(r["sync_s"] for r in rows), 3),

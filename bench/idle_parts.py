@@ -74,7 +74,7 @@ def parts(config: str | None, nice: int | None, dashboard: bool = True) -> None:
             ready, _ = ray.wait([ref], timeout=1.0)
             if ready:
                 break
-        print(json.dumps(ray.get(ref)["outcome"]), flush=True)
+        print(json.dumps(ray.get(ref).to_dict()), flush=True)
     ray.shutdown()
 
 

@@ -95,9 +95,9 @@ def bench(model: str, args) -> dict:
     prompt_tokens = int(np.mean([len(p) for p in batch.column("prompt_ids").to_pylist()]))
     return {"model": model, "batch": args.batch, "group": args.group, "epochs": args.epochs,
             "advantage": args.advantage, "history": args.history, "prompt": "train.py" if args.prompt_code else "knobs",
-            "prompt_tokens": prompt_tokens, "response_tokens": res["tokens"],
+            "prompt_tokens": prompt_tokens, "response_tokens": res.tokens,
             "update_s_median": round(med, 2), "update_s_all": [round(x, 2) for x in times],
-            "s_per_1k_response_tokens": round(med / res["tokens"] * 1000, 2), "learner_build_s": round(build_s, 1),
+            "s_per_1k_response_tokens": round(med / res.tokens * 1000, 2), "learner_build_s": round(build_s, 1),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
@@ -113,7 +113,7 @@ def replay(model: str, path: str, args) -> dict:
     t = time.perf_counter()
     res = lrn.update(batch)
     prompts = [len(p) for p in batch.column("prompt_ids").to_pylist()]
-    return {"model": model, "replay": path, "samples": batch.num_rows, "used": len(res["exp_ids"]),
+    return {"model": model, "replay": path, "samples": batch.num_rows, "used": len(res.exp_ids),
             "groups": len(set(batch.column("group").to_pylist())), "prompt_tokens_max": max(prompts),
             "prompt_tokens_mean": int(np.mean(prompts)), "epochs": args.epochs, "update_s": round(time.perf_counter() - t, 1),
             "peak_rss_gib_before": round(rss0, 2),

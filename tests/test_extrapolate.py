@@ -115,9 +115,9 @@ def test_a_worker_stops_a_run_that_will_not_beat_the_incumbent(shakespeare_dir, 
     w = ExperimentWorker("w", "shakespeare", {"budget_s": 6.0, "grace_s": 20.0, "memory_mb": 2048, "threads": 1},
                          data_home=str(shakespeare_dir.parent), scratch=str(tmp_path / "scratch"))
     incumbent = [[(0.05 * i, 1.5 + 2.0 / np.sqrt(1 + 0.05 * i)) for i in range(1, 121)]]
-    rule = {"reference": incumbent, "z": 2.0, "margin": 0.0, "every": 0.1, "min_frac": 0.2}
+    rule = Rule(reference=incumbent, z=2.0, margin=0.0, every=0.1, min_frac=0.2)
     t0 = time.monotonic()
-    out = w.run(1, SCRIPT.format(floor=floor), seed=0, abort=rule)["outcome"]
+    out = w.run(1, SCRIPT.format(floor=floor), seed=0, abort=rule).to_dict()
     if aborted:
         assert out["status"] == "aborted", out
         assert out["message"].startswith("aborted by self-evaluation: training loss trails")

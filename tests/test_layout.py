@@ -19,7 +19,7 @@ NOT_BELOW = {"ops": ("ledger", "worker", "policy", "learner", "driver"),
              "driver": ()}
 MAX_LINES = 400
 # Files still over MAX_LINES, each with the issue that splits it. The list may only shrink.
-TOO_LONG = {"driver/loop.py"}
+TOO_LONG: set[str] = set()
 # Modules that still run SQL outside the ledger package (named queries replace them).
 SQL_OUTSIDE_LEDGER: set[str] = set()
 

@@ -186,7 +186,7 @@ def test_a_fixed_advantage_scale_replaces_the_normalisation(tiny_model, tmp_path
     g = np.array(batch["group"].to_pylist())
     centred = np.concatenate([r[g == k] - r[g == k].mean() for k in ("g0", "g1")])
     lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "advantage_scale": 4.0}, str(tmp_path))
-    assert lrn.update(batch)["advantage_abs_mean"] == pytest.approx(np.abs(centred).mean() / 4.0, rel=1e-5)
+    assert lrn.update(batch).advantage_abs_mean == pytest.approx(np.abs(centred).mean() / 4.0, rel=1e-5)
 
 
 def test_the_prompt_pass_keeps_only_layer_inputs_and_scores_the_same(tiny_model, monkeypatch):
@@ -247,21 +247,21 @@ def test_stale_samples_are_dropped_and_counted(tiny_model, tmp_path):
     mixed = pa.concat_batches([fake_batch(3, version=0, seed=4), fake_batch(3, version=1, seed=5),
                                fake_batch(2, version=2, seed=6)])
     res = lrn.update(mixed)
-    assert res["dropped_stale"] == 3 and res["samples_in"] == 8
-    assert sorted(res["staleness"]) == [0, 0, 1, 1, 1]
-    assert res["version"] == 3
+    assert res.dropped_stale == 3 and res.samples_in == 8
+    assert sorted(res.staleness) == [0, 0, 1, 1, 1]
+    assert res.version == 3
     only_stale = lrn.update(fake_batch(3, version=0, seed=7))
-    assert not only_stale["updated"] and only_stale["dropped_stale"] == 3 and lrn.version == 3
+    assert not only_stale.updated and only_stale.dropped_stale == 3 and lrn.version == 3
 
 
 def test_gae_mode_trains_a_value_head(tiny_model, tmp_path):
     lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 4, "advantage": "gae", "value_lr": 3e-2},
                   str(tmp_path))
     batch = fake_batch(8, seed=1)
-    first = lrn.update(batch)["metrics"]
+    first = lrn.update(batch).metrics
     for v in range(1, 6):  # the same data again (marked as fresh): the value head fits the returns
         batch = batch.set_column(3, "adapter_version", pa.array([v] * 8, pa.int64()))
-        last = lrn.update(batch)["metrics"]
+        last = lrn.update(batch).metrics
     assert {"value_loss", "explained_variance"} <= set(first)
     assert last["value_loss"] < first["value_loss"]
     assert any(k.startswith("value_head") for k in lora(lrn))
@@ -270,7 +270,7 @@ def test_gae_mode_trains_a_value_head(tiny_model, tmp_path):
 def test_two_learners_run_ddp_and_stay_in_sync(tiny_model, tmp_path, ray_local):
     lrn = Learner(str(tiny_model), {"threads": 1, "epochs": 1, "num_learners": 2}, str(tmp_path))
     res = lrn.update(fake_batch(8, seed=1))
-    assert res["updated"] and res["version"] == 1
+    assert res.updated and res.version == 1
     states = [r.get() for r in lrn.group.foreach_learner(
         lambda l: {k: v.copy() for k, v in l.module["default_policy"].unwrapped().get_state().items()})]
     assert len(states) == 2
@@ -353,7 +353,7 @@ def test_first_update_is_on_policy_and_the_adapter_round_trips(served, tiny_mode
     ps, st, props = served
     lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 2, "lr": 5e-3}, str(tmp_path))
     res = lrn.update(batch_of(props))
-    m = res["metrics"]
+    m = res.metrics
     assert m["first_kl"] == 0.0  # B = 0: the adapter is the base model exactly
     assert m["first_clip_fraction"] == 0.0
     assert abs(m["first_ratio_mean"] - 1.0) < 0.02  # learner vs server numerics
@@ -363,7 +363,7 @@ def test_first_update_is_on_policy_and_the_adapter_round_trips(served, tiny_mode
     # adapter-only transfer: the PEFT files hold exactly the learner's LoRA tensors
     from safetensors.torch import load
 
-    files = res["files"]
+    files = res.files
     saved = load(files["adapter_model.safetensors"])
     state = lora(lrn)
     assert len(saved) == len(state) > 0
@@ -371,7 +371,7 @@ def test_first_update_is_on_policy_and_the_adapter_round_trips(served, tiny_mode
         key = next(k for k in state if k.replace(".default", "").endswith(name.removeprefix("base_model.model.")))
         assert torch.equal(tensor, state[key]), name
     # the policy server serves it: its logprobs of the same answers move the way the learner's do
-    ps.load_adapter(res["version"], files)
+    ps.load_adapter(res.version, files)
     assert ps.version == 1 and "arrl-v1" in ps.served()
     new = ps.propose(st, 4)
     assert all(p.adapter_version == 1 for p in new)

@@ -106,15 +106,16 @@ class _LearnerActor:
     def ready(self) -> int:
         return self.inner.version
 
-    def update(self, batch) -> dict:
+    def update(self, batch):
+        """The learner's UpdateResult, its adapter files sent through the object store instead."""
+        import dataclasses
+
         from arrl.policy.adapters import sha256_files
 
         res = self.inner.update(batch)
-        files = res.pop("files")
-        if files:
-            res["adapter_sha256"] = sha256_files(files)
-            res["files_ref"] = ray.put(files)
-        return res
+        if res.files:
+            res = dataclasses.replace(res, adapter_sha256=sha256_files(res.files), files_ref=ray.put(res.files))
+        return dataclasses.replace(res, files=None)
 
     def restore(self, version: int):
         self.inner.restore(version)

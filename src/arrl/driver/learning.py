@@ -169,29 +169,28 @@ class Learning:
             time.sleep(1.0)
             return
         self.failing = False
-        used = dict(zip(res["exp_ids"], res["staleness"]))
-        version = res["version"] if res["updated"] else self.version + 1  # a record even when nothing was usable
-        info = {k: res.get(k) for k in ("samples_in", "dropped_stale", "dropped_invalid", "tokens", "decisions",
-                                        "reward_mean", "advantage_abs_mean", "update_s", "metrics")}
+        used = dict(zip(res.exp_ids, res.staleness))
+        version = res.version if res.updated else self.version + 1  # a record even when nothing was usable
+        info = res.info()
         info["staleness_max"] = max(used.values(), default=None)
         info["sent_s"] = time.time() - t_sent
         with self.store.tx():
             self.store.record_samples([(eid, version, int(eid in used), used.get(eid)) for eid in ids])
-            if res["updated"]:
-                files = res["files_ref"]
-                self.store.add_policy_version(version, **info, adapter_sha256=res.get("adapter_sha256"))
+            if res.updated:
+                files = res.files_ref
+                self.store.add_policy_version(version, **info, adapter_sha256=res.adapter_sha256)
             else:
                 self.store.event("update_skipped", samples=len(ids), **{k: info[k] for k in
                                                                           ("dropped_stale", "dropped_invalid")})
-        if not res["updated"]:
+        if not res.updated:
             self.log(f"learner: all {len(ids)} samples were stale or invalid; nothing to train on")
             return
         self.version = version
-        m = res["metrics"]
-        self.log(f"learner: v{version} from {len(used)} samples ({res['dropped_stale']} stale dropped), "
-                 f"reward {res['reward_mean']:+.2f}, loss {m.get('total_loss', float('nan')):+.4f}, "
+        m = res.metrics
+        self.log(f"learner: v{version} from {len(used)} samples ({res.dropped_stale} stale dropped), "
+                 f"reward {res.reward_mean:+.2f}, loss {m.get('total_loss', float('nan')):+.4f}, "
                  f"kl {m.get('kl', float('nan')):.4f}, clip {m.get('clip_fraction', float('nan')):.2f}, "
-                 f"{res['update_s']:.1f}s")
+                 f"{res.update_s:.1f}s")
         task = self.policy.load_adapter.options(name=f"load adapter v{version}")
         self.load_ref = (task.remote(version, files), version, time.time())
 

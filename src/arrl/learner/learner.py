@@ -27,6 +27,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,35 @@ from arrl.learner.trajectory import collate
 
 # the [learner] config section's defaults (one source of truth), with GPUs resolved to none
 DEFAULTS = {**LearnerSection().settings(0.0), "keep_checkpoints": 2}
+
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one update returns. `files` (the adapter's files) stays in the learner's process: its Ray
+    actor replaces them with `files_ref` (an object-store reference) and `adapter_sha256`."""
+    version: int  # the adapter version after the update (unchanged when nothing was usable)
+    updated: bool
+    samples_in: int
+    dropped_stale: int
+    dropped_invalid: int
+    staleness: list  # per sample used, versions behind
+    exp_ids: list  # the samples used
+    update_s: float
+    metrics: dict = field(default_factory=dict)  # RLlib's learner metrics (total_loss, kl, clip_fraction, ...)
+    files: dict | None = None
+    files_ref: object = None
+    adapter_sha256: str | None = None
+    reward_mean: float | None = None
+    advantage_abs_mean: float | None = None
+    tokens: int | None = None
+    decisions: int | None = None
+
+    INFO = ("samples_in", "dropped_stale", "dropped_invalid", "tokens", "decisions", "reward_mean",
+            "advantage_abs_mean", "update_s", "metrics")  # what the ledger's policy_versions.info keeps
+
+    def info(self) -> dict:
+        return {k: getattr(self, k) for k in self.INFO}
 
 
 class LearnerError(Exception):
@@ -101,7 +131,7 @@ class Learner:
         return cfg.build_learner_group(rl_module_spec=spec)
 
     # -- one update --------------------------------------------------------------------------
-    def update(self, batch) -> dict:
+    def update(self, batch) -> UpdateResult:
         """Train on `batch` (Arrow record batch); returns the new version, metrics, counts and adapter files."""
         t0 = time.perf_counter()
         d = batch.to_pydict()
@@ -118,8 +148,7 @@ class Learner:
         info = {"samples_in": n_in, "dropped_stale": n_in - len(keep), "dropped_invalid": invalid,
                 "staleness": [stale[i] for i in kept], "exp_ids": [d["exp_id"][i] for i in kept]}
         if not kept:
-            return {**info, "version": self.version, "updated": False, "metrics": {}, "files": None,
-                    "update_s": time.perf_counter() - t0}
+            return UpdateResult(**info, version=self.version, updated=False, update_s=time.perf_counter() - t0)
         sub = batch.take(kept)
         arrays = collate(sub, masks, self.vocab_size)
         scored = self._score(arrays)
@@ -143,10 +172,10 @@ class Learner:
         self.version += 1
         files = self.adapter_files()
         self.checkpoint()
-        return {**info, "version": self.version, "updated": True, "metrics": metrics, "files": files,
-                "advantage_abs_mean": float(np.abs(a).mean()), "reward_mean": float(rewards.mean()),
-                "tokens": int(arrays["valid"].sum()), "decisions": int(arrays["decision"].sum()),
-                "update_s": time.perf_counter() - t0}
+        return UpdateResult(**info, version=self.version, updated=True, metrics=metrics, files=files,
+                            advantage_abs_mean=float(np.abs(a).mean()), reward_mean=float(rewards.mean()),
+                            tokens=int(arrays["valid"].sum()), decisions=int(arrays["decision"].sum()),
+                            update_s=time.perf_counter() - t0)
 
     def _score(self, arrays: dict) -> dict:
         gae = self.gae

@@ -7,7 +7,7 @@ success. The statuses follow the design brief; this issue produces the sandbox o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 STATUSES = (
     "ok",  # trained, saved, evaluated
@@ -65,6 +65,16 @@ class Outcome:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Outcome":
+        """The Outcome a `to_dict()` (or outcome.json) was made from; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["timings"] = Timings(**{k: v for k, v in (d.get("timings") or {}).items()
+                                   if k in {f.name for f in fields(Timings)}})
+        kw["curve"] = tuple(tuple(p) for p in (d.get("curve") or ()))
+        return cls(**kw)
+
     def summary(self) -> str:
         """`key: value` lines, one per fact: easy to read and to grep."""
         t = self.timings
@@ -91,6 +101,14 @@ class Outcome:
         if self.message:
             lines.append(f"message: {self.message}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SealedScore:
+    """A run's model scored on the sealed test split (status `missing` when no worker holds it)."""
+    status: str
+    test_bpb: float | None = None
+    message: str = ""
 
 
 def core_count(cores: str) -> int:

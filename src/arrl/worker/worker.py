@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 from arrl import paths
+from arrl.worker import abort as abort_mod
+from arrl.worker.abort import Rule
+from arrl.worker.outcome import Outcome, SealedScore
 from arrl.worker.sandbox import Sandbox, make
 from arrl.worker.sandbox.config import SandboxConfig
 
@@ -132,12 +135,11 @@ class ExperimentWorker:
         self.sandbox()
         return manifest.env_hash(manifest.read(self.data_dir))
 
-    def run(self, exp_id: int, source: str, seed: int, abort: dict | None = None) -> dict:
-        """Train and evaluate `source`; returns {"outcome": {...}, "worker": name, "curve": [...]}.
+    def run(self, exp_id: int, source: str, seed: int, abort: Rule | None = None) -> Outcome:
+        """Train and evaluate `source`; returns its Outcome (with its log tail and learning curve).
 
-        `abort` (self-evaluation): the fields of `arrl.worker.abort.Rule` ("reference": the incumbent's runs'
-        (elapsed, loss) curves, "z", "margin", "every", "min_frac"); the run is stopped (status `aborted`)
-        when its training loss trails the incumbent's at the same elapsed time beyond that rule's bar.
+        `abort` (self-evaluation): the run is stopped (status `aborted`) when its training loss trails the
+        incumbent's runs (`abort.reference`) at the same elapsed time beyond the rule's bar.
         """
         sandbox = self.sandbox()
         run_dir = self.scratch / f"{exp_id:06d}-{int(time.time() * 1000) % 10**8}"
@@ -145,11 +147,9 @@ class ExperimentWorker:
         with self._lock:
             self.current = {"exp": exp_id, "started": t0, "budget_s": self.sandbox_config.budget_s, "last": None}
 
-        from arrl.worker import abort as extrapolate
-
         check = None
-        if abort:
-            check = extrapolate.Checker(extrapolate.Rule(**abort), self.sandbox_config.budget_s)
+        if abort is not None:
+            check = abort_mod.Checker(abort, self.sandbox_config.budget_s)
 
         def on_progress(curve):
             with self._lock:
@@ -157,7 +157,7 @@ class ExperimentWorker:
                     self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
             if check is None or not curve:
                 return None
-            v = check(extrapolate.points(curve))
+            v = check(abort_mod.points(curve))
             return v.reason if v is not None and v.abort else None
 
         try:
@@ -171,7 +171,7 @@ class ExperimentWorker:
         if outcome.status == "ok":
             self._keep(exp_id, run_dir, source, seed)
         shutil.rmtree(run_dir, ignore_errors=True)
-        return {"outcome": outcome.to_dict(), "worker": self.name, "isolation": getattr(sandbox, "isolation", "")}
+        return outcome
 
     def _keep(self, exp_id: int, run_dir: Path, source: str, seed: int) -> None:
         """Keep an `ok` run's model (the newest KEEP_MODELS), so an incumbent's runs can be scored on the test split."""
@@ -191,13 +191,12 @@ class ExperimentWorker:
             if isinstance(old, Path):
                 old.unlink(missing_ok=True)
 
-    def score_test(self, exp_id: int) -> dict:
+    def score_test(self, exp_id: int) -> SealedScore:
         """The sealed test split's score of experiment `exp_id`'s model, in a separate evaluation that sees
-        only the test split: {"status", "test_bpb", "message"}. `missing` when this worker no longer
-        holds that model (evicted, or a worker started after it ran)."""
+        only the test split. `missing` when this worker no longer holds that model (evicted, or a worker
+        started after it ran)."""
         if exp_id not in self.kept:
-            return {"status": "missing", "test_bpb": None,
-                    "message": f"{self.name} does not hold the model of experiment {exp_id}"}
+            return SealedScore("missing", None, f"{self.name} does not hold the model of experiment {exp_id}")
         held, seed = self.kept[exp_id]
         if self.backend == "simulated":
             from arrl.worker.sandbox.simulated import test_value
@@ -209,8 +208,7 @@ class ExperimentWorker:
                 r = self.sandbox().score(held, run_dir, "test", seed)
             finally:
                 shutil.rmtree(run_dir, ignore_errors=True)
-        return {"status": r.get("status", "invalid_metric"), "test_bpb": r.get("test_bpb"),
-                "message": str(r.get("message", ""))[:500]}
+        return SealedScore(r.get("status", "invalid_metric"), r.get("test_bpb"), str(r.get("message", ""))[:500])
 
     def sweep(self) -> int:
         """Remove this worker's sandbox containers on its node (the driver calls it before killing the actor)."""

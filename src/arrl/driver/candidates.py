@@ -1,0 +1,170 @@
+"""From a proposal to an experiment: the policy's state, proposals fetched in the background, and each
+proposal turned into a row: edit -> static guard -> de-duplication (or a re-run of a repeated source)
+-> experiment with its script. Part of the Driver (arrl.driver.loop)."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import queue
+import time
+
+from arrl.driver import edits
+from arrl.driver import guard as edit_policy
+from arrl.driver import noise
+from arrl.driver.reward import reward as compute_reward
+from arrl.policy.prompt import HistoryEntry, PolicyState
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+
+def normalize(source: str) -> str:
+    """Source with comments and formatting removed (AST round trip), for de-duplication."""
+    try:
+        return ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError):
+        return source
+
+
+
+class Candidates:
+    """Mixed into Driver: its methods use the Driver's state (self.store, self.cfg, self.incumbent, ...)."""
+
+    def state(self) -> PolicyState:
+        best = ""
+        acc = self.store.accepted()
+        if acc:
+            row = self.store.experiment(acc[-1]["exp_id"])
+            best = f"{row['summary']} -> val_bpb {acc[-1]['val_bpb']:.4f} (from {acc[0]['prev_bpb']:.4f} at start)"
+        last = self.store.last_failed_candidate_id()
+        diag = ""
+        if last is not None:
+            out = self.store.exp_dir(last) / "log_tail.txt"
+            diag = out.read_text(errors="replace") if out.exists() else ""
+        return PolicyState(target=self.target.name, program=self.target.program_md.read_text(),
+                           source=self.incumbent.source, fmt=self.cfg.policy.fmt,
+                           incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
+                           catalog=self.target.catalog, editable=self.target.editable, history=self._history(),
+                           prompt_code=self.target.prompt_code,
+                           best=best, diagnostics=diag)
+
+    def _history(self) -> tuple[HistoryEntry, ...]:
+        rows = self.store.recent_candidates(self.cfg.search.history_k)
+        return tuple(HistoryEntry(r["summary"] or "", r["status"], r["val_bpb"], r["reward"],
+                                  r["message"] if r["status"] != "ok" else "") for r in rows)
+
+    def _prefetch(self, start: bool = True) -> None:
+        """Collect a finished fetch of proposals; with `start`, ask for the next group when the queue runs low."""
+        if self.fetch is not None:
+            if not self.fetch.done():
+                return
+            try:
+                props, seconds = self.fetch.result()
+                self.metrics.proposals(len(props), seconds)
+                for p in props:
+                    self.proposals.put((p, self.incumbent.exp_id))
+            except Exception as e:  # noqa: BLE001 - a policy failure is recorded and retried
+                self.store.event("policy_error", error=str(e)[:500])
+                self.log(f"policy error (retrying): {e}")
+                time.sleep(1.0)
+            self.fetch = None
+        if start and self.proposals.qsize() < len(self.workers):
+            st = self.state()
+            self.fetch = self.pool.submit(self._propose, st, self.cfg.policy.group_size)
+
+    def _propose(self, st, n: int) -> tuple[list, float]:
+        t0 = time.monotonic()
+        props = self.policy.propose(st, n)
+        return props, time.monotonic() - t0
+
+    def _candidate(self) -> int | None:
+        """Turn the next proposal into an experiment row; None when no proposal is ready."""
+        try:
+            prop, base_id = self.proposals.get_nowait()
+        except queue.Empty:
+            return None
+        if base_id != self.incumbent.exp_id:
+            self.store.event("stale_proposal", proposal=prop.id)  # made for an older incumbent
+            return -1
+        if self.learning is not None and prop.adapter_version < self.learning.served:
+            # made by an adapter the server no longer serves: the new one proposes instead (at the default's
+            # one update per run, queued proposals of the old one used to fill every slot left after the load)
+            self.store.event("stale_proposal", proposal=prop.id, adapter_version=prop.adapter_version,
+                             served=self.learning.served)
+            return -1
+        inc = self.incumbent
+        res = edits.apply(inc.source, prop.text, prop.fmt, self.target.catalog, self.target.editable)
+        summary = _summary(prop.text, res)
+        with self.store.tx():
+            self.store.add_proposal(prop.to_dict())
+            if not res.ok:
+                eid = self.store.add_experiment("candidate", 0, sha(prop.text), "", prop.id, None, inc.exp_id,
+                                                summary)
+                r = compute_reward("edit_failed", None, inc.bpb, self.noise.sigma, self.cfg.reward)
+                self.store.finish(eid, status="edit_failed", message=f"{res.failure}: {res.message}", reward=r)
+                self.log(f"exp {eid:>4} candidate edit_failed    {res.failure}: {res.message}"[:160])
+                return -1
+            verdict = edit_policy.check(inc.source, res.source, self.target.allow)
+            norm = sha(normalize(res.source))
+            eid = self.store.add_experiment("candidate", self._seed(), sha(res.source), norm, prop.id, None,
+                                            inc.exp_id, summary, res.diff)
+            if not verdict.ok:
+                r = compute_reward("rejected", None, inc.bpb, self.noise.sigma, self.cfg.reward)
+                self.store.finish(eid, status="rejected", message=verdict.reason[:500], reward=r)
+                self.log(f"exp {eid:>4} candidate rejected       {verdict.reason}"[:160])
+                return -1
+            dup = self.store.done_with_norm(norm)
+            prior = self._rerun(norm, eid) if dup is not None else None
+            if prior:
+                self.store.event("rerun", exp=eid, of=[r["id"] for r in prior])
+                self.log(f"exp {eid:>4} candidate repeats exps {[r['id'] for r in prior]} (median val_bpb "
+                         f"{noise.centre(r['val_bpb'] for r in prior):.4f}, not accepted): re-running it")
+            elif dup is not None:
+                r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
+                                   res.lines_added) if self._baselines_done() and inc.values else None
+                self.store.finish(eid, status=dup["status"], val_bpb=dup["val_bpb"], message=dup["message"],
+                                  reused_from=dup["id"], reward=r)
+                self.store.event("deduplicated", exp=eid, of=dup["id"])
+                self.log(f"exp {eid:>4} candidate {dup['status']:<14} (same source as exp {dup['id']}, not re-run)")
+                return -1
+            self.store.write_source(eid, res.source, res.diff)
+        return eid
+
+    def _runs_of(self, norm: str) -> list:
+        """Every finished run of one normalised source that trained (candidates and confirmations, not the
+        baselines nor results answered from the ledger), oldest first."""
+        return self.store.trained_runs_of(norm)
+
+    def _rerun(self, norm: str, eid: int) -> list | None:
+        """With `[search] rerun_repeats` = K: the runs of a repeated source that earn it another run (another
+        seed) instead of an answer from the ledger: all `ok`, fewer than K, none in flight, and their mean
+        beats the incumbent without having been accepted (a repeat of the incumbent itself is not re-run).
+        None when it is answered from the ledger."""
+        k = self.cfg.search.rerun_repeats
+        if not k or not self._baselines_done() or not self.incumbent.values:
+            return None
+        if self.store.source_in_flight(norm, eid):
+            return None
+        runs = self._runs_of(norm)
+        if not runs or len(runs) >= k or any(r["status"] != "ok" for r in runs):
+            return None
+        if noise.centre(r["val_bpb"] for r in runs) >= self.incumbent.bpb:
+            return None
+        return runs
+
+    def _seed(self) -> int:
+        return 1000 + self.store.experiment_count()
+
+
+def _summary(text: str, res) -> str:
+    """One line saying what an edit does, for history and commit messages."""
+    t = text.strip()
+    if t.startswith("{"):
+        return " ".join(t.split())[:120]
+    if res.ok:
+        added = [ln[1:].strip() for ln in res.diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+        return ("; ".join(a for a in added if a)[:120]) or "deletes lines"
+    return " ".join(t.split())[:120]
