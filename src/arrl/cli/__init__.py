@@ -4,6 +4,7 @@
     arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
     arrl launch [CONFIG] [--name N] [--address A] [--submit] [--resume NAME]   the research loop
     arrl status [NAME] [--watch]                 a run's state from its ledger
+    arrl config [NAME | FILE]                    the config a run used (or a file resolves to), every field documented
     arrl stop NAME                               ask a run's driver to stop
     arrl export NAME                             Parquet tables and results.tsv of a run
     arrl report NAME                             progress.png, reward/KL plots, summary.html of a run
@@ -24,7 +25,7 @@ from pathlib import Path
 from arrl.cli.common import UsageError
 
 COMMANDS = {"prepare": "run", "run": "run", "launch": "loop", "serve": "loop", "stop": "loop",
-            "status": "inspect", "export": "inspect", "report": "inspect", "image": "inspect",
+            "status": "inspect", "config": "inspect", "export": "inspect", "report": "inspect", "image": "inspect",
             "bench": "bench"}  # command -> the module of arrl.cli that holds cmd_<command>
 
 
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("name", nargs="?", help="run name (default: the most recent run)")
     st.add_argument("--watch", action="store_true", help="refresh every 2 s until the run finishes")
     st.add_argument("--runs-dir", type=Path)
+
+    co = sub.add_parser("config", help="print the config a run used, every field with its doc (no NAME: the defaults)")
+    co.add_argument("name", nargs="?", help="a run's name, or a config file (.toml)")
+    co.add_argument("--runs-dir", type=Path)
 
     so = sub.add_parser("stop", help="ask a run's driver to stop (it finishes recording and exits)")
     so.add_argument("name")

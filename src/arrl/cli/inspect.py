@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+from arrl import paths
 from arrl.cli.common import UsageError, existing_run, run_errors
 
 
@@ -20,6 +23,30 @@ def cmd_status(args) -> int:
         if not args.watch or finished:
             return 0
         time.sleep(2.0)
+
+
+def cmd_config(args) -> int:
+    from arrl import config as config_mod
+
+    name = args.name
+    try:
+        if name is None:
+            cfg = config_mod.Config()
+        elif name.endswith(".toml") or Path(name).is_file():
+            cfg = config_mod.load(name)
+        else:
+            d = (args.runs_dir or paths.runs_dir()) / name
+            if not (d / "config.json").is_file():
+                raise UsageError(f"{d}: no run there (no config.json)")
+            try:
+                data = json.loads((d / "config.json").read_text())
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{d / 'config.json'}: unreadable ({e})") from None
+            cfg = config_mod.from_dict(data, str(d / "config.json"))
+    except config_mod.ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(config_mod.to_toml(cfg), end="")
+    return 0
 
 
 def cmd_export(args) -> int:
