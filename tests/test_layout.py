@@ -157,3 +157,18 @@ def test_the_layout_checks_can_fail():
     graph = _graph()
     assert "arrl.ledger.store" in graph["arrl.driver.loop"]
     assert "arrl.worker.sandbox.engine" in graph["arrl.worker.sandbox.docker"]
+
+
+def test_the_readme_tree_lists_every_module_and_the_tests_mirror_the_packages():
+    readme = (SRC.parents[1] / "README.md").read_text()
+    tree = readme[readme.index("\nsrc/arrl/"):readme.index("\nbench/\n")]
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC)
+        if rel.name == "__init__.py" and rel.parent != Path("."):
+            assert f" {rel.parent.name}/" in tree, f"README's tree lacks {rel.parent}/"
+        elif rel.name != "__init__.py":
+            assert f" {rel.name}" in tree or f"{rel.name} " in tree, f"README's tree lacks {rel}"
+    tests = SRC.parents[1] / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders - {"environment", "system"} <= set(PACKAGES), folders
+    assert not {p.name for p in tests.glob("test_*.py")} - {"test_actors.py", "test_config.py", "test_layout.py"}

@@ -2,7 +2,6 @@
 Unix socket, all named with this case's token, expecting to find them (or to be found by a later run) on the host.
 Each sandbox has its own scratch file systems: nothing with the token may appear on the host."""
 
-import os
 import socket
 from multiprocessing import resource_tracker, shared_memory
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from arrl import config as config_mod
 from arrl.launch import launch
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "arrl"
+SRC = Path(__file__).resolve().parents[2] / "src" / "arrl"
 NAMES = ("test_bpb", "test_scores", "test_scored")
 
 

@@ -1,6 +1,6 @@
 """The adversarial corpus: hostile train.py scripts against both sandboxes.
 
-Every file in tests/adversarial/ is one train.py-like script, opening with a docstring that says what it tries.
+Every file in tests/worker/adversarial/ is one train.py-like script, opening with a docstring that says what it tries.
 Together they cover: the network (TCP and UDP to listeners this test opens on the host, DNS and HTTP, the host's
 Unix sockets and an abstract one); writes into the environment (env code, data manifest and shards, by link,
 by remount from a new user namespace), into another run (its directory, ledger.sqlite, git repository, another
@@ -143,7 +143,7 @@ def _exit_zero(ctx):
 
 @dataclass(frozen=True)
 class Case:
-    name: str  # tests/adversarial/<name>.py
+    name: str  # tests/worker/adversarial/<name>.py
     status: str | tuple[str, ...]  # expected status(es), both sandboxes
     docker: str | tuple[str, ...] | None = None  # Docker's expectation where it differs
     cfg: dict = field(default_factory=dict)  # SandboxConfig overrides

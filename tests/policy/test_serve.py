@@ -17,7 +17,7 @@ import pytest
 from arrl.policy import models
 from arrl.policy import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _arrl(*args, **kw) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 experiment's scratch folder next to this run's. Overwrite their files, drop a STOP request, forge this run's own
 host-side eval.json, delete trees, by host path and by climbing out of the work dir. Nothing may change."""
 
-import os
 import shutil
 
 SIBLING = "{{SIBLING_RUN}}"

@@ -21,7 +21,7 @@ import pytest
 
 from arrl import config as config_mod
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SHORTENED = {"search": {"noise_runs": 2}, "oracle": {"max_experiments": 4}, "workers": {"budget_s": 10.0},
              "learner": {"batch_size": 2}, "name": "default-short"}

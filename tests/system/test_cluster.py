@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import ray
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 CONFIG = """

@@ -16,7 +16,7 @@ from arrl.driver import noise as acceptance
 from arrl.ops import cores
 from arrl.driver.contention import Rule, Throughput, verdict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_run_whose_cores_others_used_is_contended():

@@ -16,7 +16,7 @@ import pytest
 
 from arrl.worker.sandbox.config import SandboxConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sandbox(data_dir, image, labels=None, **cfg):

@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from test_resume import _toml
+from arrl import config as config_mod
 from tiers import tier
 
 TRIALS = int(os.environ.get("ARRL_CHAOS_TRIALS", tier("4", "20")))
@@ -62,7 +62,7 @@ class Run:
         self.runs = tmp_path / "runs"
         self.dir = self.runs / self.name
         self.cfg_file = tmp_path / f"{self.name}.toml"
-        self.cfg_file.write_text(_toml(cfg))
+        self.cfg_file.write_text(config_mod.to_toml(config_mod.from_dict(cfg)))
         self.logs: list[str] = []
         self.runs.mkdir(parents=True, exist_ok=True)
         self.proc = self._start(["launch", str(self.cfg_file)])

@@ -12,7 +12,7 @@ import pytest
 
 from arrl.ledger import export
 from arrl.ledger.store import Store
-from test_status_report import age, build
+from ledgers import age, build
 
 
 def autoresearch_analysis(tsv: Path) -> dict:
@@ -150,7 +150,7 @@ def test_duckdb_reads_two_runs_exports_together_and_aggregates_every_numeric_col
 
 def test_the_documented_columns_are_the_exported_ones():
     """docs/REPORTS.md lists every exported table's columns; a column added to the ledger must be documented."""
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "REPORTS.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "REPORTS.md").read_text()
     for table, cols in export.columns().items():
         section = doc.split(f"`{table}.parquet`", 1)
         assert len(section) == 2, f"docs/REPORTS.md does not list {table}.parquet"

@@ -68,7 +68,7 @@ def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path
     trials = tier(1, 3)  # CI tier: one kill; full tier: three
     for trial in range(trials):
         name = f"kill-{trial}"
-        cfg_file.write_text(_toml({**CONFIG, "name": name}))
+        cfg_file.write_text(config_mod.to_toml(config_mod.from_dict({**CONFIG, "name": name})))
         cmd = [sys.executable, "-m", "arrl", "launch", str(cfg_file)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -160,17 +160,3 @@ def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_di
 
         left = client().containers.list(all=True, filters={"label": ["arrl.run=worker-dies"]})
         assert not left, [c.name for c in left]  # not even the killed worker's container
-
-
-def _toml(d: dict, prefix: str = "") -> str:
-    """A tiny TOML writer for the config dicts above (strings, numbers, lists of strings, tables)."""
-    lines, tables = [], []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {json.dumps(v)}")
-    for k, v in tables:
-        lines.append(f"[{k}]")
-        lines.extend(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items())
-    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from arrl.report import figures
 from arrl.report import tables as run_tables
 from arrl.report import summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def block(search: str, replace: str) -> str:

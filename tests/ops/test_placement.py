@@ -16,7 +16,7 @@ from arrl.ops.placement import PlacementError, plan
 from arrl.worker.sandbox.process import ProcessSandbox
 from arrl.worker.sandbox.config import SandboxConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_core_lists_parse_and_print():
