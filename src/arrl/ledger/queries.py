@@ -114,7 +114,7 @@ class Queries:
     def last_failed_candidate_id(self) -> int | None:
         """The newest candidate that ran and did not end `ok` (its log is the prompt's diagnostics)."""
         return self._one("SELECT id FROM experiments WHERE kind='candidate' AND state='done' AND status NOT IN "
-                         f"('ok', 'edit_failed', 'rejected') ORDER BY id DESC LIMIT 1")
+                         "('ok', 'edit_failed', 'rejected') ORDER BY id DESC LIMIT 1")
 
     def counted_runs(self, since_id: int, count_duplicates: bool) -> tuple[int, int]:
         """(runs, runs after `since_id`) among candidates and confirmations that ran."""
