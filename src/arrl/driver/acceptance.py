@@ -26,7 +26,6 @@ class Incumbent:
         return noise.centre(self.values)
 
 
-
 class Acceptance:
     """Mixed into Driver: its methods use the Driver's state (self.store, self.cfg, self.incumbent, ...)."""
 

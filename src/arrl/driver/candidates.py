@@ -20,14 +20,12 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-
 def normalize(source: str) -> str:
     """Source with comments and formatting removed (AST round trip), for de-duplication."""
     try:
         return ast.unparse(ast.parse(source))
     except (SyntaxError, ValueError, RecursionError):
         return source
-
 
 
 class Candidates:

@@ -41,7 +41,6 @@ from arrl.learner.trajectory import collate
 DEFAULTS = {**LearnerSection().settings(0.0), "keep_checkpoints": 2}
 
 
-
 @dataclass(frozen=True)
 class UpdateResult:
     """What one update returns. `files` (the adapter's files) stays in the learner's process: its Ray

@@ -32,7 +32,6 @@ class Sampling:
         return self.max_tokens or (256 if fmt == "catalog" else 1024)
 
 
-
 class ChatClient:
     """Chat completions against an OpenAI-compatible endpoint, turned into Proposals."""
 
@@ -105,7 +104,6 @@ class ChatClient:
                 history_shown=p.history_shown, generate_s=t_gen, prompt_s=t_prompt, attempts=attempts,
                 constraint=constraint))
         return out
-
 
 
 class ExternalPolicy:

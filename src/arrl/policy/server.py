@@ -44,7 +44,6 @@ class PolicyConfig:
     server: dict = field(default_factory=dict)  # extra ServerConfig fields (threads, dtype, api_key, ...)
 
 
-
 class PolicyServer:
     """A vLLM server we own, with runtime LoRA versions. Thread-safe: propose concurrently."""
 

@@ -54,7 +54,6 @@ from arrl.worker.sandbox.watch import (MAX_WORK_ENTRIES, ExitWatch, busy_s, cpu_
 _OOM_MARKERS = ("MemoryError", "out of memory", "Unable to allocate", "std::bad_alloc")
 
 
-
 class ProcessSandbox:
     def __init__(self, env_dir: Path, data_dir: Path, config: SandboxConfig):
         self.env_dir = Path(env_dir).resolve()
@@ -313,7 +312,6 @@ class ProcessSandbox:
             cores=self.coreset.cores,
             curve=tuple((p.elapsed, p.step, p.train_loss) for p in prog.curve),
         )
-
 
 
 def _train_status(killed_for, exit_code, prog, log_tail: str, cfg: SandboxConfig):

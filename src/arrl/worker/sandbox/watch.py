@@ -14,7 +14,6 @@ import psutil
 from arrl.ops.procs import started
 
 
-
 def tree(pid: int) -> list[psutil.Process]:
     return trees(pid)[0]
 
@@ -151,8 +150,6 @@ def usage(root: Path) -> tuple[int, int]:
         except OSError:
             pass
     return used, entries
-
-
 
 
 def kill(proc: subprocess.Popen, token: str) -> None:
