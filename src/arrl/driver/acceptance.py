@@ -64,8 +64,7 @@ class Acceptance:
         if len(runs) >= 2:  # a re-run repeat: its runs together are the evidence, with no extra confirmation
             self._judge(row, runs)
             return
-        if not noise.promising(val_bpb, self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
-                                    n_inc):
+        if not noise.promising(val_bpb, self.incumbent.bpb, self.noise, self.cfg.search.margin_z, n_inc):
             return
         if not self.cfg.search.confirm:
             self._accept(row, [val_bpb])
@@ -91,7 +90,7 @@ class Acceptance:
                 return
             cand = self.store.experiment(cand["id"])
             if not noise.promising(cand["val_bpb"], self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
-                                        len(self.incumbent.values)):
+                                   len(self.incumbent.values)):
                 return
         if cand["incumbent_id"] != self.incumbent.exp_id:
             self.store.event("stale_confirmation", exp=cand["id"])
@@ -137,15 +136,15 @@ class Acceptance:
                 self.store.event("accepted_runs", exp=cand["id"], runs=run_ids)
         src = (self.store.exp_dir(cand["id"]) / "train.py").read_text()
         self.incumbent = Incumbent(cand["id"], src, list(vals))
-        self._commit(cand, value)
+        self._commit(cand, value, src)
         self.log(f"accepted exp {cand['id']}: val_bpb {prev:.4f} -> {value:.4f}  {cand['summary']}")
         self._queue_tests(cand["id"], run_ids or [cand["id"]])
         # proposals made for the old incumbent are stale now
         while not self.proposals.empty():
             self.proposals.get_nowait()
 
-    def _commit(self, cand, value: float) -> None:
-        src = (self.store.exp_dir(cand["id"]) / "train.py").read_text()
+    def _commit(self, cand, value: float, src: str) -> None:
+        """The accepted script as a commit on the run's branch (once), its sha in the ledger."""
         sha_ = self.branch.commit_once(cand["id"], src, f"exp {cand['id']}: val_bpb {value:.6f} | "
                                        f"{cand['summary'] or ''}", cand["diff"] or "")
         with self.store.tx():

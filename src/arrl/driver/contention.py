@@ -2,7 +2,7 @@
 
 Under a wall-clock budget a run that shares its cores trains fewer steps and scores worse,
 and that says nothing about its edit. Two signs, each measured from outside the sandbox
-(arrl.sandbox):
+(arrl.worker.sandbox):
 
 - `foreign_share`: the share of the run's cores' time that other processes used while it
   trained (the kernel's busy time on those cores, /proc/stat, minus the run's own CPU time).

@@ -150,7 +150,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             vals = self._accepted_values(row)
             self.incumbent = Incumbent(row["id"], src, vals)
             if not a["commit_sha"]:
-                self._commit(row, a["val_bpb"])
+                self._commit(row, a["val_bpb"], src)
             self._queue_tests(row["id"], self._accepted_ids(row))
         self.branch.ensure(self.target.source())
 
