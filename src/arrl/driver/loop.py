@@ -107,7 +107,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             self._fill()
             if self.between_runs:
                 self._pause_policy()
-            self.metrics.publish(self.store.gauges(), self._best())
+            self.metrics.publish(self.store.gauges, self._best())
             if self._idle():
                 if self.stop_reason:
                     time.sleep(0.05)
@@ -128,7 +128,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             self.store.put("stop_reason", self.stop_reason)
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
             self.store.event("stopped", reason=self.stop_reason)
-        self.metrics.publish(self.store.gauges(), self._best(), force=True)
+        self.metrics.publish(self.store.gauges, self._best(), force=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         return self.stop_reason
 

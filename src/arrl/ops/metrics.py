@@ -66,13 +66,14 @@ class RunMetrics:
         if metric is not None and value is not None:
             metric.set(float(value), tags=tags)
 
-    def publish(self, gauges, best_bpb: float | None, force: bool = False) -> None:
-        """Recompute the ledger gauges (at most every 2 s unless forced)."""
+    def publish(self, read_gauges, best_bpb: float | None, force: bool = False) -> None:
+        """Recompute the ledger gauges (at most every 2 s unless forced); `read_gauges()` reads them from the
+        ledger (`Store.gauges`), only when they are due."""
         now = time.monotonic()
         if not force and now - self.last_publish < 2.0:
             return
         self.last_publish = now
-        g = gauges() if callable(gauges) else gauges  # arrl.ledger.queries.Gauges, or what makes one
+        g = read_gauges()  # arrl.ledger.queries.Gauges
         counts = g.status_counts
         for status in sorted(set(STATUSES) | set(counts)):
             self._set(self.experiments, counts.get(status, 0), {**self.tags, "status": status})

@@ -13,26 +13,17 @@ from arrl.policy.client import Sampling
 from arrl.policy.proposal import PolicyError, Proposal
 
 
-class ScriptedPolicy:
-    """A deterministic policy that answers with the given completions in order, cycling.
+class ModelFree:
+    """What the policies without a model share: nothing to start, stop or pause, adapter version 0,
+    and one lock around their draws (the driver proposes from a thread)."""
 
-    For tests and dry runs of the loop (config `[policy] kind = "scripted"`): no model, no
-    learning; each proposal is recorded like any other.
-    """
+    name = ""
 
-    def __init__(self, completions: list[str]):
-        if not completions or not all(isinstance(c, str) for c in completions):
-            raise PolicyError("scripted policy: `completions` must be a non-empty list of strings")
-        self.completions = list(completions)
+    def __init__(self):
         self.version = 0
-        self._next = 0
         self._lock = threading.Lock()
 
-    @property
-    def name(self) -> str:
-        return "scripted"
-
-    def start(self) -> "ScriptedPolicy":
+    def start(self):
         return self
 
     def stop(self) -> None:
@@ -41,6 +32,23 @@ class ScriptedPolicy:
     def pause(self) -> bool:
         """Nothing of this policy runs on the workers' cores."""
         return False
+
+
+class ScriptedPolicy(ModelFree):
+    """A deterministic policy that answers with the given completions in order, cycling.
+
+    For tests and dry runs of the loop (config `[policy] kind = "scripted"`): no model, no
+    learning; each proposal is recorded like any other.
+    """
+
+    name = "scripted"
+
+    def __init__(self, completions: list[str]):
+        if not completions or not all(isinstance(c, str) for c in completions):
+            raise PolicyError("scripted policy: `completions` must be a non-empty list of strings")
+        super().__init__()
+        self.completions = list(completions)
+        self._next = 0
 
     def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
         out = []
@@ -53,34 +61,21 @@ class ScriptedPolicy:
         return out
 
 
-class RandomCatalogPolicy:
+class RandomCatalogPolicy(ModelFree):
     """Uniformly random catalog edits: 1..max_knobs knobs set to random allowed values.
 
     The random-search baseline (config `[policy] kind = "random"`), and a cheap policy for
     benchmarks of the loop. Values equal to the incumbent's are avoided where possible.
     """
 
+    name = "random"
+
     def __init__(self, catalog, seed: int = 0, max_knobs: int = 2):
         if not catalog:
             raise PolicyError("random policy: the target has no catalog")
+        super().__init__()
         self.catalog, self.max_knobs = tuple(catalog), max_knobs
-        self.version = 0
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return "random"
-
-    def start(self) -> "RandomCatalogPolicy":
-        return self
-
-    def stop(self) -> None:
-        pass
-
-    def pause(self) -> bool:
-        """Nothing of this policy runs on the workers' cores."""
-        return False
 
     def propose(self, state: prompt.PolicyState, n: int = 1, sampling: Sampling | None = None) -> list[Proposal]:
         current = target.catalog_values(state.source, self.catalog)
