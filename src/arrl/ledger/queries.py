@@ -203,10 +203,10 @@ class Queries:
     # -- the dashboard's gauges and `arrl status` --------------------------------------------------
     def gauges(self) -> Gauges:
         last = self.last_policy_version()
-        return Gauges(self.done_status_counts(), self.running_count(), self.accepted_count(), self.candidate_rewards(),
+        return Gauges(self.counts(), self.running_count(), self.accepted_count(), self.candidate_rewards(),
                       last[0] if last else 0, (json.loads(last[1] or "{}").get("metrics") or {}) if last else {})
 
-    def done_status_counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return dict(self._all("SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status"))
 
     def accepted_with_summaries(self) -> list[sqlite3.Row]:

@@ -188,10 +188,6 @@ class Store(Queries):
                                "AND status IS NOT NULL AND status!='contended' AND kind!='baseline' ORDER BY id LIMIT 1",
                                (norm_sha,)).fetchone()
 
-    def counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT status, COUNT(*) FROM experiments WHERE state='done' GROUP BY status")}
-
     # -- acceptance / policy versions -------------------------------------------------------------
     def accept(self, exp_id: int, val_bpb: float, prev_bpb: float) -> None:
         self.db.execute("INSERT OR IGNORE INTO accepted(exp_id, created, val_bpb, prev_bpb) VALUES(?,?,?,?)",

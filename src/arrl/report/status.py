@@ -15,7 +15,7 @@ def status_text(d: Path) -> tuple[str, bool]:
     with open_read_only(d) as db:
         cfg = json.loads((d / "config.json").read_text())
         state = db.meta("status", "starting")
-        counts = db.done_status_counts()
+        counts = db.counts()
         inflight = db.running_count()
         pending = db.pending_count()
         acc = db.accepted_with_summaries()
