@@ -42,6 +42,8 @@ def test_search_replace_several_blocks_in_order():
     ("<<<<<<< SEARCH\nN_LAYER = 4\n=======\nN_LAYER = 6\n", "malformed"),
     ("just some prose, no block", "malformed"),
     ("=======\n>>>>>>> REPLACE\n", "malformed"),
+    (sr("N_LAYER = 4", ">>>>>>> REPLACE"), "malformed"),  # a marker inside the replacement: where does it end?
+    (sr("N_LAYER = 4", "N_LAYER = 6") + "=======\n", "malformed"),
     ("", "empty_edit"),
 ])
 def test_search_replace_failures_are_typed(completion, failure):

@@ -68,7 +68,7 @@ def _blocks(completion: str) -> list[tuple[str, str]]:
     blocks, i = [], 0
     while i < len(lines):
         if lines[i].strip() != _SEARCH:
-            if lines[i].strip() in (_DIVIDER, _REPLACE) and not blocks:
+            if lines[i].strip() in (_DIVIDER, _REPLACE):  # a stray marker makes the blocks ambiguous
                 raise _Failure("malformed", f"line {i + 1}: {lines[i].strip()!r} without an opening {_SEARCH!r}")
             i += 1
             continue
