@@ -43,19 +43,28 @@ def named(create, name: str):
 def wait_for(ref, desc: str, progress: bool = True):
     """ray.get(ref) with a progress bar of the elapsed seconds (the actor's own output stays on its node).
     Where stderr is not a terminal (a log file, a job's output) one line says when it was ready instead."""
+    return wait_all({ref: desc}, progress)[0]
+
+
+def wait_all(starting: dict, progress: bool = True) -> list:
+    """The values of several refs ({ref: what it is}) that are awaited together, such as the policy server and
+    the learner starting side by side, in the order given. A ref that raises is raised at once."""
     from tqdm import tqdm
 
     tty = progress and sys.stderr.isatty()
     t0 = time.monotonic()
-    with tqdm(desc=desc, unit="s", total=None, disable=not tty, bar_format="{desc}: {elapsed}") as bar:
-        while True:
-            ready, _ = ray.wait([ref], timeout=1.0)
-            if ready:
-                out = ray.get(ref)
+    out, pending = {}, dict(starting)
+    with tqdm(desc=" + ".join(starting.values()), unit="s", total=None, disable=not tty,
+              bar_format="{desc}: {elapsed}") as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), timeout=1.0)
+            for ref in ready:
+                out[ref] = ray.get(ref)
+                desc = pending.pop(ref)
                 if progress and not tty:
                     print(f"{desc}: ready after {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-                return out
             bar.update()
+    return [out[ref] for ref in starting]
 
 
 class _PolicyActor(PolicyServer):
@@ -77,11 +86,22 @@ def policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 
     (Ray resolves a top-level ref argument to the value on the actor's node). Threaded
     (`max_concurrency`) so proposals run concurrently and a restart can serve them all.
     """
+    handle, started = start_policy_server(config, run, num_gpus, num_cpus, max_concurrency, workdir, progress)
+    wait_for(started, POLICY_STARTING, progress)
+    return handle
+
+
+POLICY_STARTING = "policy server starting (model, vLLM)"
+LEARNER_STARTING = "learner starting (model, LoRA, RLlib)"
+
+
+def start_policy_server(config: PolicyConfig, run: str = "default", num_gpus: float = 0, num_cpus: float = 1,
+                        max_concurrency: int = 16, workdir: str | None = None, progress: bool = False):
+    """`policy_server` without the wait: the handle, and a ref that is ready once vLLM is up."""
     cls = ray.remote(_PolicyActor)
     handle = cls.options(name=actor_name(run, "policy"), num_gpus=num_gpus, num_cpus=num_cpus,
                          max_concurrency=max_concurrency).remote(config, workdir, progress)
-    wait_for(handle.start.remote(), "policy server starting (model, vLLM)", progress)
-    return handle
+    return handle, handle.start.remote()
 
 
 class _LearnerActor:
@@ -132,13 +152,19 @@ def learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float
     With num_learners = 0 the one learner lives in this actor and holds `num_gpus`; with more,
     RLlib starts that many learner actors (`num_gpus` each) and this one only coordinates.
     """
+    handle, ready = start_learner(run, model, settings, ckpt_dir, num_cpus, cores)
+    wait_for(ready, LEARNER_STARTING, progress)
+    return handle
+
+
+def start_learner(run: str, model: str, settings: dict, ckpt_dir: str, num_cpus: float = 1, cores: str = ""):
+    """`learner` without the wait: the handle, and a ref that is ready once the model is loaded."""
     gpus = settings.get("num_gpus", 0.0) if not settings.get("num_learners") else 0.0
     cls = ray.remote(_LearnerActor)
     name = actor_name(run, "learner")
     handle = named(lambda: cls.options(name=name, num_gpus=gpus, num_cpus=num_cpus,
                                        max_concurrency=1).remote(model, settings, ckpt_dir, cores), name)
-    wait_for(handle.ready.remote(), "learner starting (model, LoRA, RLlib)", progress)
-    return handle
+    return handle, handle.ready.remote()
 
 
 class _WorkerActor(ExperimentWorker):

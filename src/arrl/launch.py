@@ -50,7 +50,9 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
     return cfg, d
 
 
-def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = ""):
+def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = "", wait: bool = True):
+    """The run's policy, and its actor handle where it is a served model (else None). `wait=False` returns
+    while vLLM is still starting: the policy's `started` ref is ready once it is up."""
     p = cfg.policy
     from arrl.policy.client import ExternalPolicy, Sampling
     from arrl.policy.server import PolicyConfig
@@ -67,19 +69,21 @@ def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = ""):
     if p.kind == "external":
         return ExternalPolicy(p.base_url, p.model, p.api_key_env or None, sampling=sampling,
                               history_k=cfg.search.history_k), None
-    handle = actors.policy_server(PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k,
-                                               max_lora_rank=max(16, cfg.learner.rank),
-                                               server={"seed": p.seed, "cores": cores}),
-                                  run=run, workdir=str(workdir / "policy"), progress=True,
-                                  num_gpus=config_mod.auto_gpus(p.num_gpus, cfg))
-    return _ActorPolicy(handle), handle
+    handle, started = actors.start_policy_server(
+        PolicyConfig(model=p.model, sampling=sampling, history_k=cfg.search.history_k,
+                     max_lora_rank=max(16, cfg.learner.rank), server={"seed": p.seed, "cores": cores}),
+        run=run, workdir=str(workdir / "policy"), progress=True, num_gpus=config_mod.auto_gpus(p.num_gpus, cfg))
+    if wait:
+        actors.wait_for(started, actors.POLICY_STARTING)
+    return _ActorPolicy(handle, started), handle
 
 
 class _ActorPolicy:
     """The PolicyServer actor behind the same `propose` call as a local policy."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, started=None):
         self.handle = handle
+        self.started = started  # ready once vLLM is up
 
     def propose(self, state, n):
         return ray.get(self.handle.propose.options(name=f"propose {n}").remote(state, n))
@@ -201,19 +205,25 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
     try:
         workers += [make_worker(i) for i in range(w.count)]
         _wait_ready(workers)
-        policy, handle = make_policy(cfg, cfg.name, d, tgt, place.policy_cores)
+        # the policy server and the learner start side by side (vLLM's start is mostly one core's imports)
+        policy, handle = make_policy(cfg, cfg.name, d, tgt, place.policy_cores, wait=False)
+        starting = {policy.started: actors.POLICY_STARTING} if handle is not None else {}
         learning = None
         if cfg.learner.enabled and handle is not None:
             from arrl.driver.learning import Learning
 
             log(f"learner: PPO ({cfg.learner.advantage} advantages) on a rank-{cfg.learner.rank} LoRA of "
                 f"{cfg.policy.model}, {max(cfg.learner.num_learners, 1)} learner(s)")
-            def make_learner(progress: bool = False):
-                return actors.learner(cfg.name, cfg.policy.model,
-                                      cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)),
-                                      str(d / "learner"), progress=progress, cores=place.learner_cores)
+            learner_args = (cfg.name, cfg.policy.model,
+                            cfg.learner.settings(config_mod.auto_gpus(cfg.learner.num_gpus, cfg)), str(d / "learner"))
 
-            learner = make_learner(progress=True)
+            def make_learner(progress: bool = False):
+                return actors.learner(*learner_args, progress=progress, cores=place.learner_cores)
+
+            learner, ready = actors.start_learner(*learner_args, cores=place.learner_cores)
+            starting[ready] = actors.LEARNER_STARTING
+        actors.wait_all(starting)
+        if learner is not None:
             learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log,
                                 make_learner=make_learner, duplicates=cfg.learner.learn_duplicates,
                                 group_by=cfg.learner.group_by, sync=cfg.learner.sync)

@@ -30,13 +30,14 @@ from tiers import tier
 
 SEEDS = tier((0,), (0, 1, 2))
 EXPERIMENTS = 120
+BUDGET_S = 1.0  # a simulated run; a learner update of the tiny policy (16 samples) takes about 1.7 s
 MARGIN = 0.5
 
 
 def settings(model: Path, seed: int, learn: bool, experiments: int, **learner) -> dict:
     return {"target": "synthetic",
             "policy": {"kind": "vllm", "model": str(model), "group_size": 8, "seed": seed, "max_tokens": 64},
-            "workers": {"count": 2, "sandbox": "simulated", "budget_s": 2.0},
+            "workers": {"count": 2, "sandbox": "simulated", "budget_s": BUDGET_S},
             "search": {"margin_z": 1e6, "history_k": 4, "noise_runs": 2},
             "learner": {"enabled": learn, "batch_size": 16, "lr": 1e-3, "seed": seed, **learner},
             # duplicates use up the budget: a policy that has learned repeats its best edits, answered from the
