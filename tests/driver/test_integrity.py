@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from arrl import config as config_mod
+from arrl.config import resolve
 from arrl.driver import integrity
 from arrl.launch import launch
 
@@ -25,7 +26,7 @@ def test_floor_and_far_beyond_the_noise_are_implausible():
     # worse results and missing numbers are never suspicious
     assert integrity.implausible(3.9, 3.5, 0.01, 0.6, 20, 0.1) is None
     assert integrity.implausible(None, 3.5, 0.01, 0.6, 20, 0.1) is None
-    assert integrity.floor(0.0, 0.6) == 0.6 and integrity.floor(1.2, 0.6) == 1.2
+    assert resolve.floor_bpb(None, 0.6) == 0.6 and resolve.floor_bpb(1.2, 0.6) == 1.2
 
 
 def test_reproduction_needs_agreement_and_the_floor():

@@ -109,7 +109,7 @@ def test_acceptance_margin_follows_the_noise():
 
 
 def test_reward_scales_by_noise_clips_and_penalises():
-    cfg = RewardSection(clip=3.0, crash=-2.0, simplicity=0.1)
+    cfg = RewardSection(clip_sigmas=3.0, crash=-2.0, simplicity=0.1)
     assert reward("ok", 3.48, 3.50, 0.01, cfg) == pytest.approx(2.0)
     assert reward("ok", 3.40, 3.50, 0.01, cfg) == 3.0  # clipped
     assert reward("ok", 3.80, 3.50, 0.01, cfg) == -3.0

@@ -22,11 +22,6 @@ from __future__ import annotations
 import math
 
 
-def floor(configured: float, profile_floor: float) -> float:
-    """The val_bpb floor in force: the config's when set (> 0), else the profile's."""
-    return configured if configured > 0 else profile_floor
-
-
 def implausible(val_bpb: float | None, incumbent_bpb: float, sigma: float, floor_bpb: float, max_gain_z: float,
                 max_gain_frac: float) -> str | None:
     """Why an ok result is implausible, or None when it is plausible."""

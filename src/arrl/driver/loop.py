@@ -32,8 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import ray
 
-from arrl.config import Config
-from arrl.driver import integrity, oracle
+from arrl.config import Config, resolve
+from arrl.driver import oracle
 from arrl.driver.acceptance import Acceptance, Incumbent
 from arrl.driver.branch import GitBranch
 from arrl.driver.candidates import Candidates, normalize, sha
@@ -65,7 +65,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
         self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
-        self.floor = integrity.floor(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
+        self.floor = resolve.floor_bpb(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
         # between_runs: the policy server and the learner work on the workers' cores, so only while none trains
         self.between_runs = placement is not None and placement.between_runs
         self.policy_paused = False

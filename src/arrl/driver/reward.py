@@ -16,7 +16,7 @@ def reward(status: str, val_bpb: float | None, incumbent_bpb: float, sigma: floa
            lines_added: int = 0) -> float:
     if status == "ok" and val_bpb is not None and math.isfinite(val_bpb):
         gain = (incumbent_bpb - val_bpb) / max(sigma, 1e-12)
-        return max(-cfg.clip, min(cfg.clip, gain)) - cfg.simplicity * lines_added
+        return max(-cfg.clip_sigmas, min(cfg.clip_sigmas, gain)) - cfg.simplicity * lines_added
     if status == "ok":
         status = "invalid_metric"  # ok without a finite val_bpb cannot be scored
     penalty = getattr(cfg, status, None)

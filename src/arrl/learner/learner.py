@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from arrl.learner import advantages as adv_mod
-from arrl.config import LearnerSection
+from arrl.config import LearnerSection, resolve
 from arrl.learner.grammar import GrammarError, Masks
 from arrl.learner.trajectory import collate
 
@@ -94,8 +94,8 @@ class Learner:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         import torch
 
-        # Ray sets OMP_NUM_THREADS=1 in actors; a learner on CPU wants the cores (0: all of them)
-        torch.set_num_threads(int(s["threads"]) or os.cpu_count() or 1)
+        # Ray sets OMP_NUM_THREADS=1 in actors; a learner on CPU wants the cores (unset: all of them, arrl.config.resolve)
+        torch.set_num_threads(resolve.learner_threads(s["threads"]))
         torch.manual_seed(int(s["seed"]))
         self.gae = s["advantage"] == "gae"
         self.group = self._build()
@@ -123,7 +123,7 @@ class Learner:
                .training(lr=s["lr"], grad_clip=s["grad_clip"] or None, grad_clip_by="global_norm")
                .learners(num_learners=s["num_learners"], num_gpus_per_learner=s["num_gpus"],
                          learner_class=TokenPPOLearner,
-                         learner_config_dict={k: s[k] for k in ("clip", "kl_coef", "entropy_coef", "vf_coef",
+                         learner_config_dict={k: s[k] for k in ("ratio_clip", "kl_coef", "entropy_coef", "vf_coef",
                                                                        "value_lr", "mmap_mb")}))
         if s["num_learners"] > 1:
             cfg.torch_ddp_kwargs = {"find_unused_parameters": False}

@@ -54,15 +54,15 @@ def ppo_loss(logp, behaviour_logp, ref_logp, advantages, weights, entropy, clip:
     return out
 
 
-def bound_heap(mmap_mb: int) -> bool:
+def bound_heap(mmap_mb: int | None) -> bool:
     """Have glibc map every host allocation above `mmap_mb` MB on its own and give it back when freed.
 
     An update allocates and frees gigabytes of activations per decoder layer. By default glibc
     serves blocks up to 32 MB from its heaps and keeps what is freed there: measured on a
     SmolLM2 update of three 3,000-token prompts, the process held 11.9 GB at its peak against
     5.9 GB with 4 MB here, for about a third more time (docs/BENCHMARKS.md). False where the C
-    library has no `mallopt` (not glibc) or `mmap_mb` is 0; nothing changes then."""
-    if mmap_mb <= 0:
+    library has no `mallopt` (not glibc) or `mmap_mb` is None (off); nothing changes then."""
+    if not mmap_mb:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -72,11 +72,11 @@ def bound_heap(mmap_mb: int) -> bool:
 
 
 class TokenPPOLearner(TorchLearner):
-    """learner_config_dict keys: clip, kl_coef, entropy_coef, vf_coef, weight_decay, value_lr, mmap_mb (see
+    """learner_config_dict keys: ratio_clip, kl_coef, entropy_coef, vf_coef, weight_decay, value_lr, mmap_mb (see
     DEFAULTS)."""
 
     def build(self) -> None:
-        bound_heap(int(self._opt("mmap_mb")))  # in every learner process, before the model is loaded
+        bound_heap(self.config.learner_config_dict.get("mmap_mb", DEFAULTS["mmap_mb"]))  # in every learner process, before the model is loaded
         super().build()
 
     def _opt(self, key: str) -> float:
@@ -98,7 +98,7 @@ class TokenPPOLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         values = fwd_out.get("value")
         out = ppo_loss(fwd_out["logp"], batch["behaviour_logp"], batch["ref_logp"], batch["advantages"],
-                       batch["decision"], fwd_out["entropy"], self._opt("clip"), self._opt("kl_coef"),
+                       batch["decision"], fwd_out["entropy"], self._opt("ratio_clip"), self._opt("kl_coef"),
                        self._opt("entropy_coef"), self._opt("vf_coef"), values,
                        batch["returns"] if values is not None else None)
         self.metrics.log_dict({(module_id, k): v.detach() for k, v in out.items()}, window=1)

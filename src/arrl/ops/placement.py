@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from arrl.config import resolve
 from arrl.ops import cores as cores_mod
 
 MODES = ("auto", "reserved", "between_runs", "off")
@@ -77,12 +78,13 @@ class Placement:
         return f"placement: {self.mode} ({self.why}): {ws}; {parts}{when}"
 
 
-def plan(mode: str, workers: int, gpu_workers: bool, local_parts: bool, cores: str = "", reserve_cores: int = 0,
+def plan(mode: str, workers: int, gpu_workers: bool, local_parts: bool, cores: str | None = None,
+         reserve_cores: int | None = None,
          have: tuple[int, ...] | None = None) -> Placement:
     """The placement of `workers` experiment workers and, when `local_parts`, a policy server and a
-    learner on this machine. `cores`: the cores arrl may use ("" = all this process may run on);
-    `reserve_cores`: reserved mode's cores for the policy server and the learner (0 = 1, or 2 from
-    16 cores on). Raises PlacementError naming the setting that cannot be met."""
+    learner on this machine. `cores`: the cores arrl may use (None: all this process may run on);
+    `reserve_cores`: reserved mode's cores for the policy server and the learner (None: arrl.config.resolve's
+    rule). Raises PlacementError naming the setting that cannot be met."""
     have = tuple(have if have is not None else cores_mod.available())
     if mode not in MODES:
         raise PlacementError(f"[placement] mode: {mode!r} is not one of {', '.join(MODES)}")
@@ -108,13 +110,13 @@ def plan(mode: str, workers: int, gpu_workers: bool, local_parts: bool, cores: s
             raise PlacementError("[placement] reserve_cores: there is no local policy server or learner to reserve "
                                  "cores for (the policy is not kind 'vllm')")
         return _split("reserved", use, 0, workers, "no policy server or learner on this machine")
-    r = reserve_cores or (2 if n >= 16 else 1)
+    r = resolve.reserve_cores(reserve_cores, n)
     if mode == "reserved" or reserve_cores:
         if n - r < workers:
             raise PlacementError(f"[placement] reserve_cores: {r} reserved leave {n - r} of {n} cores for "
                                  f"{workers} worker(s); reserve fewer or set [placement] mode = 'between_runs'")
         if mode == "between_runs":
-            raise PlacementError("[placement] reserve_cores: between_runs mode reserves no cores; set it to 0 or "
+            raise PlacementError("[placement] reserve_cores: between_runs mode reserves no cores; leave it unset or "
                                  "use mode = 'reserved'")
     if mode == "between_runs":
         return _split("between_runs", use, 0, workers, "set in [placement] mode")

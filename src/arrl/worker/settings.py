@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from arrl.config import Config
+from arrl.config import Config, resolve
 from arrl.ops.placement import Placement
 
 
@@ -13,6 +11,5 @@ def sandbox_settings(cfg: Config, tgt, place: Placement | None = None, worker: i
     target's, its cores from the placement and a thread per core (unless `[workers] threads` says)."""
     w = cfg.workers
     cores = place.worker_cores[worker] if place is not None else ""
-    threads = w.threads or (place.threads(worker) if place is not None else 0) or max(1, (os.cpu_count() or 1) // w.count)
-    return {"budget_s": w.budget_s or tgt.budget_s, "grace_s": w.grace_s or tgt.grace_s,
-            "memory_mb": w.memory_mb or tgt.memory_mb, "isolation": w.isolation, "threads": threads, "cores": cores}
+    threads = resolve.worker_threads(w, place.threads(worker) if place is not None else 0)
+    return {**resolve.run_limits(w, tgt), "isolation": w.isolation, "threads": threads, "cores": cores}
