@@ -18,9 +18,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 
-# Packages are installed with uv where it can be had (the CPU stack: 28 s instead of 111 s with pip on
+# Packages are installed with uv where it can be had (the CPU stack: 47 s instead of 117 s with pip on
 # 2 cores, the same versions), given pip's own settings (pip.conf, PIP_* variables: find-links, indexes,
-# constraints, certificate), which uv does not read; with pip where uv is missing or fails.
+# constraints, certificate), which uv does not read; with pip where uv is missing or fails. Bytecode is
+# compiled at install, as pip does: the sandboxes mount .venv read-only, so a run could not cache it and
+# would compile torch's 2,284 modules at every start (a CI without it ran 54 minutes, not 35).
 uv_vars() {  # one NAME=value per line; $1: an index to add
   .venv/bin/python - "${1:-}" <<'PY'
 import subprocess, sys
@@ -45,7 +47,7 @@ install() {  # pip install -q "$@"; $EXTRA_INDEX adds an index
   if [ "$USE_UV" = 1 ]; then
     local vars
     if mapfile -t vars < <(uv_vars "${EXTRA_INDEX:-}") && \
-        env "${vars[@]}" .venv/bin/python -m uv pip install -q --python .venv/bin/python "$@"; then
+        env "${vars[@]}" .venv/bin/python -m uv pip install -q --compile-bytecode --python .venv/bin/python "$@"; then
       return 0
     fi
     echo "setup: uv could not install $*; trying pip" >&2
