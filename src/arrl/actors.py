@@ -141,6 +141,14 @@ class _LearnerActor:
         self.inner.restore(version)
         return ray.put(self.inner.adapter_files())
 
+    def warm_start(self, ckpt: str):
+        """Version 1 from another run's checkpoint: (its adapter files as a ref, their sha256)."""
+        from arrl.policy.adapters import sha256_files
+
+        self.inner.warm_start(ckpt)
+        files = self.inner.adapter_files()
+        return ray.put(files), sha256_files(files)
+
     def adapter(self):
         return ray.put(self.inner.adapter_files())
 

@@ -17,6 +17,7 @@ import ray
 
 from arrl import actors, config as config_mod, paths, target as target_mod
 from arrl.config import Config, ConfigError
+from arrl.driver import lineage
 from arrl.driver.loop import Driver
 from arrl.ledger.store import Store
 from arrl.ops import placement as placement_mod
@@ -48,6 +49,23 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
         raise ConfigError(f"{d}: a run named {cfg.name!r} exists; resume it with --resume {cfg.name} or pick "
                           f"another --name")
     return cfg, d
+
+
+def _warm_source(cfg: Config, d: Path):
+    """The adapter a new run's learner starts from ([learner] warm_start), checked before anything starts; None
+    without one, or for a resumed run that has its own versions already."""
+    if not cfg.learner.warm_start:
+        return None
+    if cfg.policy.kind != "vllm" or not cfg.learner.enabled:
+        raise ConfigError("[learner] warm_start: only a learning policy (kind 'vllm', [learner] enabled) starts from "
+                          "an adapter")
+    if (d / "ledger.sqlite").is_file():
+        from arrl.ledger import reader
+
+        with reader.open_read_only(d) as r:
+            if r.policy_versions():
+                return None
+    return lineage.source(cfg.learner.warm_start, d.parent, cfg)
 
 
 def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = "", wait: bool = True):
@@ -168,6 +186,7 @@ def _init_ray(kw: dict, log, attempts: int = 4) -> None:
 def launch(cfg: Config, resume: str | None = None, address: str | None = None, runs: Path | None = None,
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
+    warm = _warm_source(cfg, d)
     tgt = target_mod.load(cfg.target, paths.targets_dir())
     place = plan_placement(cfg, address)
     if cfg.workers.sandbox == "docker" and cfg.workers.image == images_mod.CPU_SANDBOX and not address:
@@ -228,6 +247,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                                 make_learner=make_learner, duplicates=cfg.learner.learn_duplicates,
                                 group_by=cfg.learner.group_by, sync=cfg.learner.sync)
             learning.resume()
+            if warm is not None:
+                learning.warm_start(warm)
         elif cfg.learner.enabled:
             log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
         log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy "

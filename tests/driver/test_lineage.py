@@ -15,9 +15,9 @@ from arrl import config as config_mod
 from arrl.config import ConfigError
 from arrl.driver import lineage
 from arrl.ledger.store import Store
-from arrl.policy.adapters import sha256_files
+from arrl.policy.adapters import canonical_config, sha256_files
 
-ADAPTER = {"adapter_config.json": b'{"r": 16}', "adapter_model.safetensors": b"weights"}
+ADAPTER = {"adapter_config.json": canonical_config(b'{"r": 16}'), "adapter_model.safetensors": b"weights"}
 
 
 def source_run(runs: Path, name: str, versions=(1, 2), kept=(2,), model="m", rank=16, link=None,
@@ -95,3 +95,28 @@ def test_the_chain_reads_nearest_first_and_marks_a_missing_ancestor(tmp_path):
     assert lineage.chain(tmp_path / "night-1") == [] and lineage.describe([]) == ""
     d4 = source_run(tmp_path, "night-4", link={"run": "deleted", "version": 3, "adapter_sha256": "c" * 64})
     assert lineage.describe(lineage.chain(d4)) == "warm-started from deleted v3 (gone)"
+
+
+def test_one_adapter_has_one_hash_whichever_process_saved_it(tmp_path):
+    """PEFT writes target_modules (a set) in the order of the saving process's string hashes."""
+    from arrl.policy.adapters import adapter_files
+
+    hashes = set()
+    for order in (["q_proj", "k_proj", "v_proj"], ["v_proj", "q_proj", "k_proj"]):
+        d = tmp_path / "-".join(order)
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"target_modules": order, "r": 16}))
+        (d / "adapter_model.safetensors").write_bytes(b"weights")
+        hashes.add(sha256_files(adapter_files(d)))
+        assert json.loads(adapter_files(d)["adapter_config.json"])["target_modules"] == ["k_proj", "q_proj", "v_proj"]
+    assert len(hashes) == 1
+
+
+def test_a_run_recorded_before_the_canonical_config_is_still_a_source(tmp_path):
+    """Runs before 2026-12-06 recorded the hash of the config as PEFT wrote it."""
+    raw = {"adapter_config.json": b'{"target_modules": ["v_proj", "q_proj"], "r": 16}',
+           "adapter_model.safetensors": b"weights"}
+    d = source_run(tmp_path, "old", recorded={2: sha256_files(raw)})
+    for name, data in raw.items():
+        (d / "learner" / "ckpt-000002" / "adapter" / name).write_bytes(data)
+    assert lineage.source("old", tmp_path, cfg()).version == 2

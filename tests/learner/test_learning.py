@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from arrl import config as config_mod
+from arrl.driver import lineage
 from arrl.launch import launch
 from tiers import tier
 
@@ -126,7 +127,7 @@ def test_sync_learning_uses_every_sample(tiny_model, tmp_path):
 def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     """`arrl launch` as a process with the tiny policy and 2 workers, killed -9 once the ledger holds
     adapter version 2, then `--resume`: the learner restores that version's checkpoint and goes on."""
-    cfg = settings(tiny_model, 5, True, 40, batch_size=8) | {"name": "e2e"}
+    cfg = settings(tiny_model, 5, True, 32, batch_size=8) | {"name": "e2e"}
     path = tmp_path / "e2e.toml"
     path.write_text(_toml(cfg))
     runs = tmp_path / "runs"
@@ -166,6 +167,8 @@ def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     assert json.loads(resumed[0]).get("loaded_on_resume") is True
     status = subprocess.run(arrl + ["status", "e2e", "--runs-dir", str(runs)], capture_output=True, text=True)
     assert f"adapter v{len(versions)}" in status.stdout, status.stdout
+    warm_start_from(runs, "e2e", len(versions), versions[-1]["adapter_sha256"])
+    learn_offline_from(runs, ["e2e", "next"])
     # without its checkpoints the learner cannot resume: one line, exit 2, nothing left running
     shutil.rmtree(runs / "e2e" / "learner")
     out = subprocess.run(arrl + ["launch", "--resume", "e2e", "--runs-dir", str(runs)], env=env,
@@ -173,6 +176,57 @@ def test_launch_resumes_the_learner_after_a_kill(tiny_model, tmp_path):
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"no learner checkpoint for adapter version {len(versions)}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def warm_start_from(runs: Path, source: str, version: int, sha: str) -> None:
+    """The next run starts from `source`'s last adapter: served as its version 1 from the first proposal,
+    the same adapter bytes, the source recorded as its lineage, and the first update moves on from it."""
+    cfg = settings(Path(json.loads((runs / source / "config.json").read_text())["policy"]["model"]), 6, True, 12,
+                   batch_size=8) | {"name": "next"}
+    path = runs.parent / "next.toml"
+    path.write_text(_toml(cfg))
+    out = subprocess.run([sys.executable, "-m", "arrl", "launch", str(path), "--warm-start", source, "--runs-dir",
+                          str(runs)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"learner: warm-started from {source} v{version}" in out.stdout
+    db = sqlite3.connect(runs / "next" / "ledger.sqlite")
+    first = json.loads(db.execute("SELECT info FROM policy_versions WHERE version=1").fetchone()[0])
+    assert first["warm_start"] == {"run": source, "version": version, "adapter_sha256": sha}
+    assert first["adapter_sha256"] == sha and first.get("loaded_at")  # the same adapter, served
+    assert json.loads(db.execute("SELECT value FROM meta WHERE key='lineage'").fetchone()[0])["run"] == source
+    assert db.execute("SELECT MIN(adapter_version) FROM proposals").fetchone()[0] == 1  # never the base model
+    later = db.execute("SELECT info FROM policy_versions WHERE version=2").fetchone()
+    if later:  # an update from the warm adapter: its reference (the base) is not where it starts
+        assert json.loads(later[0])["metrics"]["first_kl"] > 0
+    status = subprocess.run([sys.executable, "-m", "arrl", "status", "next", "--runs-dir", str(runs)],
+                            capture_output=True, text=True)
+    assert f"lineage: warm-started from {source} v{version} (adapter sha256 {sha[:12]})" in status.stdout
+
+
+def learn_offline_from(runs: Path, sources: list[str]) -> None:
+    """`arrl learn`: a learner trained on the two runs' ledgers, which a third run could start from."""
+    out = subprocess.run([sys.executable, "-m", "arrl", "learn", "offline", "--from", *sources, "--runs-dir",
+                          str(runs)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    db = sqlite3.connect(runs / "offline" / "ledger.sqlite")
+    trained_on = json.loads(db.execute("SELECT value FROM meta WHERE key='trained_on'").fetchone()[0])
+    counts = {t["run"]: t["samples"] for t in trained_on}
+    for r in sources:  # every learnable result of each run is a sample
+        src = sqlite3.connect(runs / r / "ledger.sqlite")
+        learnable = src.execute("SELECT COUNT(*) FROM experiments WHERE kind='candidate' AND state='done' AND "
+                                "reward IS NOT NULL").fetchone()[0]
+        assert 0 < counts[r] <= learnable, (r, counts, learnable)
+    versions = [json.loads(i) for (i,) in db.execute("SELECT info FROM policy_versions ORDER BY version")]
+    assert len(versions) == max(1, sum(counts.values()) // 8), counts  # batches of 8; a short tail waits
+    assert all(v["offline"]["pass"] == 1 for v in versions)
+    assert all((runs / "offline" / "learner" / f"ckpt-{v:06d}").is_dir() for v in (len(versions),))
+    # a run can start from it: the checks of a warm start pass, and its lineage names what it learned from
+    cfg = config_mod.from_dict(json.loads((runs / "offline" / "config.json").read_text()))
+    src = lineage.source("offline", runs, cfg)
+    assert (src.version, src.adapter_sha256) == (len(versions), versions[-1]["adapter_sha256"])
+    status = subprocess.run([sys.executable, "-m", "arrl", "status", "offline", "--runs-dir", str(runs)],
+                            capture_output=True, text=True)
+    assert "learner trained offline on e2e (" in status.stdout, status.stdout
 
 
 def _toml(d: dict) -> str:

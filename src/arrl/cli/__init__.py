@@ -3,6 +3,8 @@
     arrl prepare [--profile P]                   prepare a profile's data (hashes, manifest)
     arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
     arrl launch [CONFIG] [--name N] [--address A] [--submit] [--resume NAME]   the research loop
+                [--warm-start RUN[:VERSION]]     ... its learner starting from another run's adapter
+    arrl learn NAME --from RUN [RUN ...]         a learner trained offline on past runs' ledgers
     arrl status [NAME] [--watch]                 a run's state from its ledger
     arrl config [NAME | FILE]                    the config a run used (or a file resolves to), every field documented
     arrl stop NAME                               ask a run's driver to stop
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from arrl.cli.common import UsageError
 
-COMMANDS = {"prepare": "run", "run": "run", "launch": "loop", "serve": "loop", "stop": "loop",
+COMMANDS = {"prepare": "run", "run": "run", "launch": "loop", "learn": "loop", "serve": "loop", "stop": "loop",
             "status": "inspect", "config": "inspect", "export": "inspect", "report": "inspect", "image": "inspect",
             "bench": "bench"}  # command -> the module of arrl.cli that holds cmd_<command>
 
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--submit", action="store_true", help="run on the cluster as a Ray job that survives this client "
                                                          "disconnecting; prints the job id and how to follow it")
     la.add_argument("--resume", metavar="NAME", help="continue the run NAME from its ledger")
+    la.add_argument("--warm-start", metavar="RUN[:VERSION]", help="start the learner from another run's adapter (its "
+                                                                  "last version, or VERSION); [learner] warm_start")
     la.add_argument("--runs-dir", type=Path, help="where runs live (default: $ARRL_RUNS_DIR or ./runs)")
 
     st = sub.add_parser("status", help="a run's state: best val_bpb, experiments by status, stop reason")
@@ -81,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     co = sub.add_parser("config", help="print the config a run used, every field with its doc (no NAME: the defaults)")
     co.add_argument("name", nargs="?", help="a run's name, or a config file (.toml)")
     co.add_argument("--runs-dir", type=Path)
+
+    le = sub.add_parser("learn", help="train a learner offline on past runs' ledgers; launch --warm-start NAME uses it")
+    le.add_argument("name", help="the new learner's run name")
+    le.add_argument("--from", dest="sources", nargs="+", required=True, metavar="RUN", help="runs to learn from")
+    le.add_argument("--config", type=Path, help="launch config whose [policy] model and [learner] settings to use "
+                                                "(default: the first source's)")
+    le.add_argument("--passes", type=int, default=1, help="passes over the samples (default 1)")
+    le.add_argument("--warm-start", metavar="RUN[:VERSION]", help="start from another run's adapter, not the base")
+    le.add_argument("--runs-dir", type=Path)
 
     so = sub.add_parser("stop", help="ask a run's driver to stop (it finishes recording and exits)")
     so.add_argument("name")

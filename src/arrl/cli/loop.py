@@ -1,4 +1,5 @@
-"""`arrl launch` (the loop, here or as a Ray job), `arrl serve` (the policy server alone) and `arrl stop`."""
+"""`arrl launch` (the loop, here or as a Ray job), `arrl learn` (a learner trained offline on past runs), `arrl serve`
+(the policy server alone) and `arrl stop`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def cmd_launch(args) -> int:
         cfg = config_mod.load(args.config) if args.config else config_mod.Config()
         if args.name:
             cfg.name = args.name
+        if args.warm_start:
+            if args.resume:
+                raise ConfigError("--warm-start starts a new run; a resumed run keeps where it started from")
+            cfg.learner.warm_start = args.warm_start
         if args.submit:
             return _submit(cfg, args)
         runs = args.runs_dir or paths.runs_dir()
@@ -71,6 +76,32 @@ def cmd_serve(args) -> int:
         serve.serve(p, args.port, threads=args.threads)
     except serve.ServeError as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_learn(args) -> int:
+    import json
+
+    from arrl import config as config_mod
+    from arrl.config import ConfigError
+    from arrl.driver import offline
+    from arrl.learner.learner import LearnerError
+
+    runs = args.runs_dir or paths.runs_dir()
+    try:
+        if args.config:
+            cfg = config_mod.load(args.config)
+        else:
+            first = runs / args.sources[0] / "config.json"
+            if not first.is_file():
+                raise ConfigError(f"--from {args.sources[0]}: no run {args.sources[0]!r} in {runs}")
+            cfg = config_mod.from_dict(json.loads(first.read_text()), str(first))
+        cfg.learner.warm_start = args.warm_start
+        with run_errors(runs):
+            d = offline.learn(args.name, args.sources, cfg, runs, passes=args.passes)
+    except (ConfigError, LearnerError, ValueError) as e:
+        raise UsageError(" ".join(str(e).split())) from None
+    print(f"learner: {d} (start a run from it: arrl launch CONFIG --warm-start {args.name})")
     return 0
 
 

@@ -31,7 +31,8 @@ def knob(default, doc: str, *, unit: str = "", choices: tuple = (), check: str |
     these; `arrl.config.from_dict` enforces them."""
     if unset is not None and unset[0] not in UNSET_WORDS:
         raise ValueError(f"unset word {unset[0]!r} is not one of {UNSET_WORDS}")
-    meta = {"doc": doc, "unit": unit, "choices": tuple(choices), "checks": (check,) if isinstance(check, str) else check,
+    checks = (check,) if isinstance(check, str) else check
+    meta = {"doc": doc, "unit": unit, "choices": tuple(choices), "checks": checks,
             "unset": unset, "legacy": legacy, "alias": alias}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)

@@ -48,7 +48,8 @@ class WorkersSection:
                              'docker sandbox: "host" | "arrl-sandbox:cpu" (a local launch builds it) | any tag '
                              "present on the workers' nodes",
                              unset=(AUTO, '$ARRL_SANDBOX_IMAGE on the worker\'s node, else "host"'), legacy='')
-    threads: int | None = knob(None, 'torch threads per run', check='positive', unset=(AUTO, "the worker's cores (arrl.ops.placement)"), legacy=0)
+    threads: int | None = knob(None, 'torch threads per run', check='positive',
+                               unset=(AUTO, "the worker's cores (arrl.ops.placement)"), legacy=0)
     budget_s: float | None = knob(None, 'training budget of each run', unit='s', check='positive',
                                   unset=(AUTO, "the target's budget"), legacy=0.0)
     grace_s: float | None = knob(None, 'extra seconds before the hard kill', unit='s', check='positive',
@@ -185,6 +186,9 @@ class LearnerSection:
                                unit='MB', check='positive',
                                unset=(OFF, "the allocator's default, which kept 3x the memory (LEARNER.md)"), legacy=0)
     seed: int = knob(0, "the learner's seed")
+    warm_start: str | None = knob(None, 'start from another run\'s adapter: "RUN" (its last version) or "RUN:VERSION" '
+                                        '(arrl.driver.lineage; `arrl launch --warm-start`)',
+                                  unset=(OFF, 'a fresh adapter, the base model'), legacy='')
 
     def settings(self, gpus: float) -> dict:
         """The arrl.learner.learner.Learner settings, with num_gpus resolved."""
@@ -193,6 +197,7 @@ class LearnerSection:
         d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side
         d.pop("group_by")  # (arrl.driver.learning, arrl.learner.trajectory)
         d.pop("sync")  # when the driver asks for proposals (arrl.driver.learning, arrl.driver)
+        d.pop("warm_start")  # where the first version comes from (arrl.driver.lineage)
         d["num_gpus"] = gpus
         return d
 

@@ -80,6 +80,27 @@ class Learning:
                                                  sync_s=time.time() - t0, loaded_on_resume=True)
         self.log(f"learner: resumed at adapter version {self.version}")
 
+    def warm_start(self, source) -> None:
+        """A new run's version 1 from another run's checkpoint (arrl.driver.lineage.Source), served before the
+        first proposal; the ledger records the source (meta `lineage`, and the version's info)."""
+        if self.version:
+            return  # a resumed run: its versions, the first one included, are its own checkpoints
+        try:
+            files_ref, sha = ray.get(self.learner.warm_start.remote(source.ckpt))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            raise LearnerError(str(cause) if isinstance(cause, LearnerError) else
+                               f"the learner could not start from {source.describe()}: {str(e)[:300]}") from None
+        t0 = time.time()
+        swap_s = ray.get(self.policy.load_adapter.remote(1, files_ref))
+        link = {"run": source.run, "version": source.version, "adapter_sha256": source.adapter_sha256}
+        with self.store.tx():
+            self.store.add_policy_version(1, warm_start=link, adapter_sha256=sha, loaded_at=time.time(),
+                                          swap_s=swap_s, sync_s=time.time() - t0)
+            self.store.put("lineage", link)
+        self.version = self.served = 1
+        self.log(f"learner: warm-started from {source.describe()}; served as v1")
+
     # -- the loop's hook ---------------------------------------------------------------------------
     def refs(self) -> list:
         """Object refs the driver may wait on (so it wakes up when an update or a load is done)."""

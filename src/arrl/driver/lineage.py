@@ -86,10 +86,11 @@ def source(spec: str, runs: Path, cfg: Config) -> Source:
                           f"{', '.join(map(str, kept)) or 'none'}; [learner] keep_checkpoints)")
     try:
         sha = sha256_files(adapter_files(ckpt / "adapter"))
+        as_written = sha256_files(adapter_files(ckpt / "adapter", canonical=False))  # a run's record before 12-06
     except (OSError, PolicyError) as e:
         raise ConfigError(f"{where}: the checkpoint's adapter is unreadable ({e})") from None
     recorded = versions[version].get("adapter_sha256")
-    if recorded and recorded != sha:
+    if recorded and recorded not in (sha, as_written):
         raise ConfigError(f"{where}: the checkpoint's adapter is not the one run {name!r} recorded for version "
                           f"{version} (sha256 {sha[:12]}, recorded {recorded[:12]})")
     return Source(name, version, str(ckpt), sha, model, rank)

@@ -94,7 +94,7 @@ class Learner:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         import torch
 
-        # Ray sets OMP_NUM_THREADS=1 in actors; a learner on CPU wants the cores (unset: all of them, arrl.config.resolve)
+        # Ray sets OMP_NUM_THREADS=1 in actors; a learner on CPU wants the cores (unset: all, arrl.config.resolve)
         torch.set_num_threads(resolve.learner_threads(s["threads"]))
         torch.manual_seed(int(s["seed"]))
         self.gae = s["advantage"] == "gae"
@@ -232,16 +232,30 @@ class Learner:
         if version == 0:
             return
         path = self.ckpt_dir / f"ckpt-{version:06d}" / "state.pkl"
+        if not path.is_file():
+            raise LearnerError(f"{path}: no learner checkpoint for adapter version {version} (have "
+                               f"{self.checkpoints() or 'none'})")
+        self.version = int(self._load_state(path)["version"])
+
+    def warm_start(self, ckpt: str | Path) -> None:
+        """Start from another run's checkpoint (its LoRA weights and optimizer state): this run's version 1,
+        checkpointed here, so that a resume restores it like any other version."""
+        if self.version:
+            raise LearnerError(f"a warm start needs a fresh learner; this one is at version {self.version}")
+        self._load_state(Path(ckpt) / "state.pkl")
+        self.version = 1
+        self.checkpoint()
+
+    def _load_state(self, path: Path) -> dict:
         try:
             with open(path, "rb") as f:
                 st = pickle.load(f)
         except FileNotFoundError:
-            raise LearnerError(f"{path}: no learner checkpoint for adapter version {version} (have "
-                               f"{self.checkpoints() or 'none'})") from None
+            raise LearnerError(f"{path}: no such learner checkpoint") from None
         except (pickle.UnpicklingError, EOFError, OSError) as e:
             raise LearnerError(f"{path}: unreadable learner checkpoint ({e})") from None
         self.group.set_state(st["learner"])
-        self.version = int(st["version"])
+        return st
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -191,10 +191,21 @@ class Queries:
             f"{LEARNABLE}" + _trained(count_duplicates).replace("reused_from", "e.reused_from")
             + " AND e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,))]
 
+    def learnable(self, count_duplicates: bool) -> list[int]:
+        """Ids of every learnable result, consumed or not, oldest first (an offline learner's samples)."""
+        return [r[0] for r in self._all(
+            "SELECT e.id FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
+            f"{LEARNABLE}" + _trained(count_duplicates).replace("reused_from", "e.reused_from") + " ORDER BY e.id")]
+
     def sample_row(self, exp_id: int) -> sqlite3.Row:
         """A learnable result with its proposal's record: what the learner's sample is built from."""
         return self.db.execute("SELECT e.id, e.reward, e.status, e.incumbent_id, p.record FROM experiments e JOIN "
                                "proposals p ON p.id = e.proposal_id WHERE e.id=?", (exp_id,)).fetchone()
+
+    def policy_versions(self) -> list[dict]:
+        """Every adapter version, oldest first: its number, when it was made, and its info."""
+        return [{"version": r[0], "created": r[1], **json.loads(r[2])}
+                for r in self.db.execute("SELECT version, created, info FROM policy_versions ORDER BY version")]
 
     def last_policy_version(self) -> sqlite3.Row | None:
         """(version, info) of the newest adapter version."""

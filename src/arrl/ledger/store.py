@@ -220,10 +220,6 @@ class Store(Queries):
             self.db.execute("UPDATE policy_versions SET info=? WHERE version=?",
                             (json.dumps({**json.loads(row[0]), **info}), version))
 
-    def policy_versions(self) -> list[dict]:
-        return [{"version": r[0], "created": r[1], **json.loads(r[2])}
-                for r in self.db.execute("SELECT version, created, info FROM policy_versions ORDER BY version")]
-
     def policy_version(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM policy_versions").fetchone()[0]
 

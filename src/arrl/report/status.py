@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from arrl.driver import lineage
 from arrl.ledger.reader import open_read_only
 from arrl.report import tables as run_tables
 
@@ -57,7 +58,18 @@ def status_text(d: Path) -> tuple[str, bool]:
                 f" ({dups} of them answered from the ledger)") if dups else ""
     lines.append(f"experiments run {ran}" + (f" / {cap}" if cap else "") + dup_note + f", in flight {inflight}, "
                  f"pending {pending}; proposals from policy version {version or 0}")
-    if learned:
+    trained_on = _meta_file(d, "trained_on")
+    if trained_on:
+        lines.append("learner trained offline on " + ", ".join(f"{t['run']} ({t['samples']} samples)"
+                                                              for t in trained_on))
+    links = lineage.chain(d)
+    if links:
+        lines.append("lineage: " + lineage.describe(links) + f" (adapter sha256 {links[0]['adapter_sha256'][:12]})")
+    if learned and "warm_start" in json.loads(learned[1]):
+        info = json.loads(learned[1])
+        lines.append(f"learner: adapter v1 ({'served' if info.get('loaded_at') else 'not yet served'}) from the warm "
+                     f"start; no update yet")
+    elif learned:
         info = json.loads(learned[1])
         m = info.get("metrics") or {}
         lines.append(f"learner: adapter v{learned[0]} ({'served' if info.get('loaded_at') else 'not yet served'}), "

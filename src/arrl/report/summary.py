@@ -27,6 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
+from arrl.driver import lineage
 from arrl.ledger import reader as ledger_reader
 from arrl.ledger.reader import open_read_only
 from arrl.report import figures
@@ -234,6 +235,9 @@ def summary_html(run: dict, pngs: dict[str, bytes]) -> str:
         from arrl.report import status as report
 
         kv.append(["placement", report.placement_line(meta["placement"]).removeprefix("placement: ")])
+    links = lineage.chain(d)
+    if links:
+        kv.append(["lineage", lineage.describe(links) + f" (adapter sha256 {links[0]['adapter_sha256'][:12]})"])
     parts.append(html_table(None, kv, cls="kv key-numbers"))
     parts.append("<h2>Progress</h2>")
     parts.append(_img(pngs["progress.png"], "val_bpb of every experiment and the incumbent"))
