@@ -201,6 +201,10 @@ def warm_start_from(runs: Path, source: str, version: int, sha: str) -> None:
     status = subprocess.run([sys.executable, "-m", "arrl", "status", "next", "--runs-dir", str(runs)],
                             capture_output=True, text=True)
     assert f"lineage: warm-started from {source} v{version} (adapter sha256 {sha[:12]})" in status.stdout
+    report = subprocess.run([sys.executable, "-m", "arrl", "report", "next", "--runs-dir", str(runs)],
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert f"warm-started from {source} v{version}" in (runs / "next" / "report" / "summary.html").read_text()
 
 
 def learn_offline_from(runs: Path, sources: list[str]) -> None:
