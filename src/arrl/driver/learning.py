@@ -68,9 +68,7 @@ class Learning:
         try:
             files_ref = ray.get(self.learner.restore.remote(self.version))
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            raise LearnerError(str(cause) if isinstance(cause, LearnerError) else
-                               f"the learner could not restore version {self.version}: {str(e)[:300]}") from None
+            raise _learner_error(e, f"the learner could not restore version {self.version}") from None
         t0 = time.time()
         swap_s = ray.get(self.policy.load_adapter.remote(self.version, files_ref))
         record = next((v for v in self.store.policy_versions() if v["version"] == self.version), {})
@@ -88,9 +86,7 @@ class Learning:
         try:
             files_ref, sha = ray.get(self.learner.warm_start.remote(source.ckpt))
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            raise LearnerError(str(cause) if isinstance(cause, LearnerError) else
-                               f"the learner could not start from {source.describe()}: {str(e)[:300]}") from None
+            raise _learner_error(e, f"the learner could not start from {source.describe()}") from None
         t0 = time.time()
         swap_s = ray.get(self.policy.load_adapter.remote(1, files_ref))
         link = {"run": source.run, "version": source.version, "adapter_sha256": source.adapter_sha256}
@@ -252,6 +248,12 @@ class Learning:
             self.store.update_policy_version(version, loaded_at=time.time(), swap_s=swap_s,
                                              sync_s=time.time() - t_done)
         self.served = version
+
+
+def _learner_error(e: Exception, what: str) -> LearnerError:
+    """The learner's own LearnerError out of a failed Ray task, else `what` with the task's error."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, LearnerError) else LearnerError(f"{what}: {str(e)[:300]}")
 
 
 def _done(ref) -> bool:

@@ -65,12 +65,11 @@ def status_text(d: Path) -> tuple[str, bool]:
     links = lineage.chain(d)
     if links:
         lines.append("lineage: " + lineage.describe(links) + f" (adapter sha256 {links[0]['adapter_sha256'][:12]})")
-    if learned and "warm_start" in json.loads(learned[1]):
-        info = json.loads(learned[1])
+    info = json.loads(learned[1]) if learned else {}
+    if "warm_start" in info:
         lines.append(f"learner: adapter v1 ({'served' if info.get('loaded_at') else 'not yet served'}) from the warm "
                      f"start; no update yet")
     elif learned:
-        info = json.loads(learned[1])
         m = info.get("metrics") or {}
         lines.append(f"learner: adapter v{learned[0]} ({'served' if info.get('loaded_at') else 'not yet served'}), "
                      f"{used[0]} samples trained, {used[1]} dropped; last update: reward {info.get('reward_mean', 0):+.2f}"
