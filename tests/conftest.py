@@ -1,4 +1,5 @@
-"""Shared fixtures: prepared data for both profiles, built once per session on real files.
+"""Shared fixtures: prepared data for both profiles, built once per session on real files, and one
+local Ray for the tests that launch in-process (`shared_ray`).
 
 The web profile is prepared from a real HTTP server on 127.0.0.1 (tests/webserver.py)
 serving small Parquet shards that the fixture writes; nothing leaves the machine.
@@ -125,3 +126,49 @@ def docker_host():
     host = proc.stdout.strip().split("=", 1)[1]
     os.environ["DOCKER_HOST"] = host
     return host
+
+
+# ---- one Ray for in-process launches ------------------------------------------------------------------------------
+# `launch()` uses a Ray that is already up (as under `ray job submit`) and starts and stops its own otherwise,
+# which costs about 5 s a launch on 2 cores. Tests that launch in-process ask for `shared_ray`; it stays up
+# across consecutive such tests and is shut down before any other test, so a test with a Ray of its own (or a
+# launch in a subprocess, timed against its own Ray) never runs beside it.
+_RAY = {"up": False}
+SHARED_CPUS, SHARED_GPUS = 12, 8  # fake resources: the largest test config has 8 workers of 1 GPU each
+
+
+@pytest.fixture
+def shared_ray():
+    import ray
+
+    if not _RAY["up"]:
+        ray.init(address="local", num_cpus=SHARED_CPUS, num_gpus=SHARED_GPUS, logging_level="ERROR",
+                 log_to_driver=False)
+        _RAY["up"] = True
+    yield
+    # a launch kills its actors as it ends; the next test may use the same run name, so wait until the names
+    # are free (ray.kill returns before the actor is gone)
+    import time
+    from ray.util import list_named_actors
+
+    deadline = time.monotonic() + 30
+    while list_named_actors(all_namespaces=True) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _stop_shared_ray():
+    if _RAY["up"]:
+        import ray
+
+        ray.shutdown()
+        _RAY["up"] = False
+
+
+@pytest.fixture(autouse=True)
+def _shared_ray_only_where_asked(request):
+    if "shared_ray" not in request.fixturenames:
+        _stop_shared_ray()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_shared_ray()

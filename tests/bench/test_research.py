@@ -108,7 +108,7 @@ def test_bench_abort_bad_input(tmp_path, capsys):
     assert "--every 0: out of range" in capsys.readouterr().err
 
 
-def test_tune_trains_in_the_process_sandbox(tmp_path, monkeypatch):
+def test_tune_trains_in_the_process_sandbox(tmp_path, monkeypatch, shared_ray):
     """Tune's trials run the real tiny target in the process sandbox: curves reach Tune, val_bpb is measured,
     and a stopped trial's training process is gone."""
     import psutil
@@ -169,7 +169,7 @@ def test_summary_on_handmade_traces():
         in research.table(s)
 
 
-def test_bench_research_runs_every_method(tiny_model, tmp_path, capsys):
+def test_bench_research_runs_every_method(tiny_model, tmp_path, capsys, shared_ray):
     """Each baseline and the RL loop run a few experiments on the synthetic target; the RL loop trains and
     serves at least one adapter."""
     conf = tmp_path / "base.toml"

@@ -17,6 +17,9 @@ from arrl.launch import launch
 from arrl.ledger import export
 from arrl.report import status as report
 
+# every launch here is in-process: one Ray for all of them (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 
 def block(search: str, replace: str) -> str:
     return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"

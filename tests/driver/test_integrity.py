@@ -42,7 +42,7 @@ OPTIMUM = {"DEPTH": "6", "WIDTH": "192", "LEARNING_RATE": "3e-3", "BATCH_SIZE": 
 BETTER = {"LEARNING_RATE": "3e-3", "WIDTH": "256", "DEPTH": "6", "BATCH_SIZE": "32"}  # 1.1445 (baseline 1.1624)
 
 
-def test_suspicious_results_wait_for_a_fresh_run(tmp_path):
+def test_suspicious_results_wait_for_a_fresh_run(tmp_path, shared_ray):
     """Floor 1.10 and every improvement 'far beyond the noise' (thresholds 0): the optimum (1.0) is below
     the floor, so it is never believed: penalty, never accepted. BETTER is suspicious too, but its fresh run
     agrees: it becomes ok, earns its reward, and is accepted."""

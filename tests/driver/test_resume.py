@@ -86,7 +86,8 @@ def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path
         check_ledger(d, CONFIG["oracle"]["max_experiments"])
 
 
-def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_script(tmp_path, env, monkeypatch):
+def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_script(tmp_path, env, monkeypatch,
+                                                                                         shared_ray):
     """The window a random kill rarely hits (the chaos test did): between an experiment's row and its
     train.py. The row and the script are written in one transaction, so the stopped driver leaves either
     both or neither, and the resume runs to a consistent ledger."""
@@ -121,7 +122,8 @@ def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_s
 
 
 @pytest.mark.parametrize("backend", ["process", "docker"])
-def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch, backend, request):
+def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_dir, monkeypatch, backend, request,
+                                                        shared_ray):
     monkeypatch.setenv("ARRL_DATA_HOME", str(shakespeare_dir.parent))
     if backend == "docker":
         request.getfixturevalue("docker_host")
@@ -132,8 +134,6 @@ def test_a_killed_worker_actor_has_its_experiment_rerun(tmp_path, shakespeare_di
     def killer():
         while "done" not in killed:
             time.sleep(0.5)
-            if not ray.is_initialized():  # launch() starts Ray; calling into Ray first would start another
-                continue
             try:
                 w = ray.get_actor("arrl/worker-dies/worker-0")
                 st = ray.get(w.status.remote(), timeout=5)

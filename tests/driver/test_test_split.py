@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "arrl"
 NAMES = ("test_bpb", "test_scores", "test_scored")
 
 
-def test_every_incumbent_is_scored_on_the_test_split(tmp_path):
+def test_every_incumbent_is_scored_on_the_test_split(tmp_path, shared_ray):
     cfg = config_mod.from_dict({
         "target": "synthetic", "name": "sealed",
         "policy": {"kind": "random", "fmt": "catalog", "group_size": 4},

@@ -443,7 +443,9 @@ def _contains(path: Path, needles: list[bytes]) -> bool:
 def _params():
     for case in CASES:
         for kind in ("process", "docker"):
-            marks = [pytest.mark.timeout(case.timeout, func_only=True)]
+            # one backend per xdist worker (scripts/test.sh runs the corpus in 2 processes): the Docker half builds
+            # its image while the process half runs
+            marks = [pytest.mark.timeout(case.timeout, func_only=True), pytest.mark.xdist_group(kind)]
             if kind == "process":
                 marks.append(pytest.mark.skipif(not bwrap_available(), reason="bubblewrap missing or unusable"))
             yield pytest.param(case, kind, id=f"{case.name}-{kind}", marks=marks)

@@ -101,7 +101,8 @@ def test_tiny_target_trains_in_the_cpu_image(cpu_sandbox_image, shakespeare_dir,
     assert not box.client.containers.list(all=True, filters={"label": ["arrl.worker=img"]})
 
 
-def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shakespeare_dir, tmp_path, monkeypatch):
+def test_launch_runs_experiments_in_the_configured_image(cpu_sandbox_image, shakespeare_dir, tmp_path, monkeypatch,
+                                                        shared_ray):
     """`[workers] image = "arrl-sandbox:cpu"`: the loop's experiments train in the self-contained image."""
     import json
     import sqlite3
