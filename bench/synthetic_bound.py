@@ -10,7 +10,7 @@ unaccepted source whose runs beat the incumbent runs again, up to `--rerun` runs
 judged on its mean; other repeats and empty edits are not runs. Every run counts, as in
 the research table, and "best" is the lowest single measurement, as there.
 
-Policies:
+Policies (classes below; bench/family_bound.py runs the same loop on a family of targets):
   random    the random-search baseline: 1-2 knobs, each set to a uniformly drawn other value
   oracle    knows each knob's optimum: one knob, set to its optimum
   learned   one knob (or --knobs of them) uniformly, each value from a softmax over the
@@ -48,21 +48,101 @@ from arrl.driver.reward import reward
 
 
 class Bowl:
-    def __init__(self):
+    """The synthetic bowl, or a member of the family (arrl.bench.family) with its own optimum."""
+
+    def __init__(self, member=None):
         tgt = target.load("synthetic", paths.targets_dir())
         self.knobs = tgt.catalog
         self.sizes = [len(k.values) for k in self.knobs]
-        self.opt = [simulated.optimum(k) for k in self.knobs]
+        self.opt = list(member.optimum) if member is not None else [simulated.optimum(k) for k in self.knobs]
         cur = catalog_values(tgt.train_py.read_text(), self.knobs)
         self.start = tuple(k.values.index(cur[k.name]) for k in self.knobs)
 
     def value(self, c) -> float:
-        return simulated.value_at(c, self.knobs)
+        return simulated.value_at(c, self.knobs, self.opt)
 
 
-def loop(bowl: Bowl, policy: str, n: int, seed: int, z: float = 2.0, rerun: int = 4, lr: float = 1.0,
-         group: int = 8, knobs: int = 1, noise: float = simulated.NOISE, min_sigma: float = 0.002):
-    """(best measurement after each run, noiseless value of the final incumbent) of one seed."""
+class Random:
+    """The random-search baseline: 1-2 knobs, each set to a uniformly drawn other value."""
+    group = 8
+
+    def __init__(self, bowl: Bowl):
+        self.sizes = bowl.sizes
+
+    def propose(self, inc, rng):
+        c = list(inc)
+        chosen = rng.choice(len(c), size=rng.integers(1, 3), replace=False)
+        for k in chosen:
+            c[k] = rng.choice([v for v in range(self.sizes[k]) if v != inc[k]])
+        return tuple(c), chosen
+
+    def learn(self, taken, rewards):
+        pass
+
+
+class Oracle(Random):
+    """Knows each knob's optimum: one knob, set to its optimum."""
+
+    def __init__(self, bowl: Bowl):
+        super().__init__(bowl)
+        self.opt = bowl.opt
+
+    def propose(self, inc, rng):
+        c, k = list(inc), int(rng.integers(len(inc)))
+        c[k] = self.opt[k]
+        return tuple(c), [k]
+
+
+class Softmax:
+    """The idealised learner: `knobs` knobs uniformly, each value from a softmax whose logits are W[k] @ x.
+    x is the member's features (arrl.bench.family.Member.features: a bias, the model scale, the data) for a
+    learner that reads the brief, else (1,). After every group the weights take one exact REINFORCE step
+    (group-relative advantages of the loop's reward), learning rate `lr`. Its weights carry over from one
+    member to the next when the same object runs several (the perpetual researcher)."""
+
+    def __init__(self, sizes, lr: float = 1.0, group: int = 8, knobs: int = 1, n_features: int = 1):
+        self.W = [np.zeros((s, n_features)) for s in sizes]
+        self.x = np.ones(n_features)
+        self.lr, self.group, self.knobs = lr, group, knobs
+
+    def probs(self, k: int) -> np.ndarray:
+        z = self.W[k] @ self.x
+        p = np.exp(z - z.max())
+        return p / p.sum()
+
+    def propose(self, inc, rng):
+        c = list(inc)
+        chosen = rng.choice(len(c), size=self.knobs, replace=False)
+        for k in chosen:
+            c[k] = rng.choice(len(self.W[k]), p=self.probs(k))
+        return tuple(c), chosen
+
+    def learn(self, taken, rewards):
+        r = np.asarray(rewards)
+        if len(r) < 2 or r.std() <= 1e-9:
+            return
+        adv = (r - r.mean()) / r.std()
+        for (c, chosen), a in zip(taken, adv):
+            for k in chosen:
+                grad = -self.probs(k)
+                grad[c[k]] += 1.0
+                self.W[k] += self.lr * a * np.outer(grad, self.x)
+
+
+def make(bowl: Bowl, policy: str, lr: float = 1.0, group: int = 8, knobs: int = 1):
+    if policy == "random":
+        return Random(bowl)
+    if policy == "oracle":
+        return Oracle(bowl)
+    return Softmax(bowl.sizes, lr, group, knobs)
+
+
+def loop(bowl: Bowl, policy, n: int, seed: int, z: float = 2.0, rerun: int = 4, noise: float = simulated.NOISE,
+         min_sigma: float = 0.002, **kw):
+    """(best measurement after each run, noiseless value of the final incumbent) of one seed. `policy` is a
+    name ("random", "oracle", "learned" with `kw` lr, group, knobs) or an object with propose and learn."""
+    if isinstance(policy, str):
+        policy = make(bowl, policy, **kw)
     rng = np.random.default_rng(seed)
     rcfg = RewardSection()
     runs: list[float] = []
@@ -77,25 +157,9 @@ def loop(bowl: Bowl, policy: str, n: int, seed: int, z: float = 2.0, rerun: int 
     inc = bowl.start
     inc_v = [run(inc), run(inc)]
     accepted = {inc}
-    theta = [np.zeros(s) for s in bowl.sizes]
     idle = 0
     while len(runs) < n and idle < 2000:  # 2000 proposals in a row that ran nothing: the policy is stuck
-        props = []
-        for _ in range(group):
-            c = list(inc)
-            if policy == "random":
-                chosen = rng.choice(len(c), size=rng.integers(1, 3), replace=False)
-                for k in chosen:
-                    c[k] = rng.choice([v for v in range(bowl.sizes[k]) if v != inc[k]])
-            elif policy == "oracle":
-                chosen = [rng.integers(len(c))]
-                c[chosen[0]] = bowl.opt[chosen[0]]
-            else:
-                chosen = rng.choice(len(c), size=knobs, replace=False)
-                for k in chosen:
-                    p = np.exp(theta[k] - theta[k].max())
-                    c[k] = rng.choice(bowl.sizes[k], p=p / p.sum())
-            props.append((tuple(c), chosen))
+        props = [policy.propose(inc, rng) for _ in range(policy.group)]
         rewards, taken = [], []
         for c, chosen in props:
             if len(runs) >= n:
@@ -128,16 +192,7 @@ def loop(bowl: Bowl, policy: str, n: int, seed: int, z: float = 2.0, rerun: int 
                         accepted.add(c)
             rewards.append(reward("ok", v, m_inc, noise_est.sigma, rcfg))
             taken.append((c, chosen))
-        if policy == "learned" and len(rewards) > 1:
-            r = np.asarray(rewards)
-            if r.std() > 1e-9:
-                adv = (r - r.mean()) / r.std()
-                for (c, chosen), a in zip(taken, adv):
-                    for k in chosen:
-                        p = np.exp(theta[k] - theta[k].max())
-                        grad = -p / p.sum()
-                        grad[c[k]] += 1.0
-                        theta[k] += lr * a * grad
+        policy.learn(taken, rewards)
     best = np.minimum.accumulate(runs)
     return best, bowl.value(inc)
 

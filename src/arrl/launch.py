@@ -68,6 +68,27 @@ def _warm_source(cfg: Config, d: Path):
     return lineage.source(cfg.learner.warm_start, d.parent, cfg)
 
 
+def _check_learner_checkpoint(cfg: Config, d: Path, address: str | None) -> None:
+    """A resumed learning run restores its last adapter version from the learner's checkpoint. On a Ray of its
+    own the learner writes them under the run's folder, so a missing one is a one-line error before anything
+    starts (on a cluster the learner's node holds them, and the learner says so when it restores)."""
+    if address or ray.is_initialized() or not (cfg.learner.enabled and cfg.policy.kind == "vllm"):
+        return
+    if not (d / "ledger.sqlite").is_file():
+        return
+    from arrl.ledger import reader
+
+    with reader.open_read_only(d) as r:
+        versions = r.policy_versions()
+    if not versions:
+        return
+    v = versions[-1]["version"]
+    ckpt = d / "learner" / f"ckpt-{v:06d}"
+    if not (ckpt / "state.pkl").is_file():
+        raise ConfigError(f"{ckpt}: no learner checkpoint for adapter version {v}; the learner cannot resume "
+                          f"without it (put the run's learner/ folder back, or start a new run)")
+
+
 def make_policy(cfg: Config, run: str, workdir: Path, tgt, cores: str = "", wait: bool = True):
     """The run's policy, and its actor handle where it is a served model (else None). `wait=False` returns
     while vLLM is still starting: the policy's `started` ref is ready once it is up."""
@@ -187,6 +208,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
            log=print) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
     warm = _warm_source(cfg, d)
+    if resume:
+        _check_learner_checkpoint(cfg, d, address)
     tgt = target_mod.load(cfg.target, paths.targets_dir())
     place = plan_placement(cfg, address)
     if cfg.workers.sandbox == "docker" and cfg.workers.image == images_mod.CPU_SANDBOX and not address:

@@ -43,9 +43,11 @@ def value(source: str, catalog: tuple[Knob, ...]) -> float | str:
     return value_at([k.values.index(assigned[k.name]) for k in catalog], catalog)
 
 
-def value_at(positions, catalog: tuple[Knob, ...]) -> float:
-    """The noiseless val_bpb of the knobs at these positions in their catalog lists (one per knob)."""
-    return 1.0 + 0.1 * sum(((p - optimum(k)) / max(len(k.values) - 1, 1)) ** 2 for p, k in zip(positions, catalog))
+def value_at(positions, catalog: tuple[Knob, ...], optima=None) -> float:
+    """The noiseless val_bpb of the knobs at these positions in their catalog lists (one per knob), with the
+    bowl's minimum at `optima` (positions, one per knob; by default each knob's `optimum`)."""
+    optima = optima if optima is not None else [optimum(k) for k in catalog]
+    return 1.0 + 0.1 * sum(((p - o) / max(len(k.values) - 1, 1)) ** 2 for p, o, k in zip(positions, optima, catalog))
 
 
 def test_value(source: str, catalog: tuple[Knob, ...], seed: int, noise: float = NOISE) -> dict:

@@ -1,0 +1,128 @@
+"""A family of simulated targets that share structure the way real targets do (issue 23, item 5).
+
+Every member is the synthetic bowl (arrl.worker.sandbox.simulated: val_bpb = 1.0 + 0.1 * a sum of
+squared distances from the optimum, in catalog positions, + noise) over the synthetic target's
+catalog, with an optimum of its own. A member is two facts a researcher writes in a brief: how large
+a model its compute affords (`scale`) and how much training data it has (`data`), each in [0, 1]
+on a log axis. The family prior says where each knob's optimum lies:
+
+  the same for every member   WARMUP, DECAY, BETA2 (what one member teaches holds for all)
+  moves with the model scale  DEPTH and WIDTH grow, LEARNING_RATE falls
+  moves with the data         BATCH_SIZE grows
+  moves with data per param   DROPOUT: high where the data is small for the model, none where it is large
+
+plus a jitter per member and knob (a normal of JITTER positions, rounded) that no brief reveals, so
+even a reader of the brief has to search. Random search and Optuna see only the knobs; a language
+model policy can read the brief (`Member.brief`), and that is the edge a benchmark on this family
+can show. bench/family_bound.py models the loop on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from arrl import paths, target
+from arrl.target import Knob, catalog_values
+from arrl.worker.sandbox import simulated
+
+# knob -> the optimum's catalog position for the whole family
+FIXED = {"WARMUP": 3, "DECAY": 3, "BETA2": 3}
+# knob -> (feature, position at feature 0, position at feature 1); the feature `ratio` is data per parameter,
+# (data - scale + 1) / 2, in [0, 1]
+VARYING = {"DEPTH": ("scale", 1, 6), "WIDTH": ("scale", 1, 6), "LEARNING_RATE": ("scale", 6, 1),
+           "BATCH_SIZE": ("data", 1, 5), "DROPOUT": ("ratio", 3, 0)}
+JITTER = 0.5  # positions: the part of a member's optimum its brief does not tell
+PARAMS = (1e6, 1e9)  # the model scale's range, parameters (log axis)
+TOKENS = (1e7, 1e10)  # the data's range, tokens (log axis)
+
+
+@lru_cache(maxsize=1)
+def base() -> target.Target:
+    """The synthetic target: the family's catalog and starting train.py."""
+    return target.load("synthetic", paths.targets_dir())
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    scale: float  # 0..1: log position of the model's size in PARAMS
+    data: float  # 0..1: log position of the data's size in TOKENS
+    optimum: tuple[int, ...]  # per knob of the catalog, its optimum's position
+
+    @property
+    def params(self) -> float:
+        return PARAMS[0] * (PARAMS[1] / PARAMS[0]) ** self.scale
+
+    @property
+    def tokens(self) -> float:
+        return TOKENS[0] * (TOKENS[1] / TOKENS[0]) ** self.data
+
+    def features(self) -> np.ndarray:
+        """What the brief says, as numbers: (1, scale, data). The ideal brief reader of bench/family_bound.py
+        sees these; a language model reads them as words."""
+        return np.array([1.0, self.scale, self.data])
+
+    def value(self, positions) -> float:
+        """Noiseless val_bpb of the knobs at these catalog positions."""
+        return simulated.value_at(positions, base().catalog, self.optimum)
+
+    def optimal_values(self) -> dict[str, str]:
+        return {k.name: k.values[p] for k, p in zip(base().catalog, self.optimum)}
+
+    def brief(self) -> str:
+        """program.md: the member in words, as a research brief would put it. It never names an optimum."""
+        size = "small" if self.scale < 1 / 3 else "medium-sized" if self.scale < 2 / 3 else "large"
+        ratio = self.data - self.scale
+        fit = ("little data for a model this size" if ratio < -1 / 3 else
+               "plenty of data for a model this size" if ratio > 1 / 3 else "a balanced amount of data for its size")
+        return (f"# Research brief: {self.name}\n\n"
+                f"Goal: the lowest val_bpb. This target is simulated: val_bpb is a noisy function of the knobs at "
+                f"the top of train.py.\n\n"
+                f"The model is {size}: about {_words(self.params)} parameters. It trains on about "
+                f"{_words(self.tokens)} tokens of text, {fit}.\n")
+
+
+def optimum_at(name: str, scale: float, data: float) -> float:
+    """Where the family prior puts knob `name`'s optimum (a catalog position, not rounded) for these facts."""
+    if name in FIXED:
+        return float(FIXED[name])
+    feature, lo, hi = VARYING[name]
+    x = {"scale": scale, "data": data, "ratio": (data - scale + 1) / 2}[feature]
+    return lo + (hi - lo) * x
+
+
+def members(seed: int, n: int) -> list[Member]:
+    """`n` members of family `seed`: scale and data uniform on their log axes, optima from the prior."""
+    rng = np.random.default_rng([seed, 23])
+    out = []
+    for i in range(n):
+        scale, data = (float(v) for v in rng.uniform(0.0, 1.0, 2))
+        opt = []
+        for k in base().catalog:
+            centre = optimum_at(k.name, scale, data)
+            jitter = 0.0 if k.name in FIXED else rng.normal(0.0, JITTER)
+            opt.append(int(np.clip(round(centre + jitter), 0, len(k.values) - 1)))
+        out.append(Member(f"family-{seed}-{i:02d}", scale, data, tuple(opt)))
+    return out
+
+
+def start() -> tuple[int, ...]:
+    """Every member starts from the synthetic train.py's values."""
+    cur = catalog_values(base().train_py.read_text(), base().catalog)
+    return tuple(k.values.index(cur[k.name]) for k in base().catalog)
+
+
+def catalog() -> tuple[Knob, ...]:
+    return base().catalog
+
+
+def _words(x: float) -> str:
+    """3e7 -> '30 million' (two significant figures at most)."""
+    for unit, name in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if x >= unit:
+            v = float(f"{x / unit:.2g}")
+            return f"{v:g} {name}"
+    return f"{x:.0f}"
