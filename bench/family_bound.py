@@ -99,10 +99,7 @@ def one_seed(seed: int, a) -> dict[str, list[tuple[np.ndarray, float]]]:
         reader = copy.deepcopy(brief)
         reader.x = m.features()
         out["learned, warm+brief"].append(loop(bowl, reader, a.runs, s))
-        prior = Oracle(bowl)
-        prior.opt = [int(np.clip(round(family.optimum_at(k.name, m.scale, m.data)), 0, len(k.values) - 1))
-                     for k in bowl.knobs]
-        out["brief oracle"].append(loop(bowl, prior, a.runs, s))
+        out["brief oracle"].append(loop(bowl, Oracle(bowl, family.prior_optimum(m.scale, m.data)), a.runs, s))
         out["oracle"].append(loop(bowl, Oracle(bowl), a.runs, s))
     return out
 

@@ -39,11 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from arrl import paths, target
+from arrl.bench import family
 from arrl.driver import noise as acceptance
 from arrl.worker.sandbox import simulated
 from arrl.config import RewardSection  # noqa: E402
-from arrl.target import catalog_values
 from arrl.driver.reward import reward
 
 
@@ -51,12 +50,10 @@ class Bowl:
     """The synthetic bowl, or a member of the family (arrl.bench.family) with its own optimum."""
 
     def __init__(self, member=None):
-        tgt = target.load("synthetic", paths.targets_dir())
-        self.knobs = tgt.catalog
+        self.knobs = family.catalog()
         self.sizes = [len(k.values) for k in self.knobs]
         self.opt = list(member.optimum) if member is not None else [simulated.optimum(k) for k in self.knobs]
-        cur = catalog_values(tgt.train_py.read_text(), self.knobs)
-        self.start = tuple(k.values.index(cur[k.name]) for k in self.knobs)
+        self.start = family.start()
 
     def value(self, c) -> float:
         return simulated.value_at(c, self.knobs, self.opt)
@@ -81,11 +78,11 @@ class Random:
 
 
 class Oracle(Random):
-    """Knows each knob's optimum: one knob, set to its optimum."""
+    """Knows each knob's optimum (the bowl's, or `opt`): one knob, set to its optimum."""
 
-    def __init__(self, bowl: Bowl):
+    def __init__(self, bowl: Bowl, opt=None):
         super().__init__(bowl)
-        self.opt = bowl.opt
+        self.opt = list(opt) if opt is not None else bowl.opt
 
     def propose(self, inc, rng):
         c, k = list(inc), int(rng.integers(len(inc)))

@@ -69,9 +69,6 @@ class Member:
         """Noiseless val_bpb of the knobs at these catalog positions."""
         return simulated.value_at(positions, base().catalog, self.optimum)
 
-    def optimal_values(self) -> dict[str, str]:
-        return {k.name: k.values[p] for k, p in zip(base().catalog, self.optimum)}
-
     def brief(self) -> str:
         """program.md: the member in words, as a research brief would put it. It never names an optimum."""
         size = "small" if self.scale < 1 / 3 else "medium-sized" if self.scale < 2 / 3 else "large"
@@ -94,6 +91,16 @@ def optimum_at(name: str, scale: float, data: float) -> float:
     return lo + (hi - lo) * x
 
 
+def prior_optimum(scale: float, data: float) -> tuple[int, ...]:
+    """The optimum the family prior gives these facts, without a member's jitter: what a perfect reader of the
+    brief could know."""
+    return tuple(_position(k, optimum_at(k.name, scale, data)) for k in base().catalog)
+
+
+def _position(k: Knob, x: float) -> int:
+    return int(np.clip(round(x), 0, len(k.values) - 1))
+
+
 def members(seed: int, n: int) -> list[Member]:
     """`n` members of family `seed`: scale and data uniform on their log axes, optima from the prior."""
     rng = np.random.default_rng([seed, 23])
@@ -104,7 +111,7 @@ def members(seed: int, n: int) -> list[Member]:
         for k in base().catalog:
             centre = optimum_at(k.name, scale, data)
             jitter = 0.0 if k.name in FIXED else rng.normal(0.0, JITTER)
-            opt.append(int(np.clip(round(centre + jitter), 0, len(k.values) - 1)))
+            opt.append(_position(k, centre + jitter))
         out.append(Member(f"family-{seed}-{i:02d}", scale, data, tuple(opt)))
     return out
 
