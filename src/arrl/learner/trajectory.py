@@ -59,6 +59,22 @@ def from_ledger(store, exp_ids: list[int], group_by: str = "state") -> pa.Record
     return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
 
 
+def whole_groups(keys: list[str], size: int) -> list[int]:
+    """Indices of a batch of whole groups: the groups in the order of their first row, each taken whole, until
+    the batch holds `size` rows or more (so it may hold up to a group less one more), or every row while they
+    hold fewer. A group split across batches would compare its members only with those in the same batch: the
+    fast failures of a request with each other, before its slow runs finish (arrl.driver.learning)."""
+    members: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(k, []).append(i)
+    out: list[int] = []
+    for idx in members.values():
+        out += idx
+        if len(out) >= size:
+            break
+    return sorted(out)
+
+
 def write_parquet(batch: pa.RecordBatch, directory: Path, name: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.parquet"

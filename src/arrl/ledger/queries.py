@@ -191,6 +191,19 @@ class Queries:
             f"{LEARNABLE}" + _trained(count_duplicates).replace("reused_from", "e.reused_from")
             + " AND e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id LIMIT ?", (limit,))]
 
+    def unconsumed_learnable_groups(self, count_duplicates: bool) -> list[tuple[int, str]]:
+        """(exp id, proposal group) of learnable results no update has consumed or dropped, oldest first; a
+        group is one request's proposals (their state key)."""
+        return [(r[0], r[1]) for r in self._all(
+            "SELECT e.id, p.state_key FROM experiments e JOIN proposals p ON p.id = e.proposal_id WHERE "
+            f"{LEARNABLE}" + _trained(count_duplicates).replace("reused_from", "e.reused_from")
+            + " AND e.id NOT IN (SELECT exp_id FROM samples) ORDER BY e.id")]
+
+    def open_groups(self) -> set[str]:
+        """Proposal groups (state keys) with a candidate that has not finished: pending or running."""
+        return {r[0] for r in self._all("SELECT DISTINCT p.state_key FROM experiments e JOIN proposals p ON "
+                                        "p.id = e.proposal_id WHERE e.kind='candidate' AND e.state != 'done'")}
+
     def learnable(self, count_duplicates: bool) -> list[int]:
         """Ids of every learnable result, consumed or not, oldest first (an offline learner's samples)."""
         return [r[0] for r in self._all(
