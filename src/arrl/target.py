@@ -40,6 +40,8 @@ class Knob:
     values: tuple[str, ...]  # Python literals as source text
     current: str  # the value in train.py as shipped
     meaning: str = ""  # one line for the prompt: target.toml `meaning`, else the assignment's comment
+    optimum: str | None = None  # simulated targets only: where the simulated sandbox's bowl has its minimum;
+    # never shown to a policy (arrl.worker.sandbox.simulated, arrl.bench.family)
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,8 @@ def _catalog(spec: dict, assigned: dict[str, str], comments: dict[str, str], whe
     knobs = []
     for name, knob in spec.items():
         field = f"{where}: catalog.{name}"
-        if not isinstance(knob, dict) or "values" not in knob or not set(knob) <= {"values", "meaning"}:
-            raise TargetError(f"{field} must have the field values and may have meaning, nothing else")
+        if not isinstance(knob, dict) or "values" not in knob or not set(knob) <= {"values", "meaning", "optimum"}:
+            raise TargetError(f"{field} must have the field values and may have meaning and optimum, nothing else")
         meaning = knob.get("meaning", comments.get(name, ""))
         if not isinstance(meaning, str) or "\n" in meaning:
             raise TargetError(f"{field}.meaning must be one line of text")
@@ -139,7 +141,10 @@ def _catalog(spec: dict, assigned: dict[str, str], comments: dict[str, str], whe
         current = assigned[name]
         if not any(ast.literal_eval(v) == _literal(current) for v in values):
             raise TargetError(f"{field}.values must include the current value {current}")
-        knobs.append(Knob(name, tuple(values), current, meaning.strip()))
+        optimum = knob.get("optimum")
+        if optimum is not None and optimum not in values:
+            raise TargetError(f"{field}.optimum must be one of its values, got {optimum!r}")
+        knobs.append(Knob(name, tuple(values), current, meaning.strip(), optimum))
     return tuple(knobs)
 
 

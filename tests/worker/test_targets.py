@@ -115,7 +115,7 @@ def test_knob_meaning_from_the_manifest_or_the_assignments_comment(tmp_path):
     ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "import os"]\n', "is not a Python literal"),
     ('profile = "shakespeare"\n[[editable]]\nbegin = "# nope"\nend = "# end"\n', "markers '# nope'"),
     ('profile = [', "target.toml"),
-    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nhelp = "x"\n', "may have meaning, nothing else"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nhelp = "x"\n', "may have meaning and optimum, nothing else"),
     ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nmeaning = 3\n', "catalog.A.meaning must be one line"),
     ('profile = "shakespeare"\nprompt_code = 1\n', "field 'prompt_code' has the wrong type"),
     ('profile = "shakespeare"\nbudget_s = true\n', "field 'budget_s' has the wrong type"),

@@ -19,8 +19,10 @@ can show. bench/family_bound.py models the loop on it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -114,6 +116,53 @@ def members(seed: int, n: int) -> list[Member]:
             opt.append(_position(k, centre + jitter))
         out.append(Member(f"family-{seed}-{i:02d}", scale, data, tuple(opt)))
     return out
+
+
+def write(seed: int, n: int, held_out: int, out: Path) -> dict:
+    """The members of family `seed` as target folders under `out`, and out/family.json.
+
+    Each folder is a target for the simulated sandbox: target.toml (the synthetic target's, with this member's
+    optimum per knob, which only the simulated sandbox reads), the synthetic train.py, and program.md (the
+    member's brief). The last `held_out` members are held out: family.json lists them apart from the
+    training members, with every member's facts and optimum, so a benchmark can train on one list and
+    compare on the other.
+    """
+    if not 0 < held_out < n:
+        raise ValueError(f"--held-out {held_out}: must be at least 1 and fewer than the {n} members")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty (a family is written once, into a new folder)")
+    src = base()
+    ms = members(seed, n)
+    for m in ms:
+        d = out / m.name
+        d.mkdir(parents=True)
+        _, _, rest = src.train_py.read_text().split('"""', 2)  # the synthetic docstring tells its own optimum
+        (d / "train.py").write_text(f'"""Family member {m.name}: never trained. The simulated sandbox reads the knobs '
+                                    f'below, waits for\nthe budget and reports val_bpb. program.md is its brief."""'
+                                    + rest)
+        (d / "program.md").write_text(m.brief())
+        (d / "target.toml").write_text(_toml(m, src))
+    info = {"seed": seed, "train": [m.name for m in ms[:n - held_out]], "held_out": [m.name for m in ms[n - held_out:]],
+            "members": {m.name: {"scale": m.scale, "data": m.data, "params": m.params, "tokens": m.tokens,
+                                 "optimum": {k.name: k.values[p] for k, p in zip(src.catalog, m.optimum)},
+                                 "prior_optimum": {k.name: k.values[p] for k, p in
+                                                   zip(src.catalog, prior_optimum(m.scale, m.data))}}
+                        for m in ms}}
+    (out / "family.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def _toml(m: Member, src: target.Target) -> str:
+    what = f"simulated family member: {_words(m.params)} parameters, {_words(m.tokens)} tokens"
+    lines = [f"# Member {m.name} of the simulated target family (arrl.bench.family); written by `arrl bench family`.",
+             f"description = {json.dumps(what)}",
+             f"profile = {json.dumps(src.profile)}", f"budget_s = {src.budget_s:g}", f"grace_s = {src.grace_s:g}",
+             f"memory_mb = {src.memory_mb}", f"sigma_max_bpb = {src.sigma_max_bpb:g}"]
+    for k, p in zip(src.catalog, m.optimum):
+        lines += ["", f"[catalog.{k.name}]", f"values = {json.dumps(list(k.values))}",
+                  f"optimum = {json.dumps(k.values[p])}  # read by the simulated sandbox only; never shown to a policy"]
+    return "\n".join(lines) + "\n"
 
 
 def start() -> tuple[int, ...]:

@@ -132,9 +132,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated subset of random,tune,frozen,rl (default: all)")
     rs.add_argument("--config", type=Path, help="launch config every method starts from (workers, sandbox, "
                                                 "budget, policy model, learner); default: arrl's defaults, with "
-                                                "the simulated sandbox for the synthetic target")
+                                                "the simulated sandbox for the synthetic target "
+                                                "and family members")
     rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
     rs.add_argument("--out", type=Path, help="output folder (default: ./bench-research/<target>)")
+
+    fm = bsub.add_parser("family", help="write a family of simulated targets (members with briefs), some held out")
+    fm.add_argument("out", type=Path, help="a new folder: one target folder per member, and family.json")
+    fm.add_argument("--seed", type=int, default=0, help="the family (default 0)")
+    fm.add_argument("--members", type=int, default=12, help="members in all (default 12)")
+    fm.add_argument("--held-out", type=int, default=4, help="the last this many are held out (default 4)")
 
     sv = sub.add_parser("serve", help="serve a policy model and a trained adapter as an OpenAI-compatible API")
     sv.add_argument("--model", help="the base model: smollm2, tiny-random, a model folder or a Hugging Face id "

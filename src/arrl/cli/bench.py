@@ -1,4 +1,5 @@
-"""`arrl bench abort` (replay a run's early-abort rule) and `arrl bench research` (the research benchmark)."""
+"""`arrl bench abort` (replay a run's early-abort rule), `arrl bench research` (the research benchmark) and
+`arrl bench family` (a family of simulated targets, arrl.bench.family)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,24 @@ from arrl.cli.common import UsageError
 def cmd_bench(args) -> int:
     if args.bench == "abort":
         return _bench_abort(args)
+    if args.bench == "family":
+        return _bench_family(args)
     return _bench_research(args)
+
+
+def _bench_family(args) -> int:
+    from arrl.bench import family
+
+    try:
+        info = family.write(args.seed, args.members, args.held_out, args.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"family {args.seed}: {len(info['train'])} training members, {len(info['held_out'])} held out, in {args.out}")
+    for name in info["train"] + info["held_out"]:
+        m = info["members"][name]
+        print(f"  {name}  {'held out' if name in info['held_out'] else 'train   '}  {m['params']:.2g} parameters, "
+              f"{m['tokens']:.2g} tokens")
+    return 0
 
 
 def _bench_abort(args) -> int:
@@ -67,7 +85,7 @@ def _bench_research(args) -> int:
         raise UsageError(f"--seeds {args.seeds}: give at least 1")
     try:
         base = load(args.config) if args.config else None
-        if base is None and Path(args.target).name == "synthetic":
+        if base is None and _simulated(args.target):
             from arrl.config import Config
 
             base = Config()
@@ -83,3 +101,15 @@ def _bench_research(args) -> int:
     return 0
 
 
+
+
+def _simulated(name: str) -> bool:
+    """The synthetic target, or a member of a family (its catalog gives the simulated optima)."""
+    from arrl import paths, target
+
+    if Path(name).name == "synthetic":
+        return True
+    try:
+        return any(k.optimum is not None for k in target.load(name, paths.targets_dir()).catalog)
+    except target.TargetError:
+        return False

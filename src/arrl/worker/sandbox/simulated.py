@@ -6,7 +6,8 @@ waits `budget_s` (the "training"), streams a made-up learning curve, and reports
     val_bpb = 1.0 + 0.1 * sum_k ((pos_k - opt_k) / (n_k - 1))^2 + N(0, noise)
 
 where pos_k is the position of knob k's value in the target's catalog list, n_k the list's
-length and opt_k = round(2/3 * (n_k - 1)). A value outside the catalog, or a source that
+length and opt_k the position of the knob's `optimum` in target.toml (a family member's,
+arrl.bench.family), else round(2/3 * (n_k - 1)). A value outside the catalog, or a source that
 does not parse, is a `crash`. The outcome says `isolation: simulated`, so a simulated
 number is never mistaken for a measured one. Used by bench/duty_cycle.py and by tests of
 the loop and of learning (issue: synthetic target); never by real research runs.
@@ -27,6 +28,9 @@ NOISE = 0.002
 
 
 def optimum(k: Knob) -> int:
+    """The position of knob k's optimum: target.toml's `optimum`, else two thirds along its values."""
+    if k.optimum is not None:
+        return k.values.index(k.optimum)
     return round(2 * (len(k.values) - 1) / 3)
 
 
