@@ -142,6 +142,40 @@ def test_tune_bad_input(tmp_path):
         tune_search.run(cfg, tgt, 0, runs=tmp_path)
 
 
+def test_tune_warm_starts_optuna_with_past_trials(tmp_path, shared_ray):
+    """Optuna is told a past Tune run's trials (20 of them: WIDTH = 384 was best) before its first new trial:
+    TPE then proposes the knob value that won, which 6 random trials would do about once."""
+    import random
+
+    tgt = target_mod.load("synthetic", paths.targets_dir())
+    past = tmp_path / "past"
+    past.mkdir()
+    rng = random.Random(0)
+    with open(past / "trials.jsonl", "w") as f:
+        for i in range(20):
+            values = {k.name: rng.choice(k.values) for k in tgt.catalog}
+            values["WIDTH"] = "384" if i % 4 == 0 else rng.choice(["32", "64", "96", "128"])
+            f.write(json.dumps({"trial": f"t{i}", "values": values, "status": "ok", "val_bpb": 1.0,
+                                "loss": 1.0 if values["WIDTH"] == "384" else 2.0, "train_s": 1.0}) + "\n")
+    warm = tune_search.warm_trials([past])
+    assert len(warm) == 20
+    cfg = config_mod.from_dict({"target": "synthetic", "name": "warm",
+                                "workers": {"sandbox": "simulated", "count": 1, "budget_s": 0.3}})
+    d = tune_search.run(cfg, tgt, 6, runs=tmp_path, seed=0, log=lambda s: None, warm=warm)
+    trials = tune_search.read(d)
+    assert len(trials) == 6  # the past trials were told, not run again
+    assert sum(t["values"]["WIDTH"] == "384" for t in trials) >= 4, [t["values"]["WIDTH"] for t in trials]
+    assert json.loads((d / "config.json").read_text())["tune"]["warm"] == 20
+    with pytest.raises(config_mod.ConfigError, match="needs the optuna searcher"):
+        tune_search.run(cfg, tgt, 2, runs=tmp_path / "r", searcher="random", warm=warm)
+    with pytest.raises(config_mod.ConfigError, match="none of the 1 warm-start trials"):
+        tune_search.run(cfg, tgt, 2, runs=tmp_path / "o", warm=[{"values": {"DEPTH": "4"}, "loss": 1.0}])
+    with pytest.raises(config_mod.ConfigError, match="not a Tune baseline run"):
+        tune_search.warm_trials([tmp_path])
+    with pytest.raises(config_mod.ConfigError, match="--warm-from"):
+        research.run("synthetic", 4, [0], ["tune-warm"], tmp_path / "x", cfg)
+
+
 def test_summary_on_handmade_traces():
     t = research.Trace
     traces = [t("random", 0, "a", [1, 2, 3, 4], [1.3, 1.2, 1.2, 1.1], 0),
@@ -195,10 +229,11 @@ lr = 1e-3
     assert main(["bench", "research", "--target", "synthetic", "--experiments", str(n), "--seeds", "1",
                  "--config", str(conf), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for method in research.METHODS:
+    methods = [m for m in research.METHODS if m != "tune-warm"]  # the default: tune-warm needs --warm-from
+    for method in methods:
         assert f"| {method} | 1 |" in text
     data = json.loads((out / "research.json").read_text())
-    assert {t["method"] for t in data["traces"]} == set(research.METHODS)
+    assert {t["method"] for t in data["traces"]} == set(methods)
     tgt = target_mod.load("synthetic", paths.targets_dir())
     start = simulated.value(tgt.source(), tgt.catalog)
     for tr in data["traces"]:

@@ -23,11 +23,11 @@ from arrl import config as config_mod
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SHORTENED = {"search": {"noise_runs": 2}, "oracle": {"max_experiments": 4}, "workers": {"budget_s": 10.0},
+SHORTENED = {"search": {"noise_runs": 2}, "oracle": {"max_experiments": 5}, "workers": {"budget_s": 10.0},
              "policy": {"group_size": 2}, "learner": {"batch_size": 2}, "name": "default-short"}
-# 2 samples, one request of 2 proposals (a batch takes whole requests): 4 counted experiments hold at least 2
-# candidates, and the second ends before the 4th run, so the update starts before the run stops (empty edits,
-# which are samples but not counted runs, are gone)
+# 2 samples in whole requests of 2 proposals. 5 counted experiments: an accepted candidate takes 2 (it and its
+# confirmation) and leaves its request's other proposal stale, a group of 1; the next request's 2 candidates, or
+# two groups of 1, make the batch before the 5th run, so the update starts before the run stops
 
 
 @pytest.mark.timeout(1500)

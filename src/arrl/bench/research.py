@@ -6,6 +6,9 @@ Methods (each run `seeds` times with the same worker count, sandbox backend and 
              incumbent, the same acceptance rule (baselines, noise margin, confirmation)
     tune     Ray Tune over the catalog (Optuna TPE, or random sampling) with ASHA early
              stopping (`arrl.bench.tune`)
+    tune-warm  the same with Optuna told every trial of earlier Tune runs first (`--warm-from`, for
+             example on a family's training members: arrl.bench.family), the strong baseline of
+             learning across runs
     frozen   the loop with the vLLM policy and the learner off
     rl       the full loop: the vLLM policy and PPO on its LoRA adapter
 
@@ -43,7 +46,8 @@ from arrl import target as target_mod
 from arrl.config import Config, ConfigError
 from arrl.ledger.reader import open_read_only
 
-METHODS = ("random", "tune", "frozen", "rl")
+METHODS = ("random", "tune", "tune-warm", "frozen", "rl")
+TUNE = ("tune", "tune-warm")
 
 
 @dataclass
@@ -87,13 +91,13 @@ def loop_trace(d: Path, method: str, seed: int) -> Trace:
     return Trace(method, seed, d.name, compute, best, float(wall) if wall is not None else 0.0)
 
 
-def tune_trace(d: Path, seed: int) -> Trace:
+def tune_trace(d: Path, seed: int, method: str = "tune") -> Trace:
     from arrl.bench import tune as tune_search
 
     trials = tune_search.read(d)
     compute, best = _trace([(t["train_s"], t["val_bpb"] if t["status"] == "ok" else None) for t in trials])
     meta = json.loads((d / "config.json").read_text()).get("tune", {})
-    return Trace("tune", seed, d.name, compute, best, float(meta.get("wall_s", 0.0)))
+    return Trace(method, seed, d.name, compute, best, float(meta.get("wall_s", 0.0)))
 
 
 def _noiseless(source: str, tgt) -> float | None:
@@ -162,7 +166,7 @@ def _finished(d: Path) -> bool:
 
 
 def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs: Path, searcher: str,
-               log=print) -> Trace:
+               log=print, warm: list[dict] | None = None) -> Trace:
     from arrl.bench import tune as tune_search
     from arrl.launch import launch
 
@@ -176,9 +180,10 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
             shutil.rmtree(runs / f"{name}.partial", ignore_errors=True)
             d.rename(runs / f"{name}.partial")
         t0 = time.time()
-        if method == "tune":
+        if method in TUNE:
             cfg = method_config(base, method, seed, experiments, name)
-            tune_search.run(cfg, tgt, experiments, runs=runs, searcher=searcher, seed=seed, log=log)
+            tune_search.run(cfg, tgt, experiments, runs=runs, searcher=searcher, seed=seed, log=log,
+                            warm=warm if method == "tune-warm" else None)
             conf = json.loads((d / "config.json").read_text())
             conf["tune"]["wall_s"] = time.time() - t0
             (d / "config.json").write_text(json.dumps(conf, indent=1) + "\n")
@@ -186,9 +191,9 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
             launch(method_config(base, method, seed, experiments, name), runs=runs, log=log)
     else:
         log(f"{name}: finished earlier, read from {d}")
-    trace = tune_trace(d, seed) if method == "tune" else loop_trace(d, method, seed)
+    trace = tune_trace(d, seed, method) if method in TUNE else loop_trace(d, method, seed)
     if base.workers.sandbox == "simulated":
-        trace.truth = tune_truth(d, tgt) if method == "tune" else loop_truth(d, tgt)
+        trace.truth = tune_truth(d, tgt) if method in TUNE else loop_truth(d, tgt)
     return trace
 
 
@@ -266,7 +271,7 @@ def plot(traces: list[Trace], experiments: int, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    colors = {"random": "#7f7f7f", "tune": "#1f77b4", "frozen": "#ff7f0e", "rl": "#2ca02c"}
+    colors = {"random": "#7f7f7f", "tune": "#1f77b4", "tune-warm": "#17becf", "frozen": "#ff7f0e", "rl": "#2ca02c"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for method in METHODS:
         ts = [t.clipped(experiments) for t in traces if t.method == method and t.best]
@@ -302,9 +307,11 @@ def plot(traces: list[Trace], experiments: int, path: Path, title: str) -> None:
 
 
 def run(target: str, experiments: int, seeds: list[int], methods: list[str], out: Path, base: Config | None = None,
-        searcher: str = "optuna", log=print) -> dict:
-    """Run (or read) every method × seed and write the table, plot and traces into `out`."""
+        searcher: str = "optuna", log=print, warm_from: list[Path] | None = None) -> dict:
+    """Run (or read) every method × seed and write the table, plot and traces into `out`. `tune-warm` is Tune
+    with Optuna told every trial of the Tune runs in `warm_from` first (arrl.bench.tune.warm_trials)."""
     from arrl import paths
+    from arrl.bench import tune as tune_search
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -313,6 +320,11 @@ def run(target: str, experiments: int, seeds: list[int], methods: list[str], out
         raise ConfigError(f"--experiments must be at least 1, got {experiments}")
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
+    if ("tune-warm" in methods) != bool(warm_from):
+        raise ConfigError("--warm-from: the tune-warm method needs Tune runs to start from, and only it uses them")
+    if "tune-warm" in methods and searcher != "optuna":
+        raise ConfigError(f"--searcher {searcher}: tune-warm warm-starts Optuna; use --searcher optuna")
+    warm = tune_search.warm_trials(warm_from) if warm_from else None
     try:
         tgt = target_mod.load(target, paths.targets_dir())
     except target_mod.TargetError as e:
@@ -328,10 +340,11 @@ def run(target: str, experiments: int, seeds: list[int], methods: list[str], out
     for method in methods:
         for seed in seeds:
             log(f"== {method}, seed {seed}")
-            traces.append(run_method(base, tgt, method, seed, experiments, runs, searcher, log))
+            traces.append(run_method(base, tgt, method, seed, experiments, runs, searcher, log, warm))
     summary = summarize(traces, experiments)
     (out / "research.json").write_text(json.dumps({"target": tgt.name, "experiments": experiments, "seeds": seeds,
                                                    "searcher": searcher, "summary": summary,
+                                                   "warm_from": [str(p) for p in warm_from or []],
                                                    "traces": [t.__dict__ for t in traces]}, indent=1) + "\n")
     (out / "research.md").write_text(table(summary) + "\n")
     plot(traces, experiments, out / "research.png", f"{tgt.name}: best val_bpb, median and range over seeds")

@@ -141,8 +141,12 @@ def _trainable():
 
 
 def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str = "optuna", seed: int = 0,
-        log=print) -> Path:
-    """Run the Tune baseline for `trials` trials; returns the run directory (see the module doc)."""
+        log=print, warm: list[dict] | None = None) -> Path:
+    """Run the Tune baseline for `trials` trials; returns the run directory (see the module doc).
+
+    `warm` (Optuna only): past trials, each {"values": {knob: value}, "loss": float}, told to the Optuna study
+    before the first new trial (Optuna's warm start: they are not run again). `warm_trials` reads them from
+    earlier Tune runs, for example on other members of a family (arrl.bench.family)."""
     import os
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no per-run summary boxes on the console
@@ -166,12 +170,32 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps({**cfg.to_dict(), "name": name,
                                                "tune": {"searcher": searcher, "trials": trials, "seed": seed,
-                                                        "checkpoints": CHECKPOINTS}}, indent=1) + "\n")
+                                                        "warm": len(warm or []), "checkpoints": CHECKPOINTS}},
+                                              indent=1) + "\n")
     w = cfg.workers
     worker = {"name": "tune", "profile": tgt.profile, "sandbox": sandbox_settings(cfg, tgt), "backend": w.sandbox,
               "catalog": tgt.catalog, "run": name, "image": w.image}
     space = {k.name: tune.choice(list(k.values)) for k in tgt.catalog}
-    if searcher == "optuna":
+    if warm and searcher != "optuna":
+        raise ConfigError(f"tune: a warm start needs the optuna searcher, not {searcher!r}")
+    if searcher == "optuna" and warm:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        known = {k.name: set(k.values) for k in tgt.catalog}
+        points = [w for w in warm if set(w["values"]) == set(known)
+                  and all(v in known[k] for k, v in w["values"].items())]
+        if not points:
+            raise ConfigError(f"tune: none of the {len(warm)} warm-start trials sets exactly {tgt.name!r}'s knobs "
+                              "to its values")
+        # a space of its own: Optuna is told the past trials' results, which needs its distributions up front
+        search = OptunaSearch({k.name: optuna.distributions.CategoricalDistribution(list(k.values))
+                               for k in tgt.catalog}, metric="loss", mode="min", seed=seed,
+                              points_to_evaluate=[p["values"] for p in points],
+                              evaluated_rewards=[p["loss"] for p in points])
+        space = {}
+        log(f"tune baseline {name}: Optuna warm-started with {len(points)} past trials")
+    elif searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search = OptunaSearch(seed=seed)
@@ -222,6 +246,17 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
         f"ASHA, best val_bpb {best['val_bpb']:.4f} {best['values']}" if best else
         f"tune baseline {name}: {len(records)} trials, none finished")
     return d
+
+
+def warm_trials(dirs: list[Path]) -> list[dict]:
+    """Every trial of these Tune runs that reported a loss (finished, stopped by ASHA at its last report, or
+    failed at FAILED_LOSS), as {"values", "loss"}: what `run(warm=...)` tells Optuna."""
+    out = []
+    for d in dirs:
+        if not (Path(d) / "trials.jsonl").is_file():
+            raise ConfigError(f"--warm-from {d}: not a Tune baseline run (no trials.jsonl)")
+        out += [{"values": t["values"], "loss": float(t["loss"])} for t in read(d) if t.get("loss") is not None]
+    return out
 
 
 def read(d: Path) -> list[dict]:

@@ -129,12 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiments", type=int, required=True, help="sandbox runs per method and seed")
     rs.add_argument("--seeds", type=int, default=3, help="seeds per method: 0 .. S-1 (default 3)")
     rs.add_argument("--methods", default=",".join(("random", "tune", "frozen", "rl")),
-                    help="comma-separated subset of random,tune,frozen,rl (default: all)")
+                    help="comma-separated subset of random,tune,tune-warm,frozen,rl (default: all but tune-warm)")
     rs.add_argument("--config", type=Path, help="launch config every method starts from (workers, sandbox, "
                                                 "budget, policy model, learner); default: arrl's defaults, with "
                                                 "the simulated sandbox for the synthetic target "
                                                 "and family members")
     rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
+    rs.add_argument("--warm-from", type=Path, nargs="+", metavar="TUNE_RUN",
+                    help="tune-warm: Tune run folders whose trials Optuna is told first (e.g. other family members')")
     rs.add_argument("--out", type=Path, help="output folder (default: ./bench-research/<target>)")
 
     fm = bsub.add_parser("family", help="write a family of simulated targets (members with briefs), some held out")

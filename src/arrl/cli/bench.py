@@ -92,7 +92,7 @@ def _bench_research(args) -> int:
             base.workers.sandbox = "simulated"
         out = args.out or Path.cwd() / "bench-research" / Path(args.target).name
         summary = research.run(args.target, args.experiments, list(range(args.seeds)), methods, out, base,
-                               args.searcher)
+                               args.searcher, warm_from=args.warm_from)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     print(research.table(summary))
