@@ -145,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     fm.add_argument("--members", type=int, default=12, help="members in all (default 12)")
     fm.add_argument("--held-out", type=int, default=4, help="the last this many are held out (default 4)")
 
+    tr = bsub.add_parser("transfer", help="learning across runs: methods on a family's held-out members, the "
+                                          "warm start from its training members")
+    tr.add_argument("family", type=Path, help="a family folder written by `arrl bench family`")
+    tr.add_argument("--experiments", type=int, required=True, help="sandbox runs per method, member and seed")
+    tr.add_argument("--seeds", type=int, default=3, help="seeds per held-out member: 0 .. S-1 (default 3)")
+    tr.add_argument("--methods", default="random,tune,tune-warm",
+                    help="comma-separated subset of random,tune,tune-warm,frozen,rl (default: random,tune,tune-warm)")
+    tr.add_argument("--config", type=Path, help="launch config every method starts from (policy, workers, budget); "
+                                                "the sandbox is always the simulated one")
+
     sv = sub.add_parser("serve", help="serve a policy model and a trained adapter as an OpenAI-compatible API")
     sv.add_argument("--model", help="the base model: smollm2, tiny-random, a model folder or a Hugging Face id "
                                     "(default: the adapter's recorded base, else smollm2)")

@@ -1,5 +1,6 @@
 """`arrl bench abort` (replay a run's early-abort rule), `arrl bench research` (the research benchmark) and
-`arrl bench family` (a family of simulated targets, arrl.bench.family)."""
+`arrl bench family` (a family of simulated targets, arrl.bench.family) and `arrl bench transfer` (methods on its
+held-out members, arrl.bench.transfer)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,25 @@ def cmd_bench(args) -> int:
         return _bench_abort(args)
     if args.bench == "family":
         return _bench_family(args)
+    if args.bench == "transfer":
+        return _bench_transfer(args)
     return _bench_research(args)
+
+
+def _bench_transfer(args) -> int:
+    from arrl.bench import transfer
+    from arrl.config import ConfigError, load
+
+    if args.experiments < 1 or args.seeds < 1:
+        raise UsageError(f"--experiments {args.experiments} --seeds {args.seeds}: give at least 1 of each")
+    try:
+        result = transfer.run(args.family, args.experiments, list(range(args.seeds)),
+                              [m.strip() for m in args.methods.split(",") if m.strip()],
+                              load(args.config) if args.config else None)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(transfer.table(result))
+    return 0
 
 
 def _bench_family(args) -> int:
