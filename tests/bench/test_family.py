@@ -61,7 +61,7 @@ def test_the_brief_gives_the_facts_in_words_and_never_an_optimum():
     small = min(family.members(2, 50), key=lambda m: m.scale)
     large = max(family.members(2, 50), key=lambda m: m.scale)
     assert "The model is small" in small.brief() and "The model is large" in large.brief()
-    assert family._words(3.04e7) == "30 million" and family._words(1.5e9) == "1.5 billion"
+    assert family.in_words(3.04e7) == "30 million" and family.in_words(1.5e9) == "1.5 billion"
 
 
 def test_written_members_are_targets_whose_simulated_minimum_is_their_own(tmp_path):

@@ -80,8 +80,8 @@ class Member:
         return (f"# Research brief: {self.name}\n\n"
                 f"Goal: the lowest val_bpb. This target is simulated: val_bpb is a noisy function of the knobs at "
                 f"the top of train.py.\n\n"
-                f"The model is {size}: about {_words(self.params)} parameters. It trains on about "
-                f"{_words(self.tokens)} tokens of text, {fit}.\n")
+                f"The model is {size}: about {in_words(self.params)} parameters. It trains on about "
+                f"{in_words(self.tokens)} tokens of text, {fit}.\n")
 
 
 def optimum_at(name: str, scale: float, data: float) -> float:
@@ -154,7 +154,7 @@ def write(seed: int, n: int, held_out: int, out: Path) -> dict:
 
 
 def _toml(m: Member, src: target.Target) -> str:
-    what = f"simulated family member: {_words(m.params)} parameters, {_words(m.tokens)} tokens"
+    what = f"simulated family member: {in_words(m.params)} parameters, {in_words(m.tokens)} tokens"
     lines = [f"# Member {m.name} of the simulated target family (arrl.bench.family); written by `arrl bench family`.",
              f"description = {json.dumps(what)}",
              f"profile = {json.dumps(src.profile)}", f"budget_s = {src.budget_s:g}", f"grace_s = {src.grace_s:g}",
@@ -175,7 +175,7 @@ def catalog() -> tuple[Knob, ...]:
     return base().catalog
 
 
-def _words(x: float) -> str:
+def in_words(x: float) -> str:
     """3e7 -> '30 million' (two significant figures at most)."""
     for unit, name in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
         if x >= unit:

@@ -46,8 +46,8 @@ def _bench_family(args) -> int:
     print(f"family {args.seed}: {len(info['train'])} training members, {len(info['held_out'])} held out, in {args.out}")
     for name in info["train"] + info["held_out"]:
         m = info["members"][name]
-        print(f"  {name}  {'held out' if name in info['held_out'] else 'train   '}  {m['params']:.2g} parameters, "
-              f"{m['tokens']:.2g} tokens")
+        print(f"  {name}  {'held out' if name in info['held_out'] else 'train   '}  {family.in_words(m['params'])} "
+              f"parameters, {family.in_words(m['tokens'])} tokens")
     return 0
 
 
