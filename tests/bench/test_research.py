@@ -170,6 +170,7 @@ def test_tune_warm_starts_optuna_with_past_trials(tmp_path, shared_ray):
         tune_search.run(cfg, tgt, 2, runs=tmp_path / "r", searcher="random", warm=warm)
     with pytest.raises(config_mod.ConfigError, match="none of the 1 warm-start trials"):
         tune_search.run(cfg, tgt, 2, runs=tmp_path / "o", warm=[{"values": {"DEPTH": "4"}, "loss": 1.0}])
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()  # refused before anything is written
     with pytest.raises(config_mod.ConfigError, match="not a Tune baseline run"):
         tune_search.warm_trials([tmp_path])
     with pytest.raises(config_mod.ConfigError, match="--warm-from"):

@@ -163,6 +163,9 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
         raise ConfigError(f"tune: target {tgt.name!r} has no catalog to search")
     if trials < 1:
         raise ConfigError(f"tune: trials must be at least 1, got {trials}")
+    points = _warm_points(warm or [], tgt)
+    if points and searcher != "optuna":
+        raise ConfigError(f"tune: a warm start needs the optuna searcher, not {searcher!r}")
     name = cfg.name or f"{tgt.name}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
     d = (runs or paths.runs_dir()) / name
     if (d / "trials.jsonl").exists():
@@ -170,24 +173,16 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps({**cfg.to_dict(), "name": name,
                                                "tune": {"searcher": searcher, "trials": trials, "seed": seed,
-                                                        "warm": len(warm or []), "checkpoints": CHECKPOINTS}},
+                                                        "warm": len(points), "checkpoints": CHECKPOINTS}},
                                               indent=1) + "\n")
     w = cfg.workers
     worker = {"name": "tune", "profile": tgt.profile, "sandbox": sandbox_settings(cfg, tgt), "backend": w.sandbox,
               "catalog": tgt.catalog, "run": name, "image": w.image}
     space = {k.name: tune.choice(list(k.values)) for k in tgt.catalog}
-    if warm and searcher != "optuna":
-        raise ConfigError(f"tune: a warm start needs the optuna searcher, not {searcher!r}")
-    if searcher == "optuna" and warm:
+    if points:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        known = {k.name: set(k.values) for k in tgt.catalog}
-        points = [w for w in warm if set(w["values"]) == set(known)
-                  and all(v in known[k] for k, v in w["values"].items())]
-        if not points:
-            raise ConfigError(f"tune: none of the {len(warm)} warm-start trials sets exactly {tgt.name!r}'s knobs "
-                              "to its values")
         # a space of its own: Optuna is told the past trials' results, which needs its distributions up front
         search = OptunaSearch({k.name: optuna.distributions.CategoricalDistribution(list(k.values))
                                for k in tgt.catalog}, metric="loss", mode="min", seed=seed,
@@ -246,6 +241,19 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
         f"ASHA, best val_bpb {best['val_bpb']:.4f} {best['values']}" if best else
         f"tune baseline {name}: {len(records)} trials, none finished")
     return d
+
+
+def _warm_points(warm: list[dict], tgt) -> list[dict]:
+    """The past trials that set exactly the target's knobs to catalog values; an error if some were given and
+    none does (before anything is written or started)."""
+    if not warm:
+        return []
+    known = {k.name: set(k.values) for k in tgt.catalog}
+    points = [t for t in warm if set(t["values"]) == set(known) and all(v in known[k] for k, v in t["values"].items())]
+    if not points:
+        raise ConfigError(f"tune: none of the {len(warm)} warm-start trials sets exactly {tgt.name!r}'s knobs to its "
+                          "values")
+    return points
 
 
 def warm_trials(dirs: list[Path]) -> list[dict]:
