@@ -145,12 +145,16 @@ def write(seed: int, n: int, held_out: int, out: Path) -> dict:
         (d / "target.toml").write_text(_toml(m, src))
     info = {"seed": seed, "train": [m.name for m in ms[:n - held_out]], "held_out": [m.name for m in ms[n - held_out:]],
             "members": {m.name: {"scale": m.scale, "data": m.data, "params": m.params, "tokens": m.tokens,
-                                 "optimum": {k.name: k.values[p] for k, p in zip(src.catalog, m.optimum)},
-                                 "prior_optimum": {k.name: k.values[p] for k, p in
-                                                   zip(src.catalog, prior_optimum(m.scale, m.data))}}
+                                 "optimum": _values(m.optimum),
+                                 "prior_optimum": _values(prior_optimum(m.scale, m.data))}
                         for m in ms}}
     (out / "family.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _values(positions) -> dict[str, str]:
+    """Catalog positions as each knob's value."""
+    return {k.name: k.values[p] for k, p in zip(base().catalog, positions)}
 
 
 def _toml(m: Member, src: target.Target) -> str:

@@ -24,8 +24,6 @@ from pathlib import Path
 from arrl.bench import research
 from arrl.config import Config, ConfigError
 
-METHODS = ("random", "tune", "tune-warm", "frozen", "rl")
-
 
 def run(family_dir: Path, experiments: int, seeds: list[int], methods: list[str], base: Config | None = None,
         log=print) -> dict:
@@ -35,9 +33,9 @@ def run(family_dir: Path, experiments: int, seeds: list[int], methods: list[str]
         train, held_out = list(info["train"]), list(info["held_out"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{family_dir}: not a family written by `arrl bench family` ({e})") from None
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in research.METHODS]
     if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
+        raise ConfigError(f"unknown method {unknown[0]!r} (known: {', '.join(research.METHODS)})")
     if "random" not in methods:
         raise ConfigError("--methods: random is the bar every method is measured against; include it")
     base = copy.deepcopy(base) if base is not None else Config()
