@@ -52,14 +52,14 @@ def resolve(cfg: Config, resume: str | None, runs: Path | None) -> tuple[Config,
 
 
 def _warm_source(cfg: Config, d: Path):
-    """The adapter a new run's learner starts from ([learner] warm_start), checked before anything starts; None
-    without one, or for a resumed run that has its own versions already."""
+    """The adapter a new run starts from ([learner] warm_start), checked before anything starts; None without
+    one, or for a resumed learning run that has its own versions already. With the learner off the run serves
+    it frozen (lineage.serve_frozen), on a resume too."""
     if not cfg.learner.warm_start:
         return None
-    if cfg.policy.kind != "vllm" or not cfg.learner.enabled:
-        raise ConfigError("[learner] warm_start: only a learning policy (kind 'vllm', [learner] enabled) starts from "
-                          "an adapter")
-    if (d / "ledger.sqlite").is_file():
+    if cfg.policy.kind != "vllm":
+        raise ConfigError(f"[learner] warm_start: only a vllm policy serves an adapter, not kind {cfg.policy.kind!r}")
+    if cfg.learner.enabled and (d / "ledger.sqlite").is_file():
         from arrl.ledger import reader
 
         with reader.open_read_only(d) as r:
@@ -273,6 +273,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             learning.resume()
             if warm is not None:
                 learning.warm_start(warm)
+        elif warm is not None and handle is not None:
+            lineage.serve_frozen(store, handle, warm, log)
         elif cfg.learner.enabled:
             log(f"learner: off (policy kind {cfg.policy.kind!r} is frozen; only 'vllm' policies learn)")
         log(f"run {cfg.name}: target {tgt.name}, {w.count} worker(s), sandbox {w.sandbox}, policy "

@@ -230,7 +230,7 @@ lr = 1e-3
     assert main(["bench", "research", "--target", "synthetic", "--experiments", str(n), "--seeds", "1",
                  "--config", str(conf), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    methods = [m for m in research.METHODS if m != "tune-warm"]  # the default: tune-warm needs --warm-from
+    methods = ["random", "tune", "frozen", "rl"]  # the default: the others need --warm-from or --adapter-from
     for method in methods:
         assert f"| {method} | 1 |" in text
     data = json.loads((out / "research.json").read_text())

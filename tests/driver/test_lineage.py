@@ -57,7 +57,9 @@ def test_a_source_is_its_last_version_or_the_one_named(tmp_path):
     ("night-1:9", {}, "has adapter versions 1-2, not 9"),
     ("night-1:0", {}, "the version must be a number >= 1"),
     ("night-1:x", {}, "the version must be a number >= 1"),
-    ("../x", {}, "is not RUN or RUN:VERSION"),
+    (".x", {}, "is not RUN, RUN:VERSION or a run folder's path"),
+    ("../x", {}, "no run 'x' in"),
+    ("./night-1:x", {}, "the version must be a number >= 1"),
     ("night-1:1", {}, "no longer keeps a checkpoint of version 1 (it keeps 2; [learner] keep_checkpoints)"),
     ("night-1", {"versions": ()}, "trained no adapter version"),
     ("night-1", {"model": "other"}, "trained for the base model 'other'; this run's policy model is 'm'"),
@@ -83,6 +85,28 @@ def test_a_bad_source_stops_arrl_launch_before_anything_starts(tmp_path):
     r = subprocess.run([sys.executable, "-m", "arrl", "launch", "--resume", "night-1", "--warm-start", "night-1",
                         "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--warm-start starts a new run" in r.stderr
+    conf.write_text('target = "synthetic"\nname = "night-3"\n[policy]\nkind = "random"\n')
+    r = subprocess.run([sys.executable, "-m", "arrl", "launch", str(conf), "--warm-start", "night-1",
+                        "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "only a vllm policy serves an adapter, not kind 'random'" in r.stderr, r.stderr
+    assert not (tmp_path / "night-3").exists()
+
+
+def test_a_source_in_another_folder_is_named_by_its_path(tmp_path):
+    """A run of another runs folder (another night's, a shared disk's) is a source by its path; the lineage
+    keeps that path, and the chain follows it there."""
+    elsewhere = source_run(tmp_path / "other", "night-1", kept=(1, 2))
+    runs = tmp_path / "runs"
+    src = lineage.source(str(elsewhere), runs, cfg())
+    assert (src.run, src.version, src.dir) == ("night-1", 2, str(elsewhere.resolve()))
+    assert src.link() == {"run": "night-1", "version": 2, "adapter_sha256": sha256_files(ADAPTER),
+                          "dir": str(elsewhere.resolve())}
+    assert lineage.source(f"{elsewhere}:1", runs, cfg()).version == 1
+    assert lineage.source("night-1", tmp_path / "other", cfg()).link().keys() == {"run", "version", "adapter_sha256"}
+    d = source_run(runs, "night-2", link=src.link())
+    assert [(x["run"], x.get("missing")) for x in lineage.chain(d)] == [("night-1", None)]
+    with pytest.raises(ConfigError, match=r"no run 'night-9' in .*other"):
+        lineage.source(str(tmp_path / "other" / "night-9"), runs, cfg())
 
 
 def test_the_chain_reads_nearest_first_and_marks_a_missing_ancestor(tmp_path):

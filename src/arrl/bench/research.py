@@ -9,8 +9,14 @@ Methods (each run `seeds` times with the same worker count, sandbox backend and 
     tune-warm  the same with Optuna told every trial of earlier Tune runs first (`--warm-from`, for
              example on a family's training members: arrl.bench.family), the strong baseline of
              learning across runs
+    optuna   Optuna TPE without early stopping: every trial trains to the end (Tune's FIFO scheduler)
+    optuna-warm  the same, told every trial of the `--warm-from` runs first
     frozen   the loop with the vLLM policy and the learner off
-    rl       the full loop: the vLLM policy and PPO on its LoRA adapter
+    rl       the full loop: the vLLM policy and PPO on its LoRA adapter (with `--adapter-from RUN`, starting
+             from that run's last adapter: `[learner] warm_start`)
+    rl-frozen  the loop with the vLLM policy serving the last adapter of an earlier learning run
+             (`--adapter-from RUN`, for example a perpetual run over a family's training members:
+             arrl.bench.transfer), the learner off: what that run learned, measured without learning more
 
 Every run is an ordinary run directory under `<out>/runs/` (a run that already finished is
 read again, not re-run, so an interrupted benchmark continues where it stopped). From each
@@ -46,8 +52,10 @@ from arrl import target as target_mod
 from arrl.config import Config, ConfigError
 from arrl.ledger.reader import open_read_only
 
-METHODS = ("random", "tune", "tune-warm", "frozen", "rl")
-TUNE = ("tune", "tune-warm")
+METHODS = ("random", "tune", "tune-warm", "optuna", "optuna-warm", "frozen", "rl", "rl-frozen")
+TUNE = ("tune", "tune-warm", "optuna", "optuna-warm")
+WARM = ("tune-warm", "optuna-warm")  # told the trials of earlier Tune runs (--warm-from)
+ADAPTER = ("rl", "rl-frozen")  # may start from an earlier run's adapter (--adapter-from); rl-frozen must
 
 
 @dataclass
@@ -140,7 +148,8 @@ def tune_truth(d: Path, tgt) -> list[float | None]:
     return out
 
 
-def method_config(base: Config, method: str, seed: int, experiments: int, name: str) -> Config:
+def method_config(base: Config, method: str, seed: int, experiments: int, name: str,
+                  adapter_from: Path | None = None) -> Config:
     cfg = copy.deepcopy(base)
     cfg.name = name
     cfg.oracle.max_experiments = experiments
@@ -148,11 +157,12 @@ def method_config(base: Config, method: str, seed: int, experiments: int, name: 
     if method == "random":
         cfg.policy.kind = "random"
         cfg.policy.fmt = "catalog"
-    elif method in ("frozen", "rl"):
+    elif method in ("frozen", "rl", "rl-frozen"):
         cfg.policy.kind = "vllm"
         cfg.policy.seed = seed
         cfg.learner.enabled = method == "rl"
         cfg.learner.seed = seed
+        cfg.learner.warm_start = str(Path(adapter_from).resolve()) if adapter_from and method in ADAPTER else None
     return cfg
 
 
@@ -166,7 +176,7 @@ def _finished(d: Path) -> bool:
 
 
 def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs: Path, searcher: str,
-               log=print, warm: list[dict] | None = None) -> Trace:
+               log=print, warm: list[dict] | None = None, adapter_from: Path | None = None) -> Trace:
     from arrl.bench import tune as tune_search
     from arrl.launch import launch
 
@@ -183,12 +193,12 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
         if method in TUNE:
             cfg = method_config(base, method, seed, experiments, name)
             tune_search.run(cfg, tgt, experiments, runs=runs, searcher=searcher, seed=seed, log=log,
-                            warm=warm if method == "tune-warm" else None)
+                            warm=warm if method in WARM else None, asha=method.startswith("tune"))
             conf = json.loads((d / "config.json").read_text())
             conf["tune"]["wall_s"] = time.time() - t0
             (d / "config.json").write_text(json.dumps(conf, indent=1) + "\n")
         else:
-            launch(method_config(base, method, seed, experiments, name), runs=runs, log=log)
+            launch(method_config(base, method, seed, experiments, name, adapter_from), runs=runs, log=log)
     else:
         log(f"{name}: finished earlier, read from {d}")
     trace = tune_trace(d, seed, method) if method in TUNE else loop_trace(d, method, seed)
@@ -271,7 +281,8 @@ def plot(traces: list[Trace], experiments: int, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    colors = {"random": "#7f7f7f", "tune": "#1f77b4", "tune-warm": "#17becf", "frozen": "#ff7f0e", "rl": "#2ca02c"}
+    colors = {"random": "#7f7f7f", "tune": "#1f77b4", "tune-warm": "#17becf", "optuna": "#9467bd",
+              "optuna-warm": "#e377c2", "frozen": "#ff7f0e", "rl": "#2ca02c", "rl-frozen": "#bcbd22"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for method in METHODS:
         ts = [t.clipped(experiments) for t in traces if t.method == method and t.best]
@@ -307,9 +318,11 @@ def plot(traces: list[Trace], experiments: int, path: Path, title: str) -> None:
 
 
 def run(target: str, experiments: int, seeds: list[int], methods: list[str], out: Path, base: Config | None = None,
-        searcher: str = "optuna", log=print, warm_from: list[Path] | None = None) -> dict:
-    """Run (or read) every method × seed and write the table, plot and traces into `out`. `tune-warm` is Tune
-    with Optuna told every trial of the Tune runs in `warm_from` first (arrl.bench.tune.warm_trials)."""
+        searcher: str = "optuna", log=print, warm_from: list[Path] | None = None,
+        adapter_from: Path | None = None) -> dict:
+    """Run (or read) every method × seed and write the table, plot and traces into `out`. `tune-warm` and
+    `optuna-warm` are told every trial of the Tune runs in `warm_from` first (arrl.bench.tune.warm_trials);
+    `rl-frozen` serves the last adapter of the learning run `adapter_from`, from which `rl` starts too."""
     from arrl import paths
     from arrl.bench import tune as tune_search
 
@@ -320,10 +333,15 @@ def run(target: str, experiments: int, seeds: list[int], methods: list[str], out
         raise ConfigError(f"--experiments must be at least 1, got {experiments}")
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
-    if ("tune-warm" in methods) != bool(warm_from):
-        raise ConfigError("--warm-from: the tune-warm method needs Tune runs to start from, and only it uses them")
-    if "tune-warm" in methods and searcher != "optuna":
-        raise ConfigError(f"--searcher {searcher}: tune-warm warm-starts Optuna; use --searcher optuna")
+    if any(m in WARM for m in methods) != bool(warm_from):
+        raise ConfigError("--warm-from: the methods tune-warm and optuna-warm need Tune runs to start from, and only "
+                          "they use them")
+    if any(m in WARM for m in methods) and searcher != "optuna":
+        raise ConfigError(f"--searcher {searcher}: tune-warm and optuna-warm warm-start Optuna; use --searcher optuna")
+    if "rl-frozen" in methods and not adapter_from:
+        raise ConfigError("--adapter-from: the rl-frozen method serves the adapter of an earlier learning run; name it")
+    if adapter_from and not any(m in ADAPTER for m in methods):
+        raise ConfigError("--adapter-from: only the methods rl and rl-frozen start from an adapter")
     warm = tune_search.warm_trials(warm_from) if warm_from else None
     try:
         tgt = target_mod.load(target, paths.targets_dir())
@@ -340,11 +358,12 @@ def run(target: str, experiments: int, seeds: list[int], methods: list[str], out
     for method in methods:
         for seed in seeds:
             log(f"== {method}, seed {seed}")
-            traces.append(run_method(base, tgt, method, seed, experiments, runs, searcher, log, warm))
+            traces.append(run_method(base, tgt, method, seed, experiments, runs, searcher, log, warm, adapter_from))
     summary = summarize(traces, experiments)
     (out / "research.json").write_text(json.dumps({"target": tgt.name, "experiments": experiments, "seeds": seeds,
                                                    "searcher": searcher, "summary": summary,
                                                    "warm_from": [str(p) for p in warm_from or []],
+                                                   "adapter_from": str(adapter_from) if adapter_from else None,
                                                    "traces": [t.__dict__ for t in traces]}, indent=1) + "\n")
     (out / "research.md").write_text(table(summary) + "\n")
     plot(traces, experiments, out / "research.png", f"{tgt.name}: best val_bpb, median and range over seeds")

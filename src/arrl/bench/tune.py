@@ -1,5 +1,8 @@
 """The Ray Tune baseline: the target's catalog searched by Tune (Optuna TPE or random sampling) with ASHA.
 
+Without ASHA (`run(asha=False)`, the research methods `optuna` and `optuna-warm`) every trial trains to the
+end: plain Optuna TPE driven through Tune, the same trainable and the same records.
+
 What a researcher would otherwise run: a hyperparameter search over the same knobs the
 catalog policy may set, with early stopping. Each trial sets the sampled knob values in
 the target's train.py (the catalog edit format, `arrl.driver.edits`) and trains it in the same
@@ -141,7 +144,7 @@ def _trainable():
 
 
 def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str = "optuna", seed: int = 0,
-        log=print, warm: list[dict] | None = None) -> Path:
+        log=print, warm: list[dict] | None = None, asha: bool = True) -> Path:
     """Run the Tune baseline for `trials` trials; returns the run directory (see the module doc).
 
     `warm` (Optuna only): past trials, each {"values": {knob: value}, "loss": float}, told to the Optuna study
@@ -152,7 +155,7 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no per-run summary boxes on the console
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from arrl import paths
     from arrl.worker.settings import sandbox_settings
@@ -173,7 +176,8 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps({**cfg.to_dict(), "name": name,
                                                "tune": {"searcher": searcher, "trials": trials, "seed": seed,
-                                                        "warm": len(points), "checkpoints": CHECKPOINTS}},
+                                                        "warm": len(points), "asha": asha,
+                                                        "checkpoints": CHECKPOINTS}},
                                               indent=1) + "\n")
     w = cfg.workers
     worker = {"name": "tune", "profile": tgt.profile, "sandbox": sandbox_settings(cfg, tgt), "backend": w.sandbox,
@@ -198,7 +202,9 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         search = BasicVariantGenerator(random_state=seed)
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=CHECKPOINTS, grace_period=2, reduction_factor=3)
+    # without ASHA, Tune's FIFO scheduler: every trial reports at each checkpoint and trains to the end
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=CHECKPOINTS, grace_period=2, reduction_factor=3)
+                 if asha else FIFOScheduler())
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, w.count + 1), logging_level="ERROR",
@@ -215,7 +221,8 @@ def run(cfg: Config, tgt, trials: int, runs: Path | None = None, searcher: str =
                            run_config=tune.RunConfig(name="tune", storage_path=str(d.resolve()), verbose=0,
                                                       checkpoint_config=tune.CheckpointConfig(
                                                           checkpoint_at_end=False, checkpoint_frequency=0)))
-        log(f"tune baseline {name}: target {tgt.name}, {trials} trials, {searcher} + ASHA, {w.count} at a time, "
+        log(f"tune baseline {name}: target {tgt.name}, {trials} trials, {searcher}{' + ASHA' if asha else ''}, "
+            f"{w.count} at a time, "
             f"sandbox {w.sandbox}")
         grid = tuner.fit()
     finally:

@@ -129,14 +129,18 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiments", type=int, required=True, help="sandbox runs per method and seed")
     rs.add_argument("--seeds", type=int, default=3, help="seeds per method: 0 .. S-1 (default 3)")
     rs.add_argument("--methods", default=",".join(("random", "tune", "frozen", "rl")),
-                    help="comma-separated subset of random,tune,tune-warm,frozen,rl (default: all but tune-warm)")
+                    help="comma-separated subset of random,tune,tune-warm,optuna,optuna-warm,frozen,rl,rl-frozen "
+                         "(default: random,tune,frozen,rl)")
     rs.add_argument("--config", type=Path, help="launch config every method starts from (workers, sandbox, "
                                                 "budget, policy model, learner); default: arrl's defaults, with "
                                                 "the simulated sandbox for the synthetic target "
                                                 "and family members")
     rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
     rs.add_argument("--warm-from", type=Path, nargs="+", metavar="TUNE_RUN",
-                    help="tune-warm: Tune run folders whose trials Optuna is told first (e.g. other family members')")
+                    help="tune-warm, optuna-warm: Tune run folders whose trials Optuna is told first (e.g. other "
+                         "family members')")
+    rs.add_argument("--adapter-from", type=Path, metavar="RUN_DIR",
+                    help="rl-frozen: the learning run whose last adapter is served frozen (rl starts from it too)")
     rs.add_argument("--out", type=Path, help="output folder (default: ./bench-research/<target>)")
 
     fm = bsub.add_parser("family", help="write a family of simulated targets (members with briefs), some held out")
@@ -150,8 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("family", type=Path, help="a family folder written by `arrl bench family`")
     tr.add_argument("--experiments", type=int, required=True, help="sandbox runs per method, member and seed")
     tr.add_argument("--seeds", type=int, default=3, help="seeds per held-out member: 0 .. S-1 (default 3)")
-    tr.add_argument("--methods", default="random,tune,tune-warm",
-                    help="comma-separated subset of random,tune,tune-warm,frozen,rl (default: random,tune,tune-warm)")
+    tr.add_argument("--methods", default="random,tune,tune-warm,optuna,optuna-warm",
+                    help="comma-separated subset of random,tune,tune-warm,optuna,optuna-warm,frozen,rl,rl-frozen "
+                         "(default: random,tune,tune-warm,optuna,optuna-warm); rl-frozen first trains the policy "
+                         "on the training members, one run after another (the perpetual run)")
     tr.add_argument("--config", type=Path, help="launch config every method starts from (policy, workers, budget); "
                                                 "the sandbox is always the simulated one")
 

@@ -111,7 +111,7 @@ def _bench_research(args) -> int:
             base.workers.sandbox = "simulated"
         out = args.out or Path.cwd() / "bench-research" / Path(args.target).name
         summary = research.run(args.target, args.experiments, list(range(args.seeds)), methods, out, base,
-                               args.searcher, warm_from=args.warm_from)
+                               args.searcher, warm_from=args.warm_from, adapter_from=args.adapter_from)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     print(research.table(summary))

@@ -190,7 +190,8 @@ class LearnerSection:
                                unit='MB', check='positive',
                                unset=(OFF, "the allocator's default, which kept 3x the memory (LEARNER.md)"), legacy=0)
     seed: int = knob(0, "the learner's seed")
-    warm_start: str | None = knob(None, 'start from another run\'s adapter: "RUN" (its last version) or "RUN:VERSION" '
+    warm_start: str | None = knob(None, 'start from another run\'s adapter: "RUN" (its last version), "RUN:VERSION", '
+                                        'or a run folder\'s path; with the learner off it is served frozen '
                                         '(arrl.driver.lineage; `arrl launch --warm-start`)',
                                   unset=(OFF, 'a fresh adapter, the base model'), legacy='')
 

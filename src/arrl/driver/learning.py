@@ -91,7 +91,7 @@ class Learning:
             raise _learner_error(e, f"the learner could not start from {source.describe()}") from None
         t0 = time.time()
         swap_s = ray.get(self.policy.load_adapter.remote(1, files_ref))
-        link = {"run": source.run, "version": source.version, "adapter_sha256": source.adapter_sha256}
+        link = source.link()
         with self.store.tx():
             self.store.add_policy_version(1, warm_start=link, adapter_sha256=sha, loaded_at=time.time(),
                                           swap_s=swap_s, sync_s=time.time() - t0)

@@ -90,7 +90,7 @@ def learn(name: str, sources: list[str], cfg: Config, runs: Path, passes: int = 
     lrn = Learner(models.resolve(cfg.policy.model, progress=False), settings, str(d / "learner"))
     if warm is not None:
         lrn.warm_start(warm.ckpt)
-        link = {"run": warm.run, "version": warm.version, "adapter_sha256": warm.adapter_sha256}
+        link = warm.link()
         with store.tx():
             store.add_policy_version(1, warm_start=link, adapter_sha256=sha256_files(lrn.adapter_files()))
             store.put("lineage", link)
