@@ -23,7 +23,7 @@ Batch rules (arrl.driver.learning.Learning.ready_samples):
 
 prints, per worker count and rule, over every seed: the mean reward of all runs, the crash share of the
 last quarter's proposals and their mean reward, the best choice's probability at the end, the mean
-advantage the crashes were given and the share of crashes given exactly 0, the updates made, the
+advantage the crashes were given and the share of crashes given 0 (within 1e-9: no signal), the updates made, the
 samples dropped as stale and the runs made; and in how many seeds whole groups beat arrival order.
 """
 
@@ -34,6 +34,8 @@ import heapq
 import statistics
 
 import numpy as np
+
+from arrl.learner import advantages
 
 RULES = ("arrival", "whole")
 
@@ -46,15 +48,8 @@ def arms(n: int, crashes: int) -> list[float | None]:
 
 
 def group_advantages(rewards: np.ndarray, groups: list[int]) -> np.ndarray:
-    adv = np.zeros_like(rewards)
-    g = np.asarray(groups)
-    for k in np.unique(g):
-        idx = np.flatnonzero(g == k)
-        sd = rewards[idx].std()
-        if len(idx) > 1 and sd > 1e-6:
-            adv[idx] = (rewards[idx] - rewards[idx].mean()) / sd
-    sd = adv.std()
-    return (adv - adv.mean()) / sd if len(adv) > 1 and sd > 1e-6 else adv - adv.mean()
+    """The learner's default advantages (arrl.learner.learner: group-relative, then normalised over the batch)."""
+    return advantages.normalise(advantages.group_relative(rewards, groups))
 
 
 def run(rule: str, seed: int, a, workers: int) -> dict:
@@ -149,7 +144,7 @@ def run(rule: str, seed: int, a, workers: int) -> dict:
             "crash_share": sum(quality[c] is None for c in late) / max(len(late), 1),
             "late_reward": statistics.fmean(-1.0 if quality[c] is None else quality[c] for c in late) if late else 0.0,
             "p_best": float(p[0]), "crash_adv": statistics.fmean(crash_adv) if crash_adv else float("nan"),
-            "crash_zero": sum(g == 0.0 for g in crash_adv) / max(len(crash_adv), 1), "updates": updates,
+            "crash_zero": sum(abs(g) < 1e-9 for g in crash_adv) / max(len(crash_adv), 1), "updates": updates,
             "dropped": dropped, "runs": len(proposed)}
 
 

@@ -40,6 +40,23 @@ def test_cache_is_reused_and_rebuilt_when_tampered(tmp_path):
     assert models._verified(tmp_path / models.TINY)
 
 
+def test_processes_that_build_the_cache_at_once_all_get_it(tmp_path):
+    """A run's policy server and learner resolve the model side by side on a fresh machine: the builds take
+    turns (measured before the lock: the second removed the first's work folder, and the learner died)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from arrl.policy import models; "
+            "print(models.resolve(models.TINY, home=sys.argv[1], progress=False))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    assert {o.strip() for o, _ in outs} == {str(tmp_path / models.TINY)}
+    assert models._verified(tmp_path / models.TINY)
+    assert not (tmp_path / f"{models.TINY}.tmp").exists()
+
+
 def test_resolve_rejects_bad_specs_with_a_clear_message(tmp_path):
     with pytest.raises(models.ModelError, match="empty"):
         models.resolve(" ")

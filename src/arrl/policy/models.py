@@ -18,6 +18,7 @@ must be built.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -183,10 +184,17 @@ def resolve(spec: str, home: Path | None = None, progress: bool = True) -> str:
         d = home / spec
         if _verified(d):
             return str(d)
-        if (d / MANIFEST).exists():
-            print(f"arrl: model cache {d} failed its checksum; rebuilding it")
-        t0 = time.perf_counter()
-        out = convert_smollm2(d, progress) if spec == EMBEDDED else build_tiny(d)
+        # one builder at a time: a run's policy server and learner start side by side and both resolve the
+        # model, and two builders would remove each other's work folder; the second waits, then uses it
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / f".{spec}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _verified(d):
+                return str(d)
+            if (d / MANIFEST).exists():
+                print(f"arrl: model cache {d} failed its checksum; rebuilding it")
+            t0 = time.perf_counter()
+            out = convert_smollm2(d, progress) if spec == EMBEDDED else build_tiny(d)
         if progress:
             print(f"arrl: built {spec} in {out} ({time.perf_counter() - t0:.1f} s)")
         return str(out)
