@@ -14,6 +14,9 @@ target.toml fields (all validated; unknown fields are errors that name the file)
     [catalog.NAME] optional structured knob: a top-level assignment `NAME = value` in
                   train.py; values = ["python literal", ...] (strings, so 3e-4 stays 3e-4);
                   meaning = "one line" (optional; default: the assignment's trailing comment)
+                  simulated targets only, never shown to a policy: optimum = "value" (where the
+                  bowl's minimum lies), or basins = ["value", ...] on every knob (the centres of a
+                  landscape with several basins, the best first: arrl.worker.sandbox.simulated)
     prompt_code   whether a catalog prompt carries the whole train.py (default false: the knobs with
                   their current values and meanings; free-form edit formats always carry it)
 
@@ -42,6 +45,8 @@ class Knob:
     meaning: str = ""  # one line for the prompt: target.toml `meaning`, else the assignment's comment
     optimum: str | None = None  # simulated targets only: where the simulated sandbox's bowl has its minimum;
     # never shown to a policy (arrl.worker.sandbox.simulated, arrl.bench.family)
+    basins: tuple[str, ...] = ()  # simulated targets only: the knob's value at the centre of each basin of a
+    # landscape with local optima, the best basin first (arrl.worker.sandbox.simulated); never shown to a policy
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,10 @@ def _catalog(spec: dict, assigned: dict[str, str], comments: dict[str, str], whe
     knobs = []
     for name, knob in spec.items():
         field = f"{where}: catalog.{name}"
-        if not isinstance(knob, dict) or "values" not in knob or not set(knob) <= {"values", "meaning", "optimum"}:
-            raise TargetError(f"{field} must have the field values and may have meaning and optimum, nothing else")
+        if not isinstance(knob, dict) or "values" not in knob or \
+                not set(knob) <= {"values", "meaning", "optimum", "basins"}:
+            raise TargetError(f"{field} must have the field values and may have meaning, optimum or basins, "
+                              "nothing else")
         meaning = knob.get("meaning", comments.get(name, ""))
         if not isinstance(meaning, str) or "\n" in meaning:
             raise TargetError(f"{field}.meaning must be one line of text")
@@ -144,7 +151,16 @@ def _catalog(spec: dict, assigned: dict[str, str], comments: dict[str, str], whe
         optimum = knob.get("optimum")
         if optimum is not None and optimum not in values:
             raise TargetError(f"{field}.optimum must be one of its values, got {optimum!r}")
-        knobs.append(Knob(name, tuple(values), current, meaning.strip(), optimum))
+        basins = knob.get("basins", [])
+        if not isinstance(basins, list) or len(basins) == 1 or any(b not in values for b in basins):
+            raise TargetError(f"{field}.basins must list two or more of its values (one per basin), got {basins!r}")
+        if basins and optimum is not None:
+            raise TargetError(f"{field}: optimum and basins are two landscapes; give one")
+        knobs.append(Knob(name, tuple(values), current, meaning.strip(), optimum, tuple(basins)))
+    counts = {len(k.basins) for k in knobs}
+    if len(counts) > 1:
+        raise TargetError(f"{where}: catalog: every knob needs basins, and the same number of them "
+                          f"(found {', '.join(f'{k.name}: {len(k.basins)}' for k in knobs)})")
     return tuple(knobs)
 
 

@@ -115,7 +115,13 @@ def test_knob_meaning_from_the_manifest_or_the_assignments_comment(tmp_path):
     ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "import os"]\n', "is not a Python literal"),
     ('profile = "shakespeare"\n[[editable]]\nbegin = "# nope"\nend = "# end"\n', "markers '# nope'"),
     ('profile = [', "target.toml"),
-    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nhelp = "x"\n', "may have meaning and optimum, nothing else"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nhelp = "x"\n', "may have meaning, optimum or basins, nothing else"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "2"]\nbasins = ["1"]\n', "basins must list two or more"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "2"]\nbasins = ["1", "9"]\n', "basins must list two or more"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "2"]\nbasins = ["1", "2"]\noptimum = "2"\n',
+     "optimum and basins are two landscapes"),
+    ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1", "2"]\nbasins = ["1", "2"]\n[catalog.C]\nvalues = ["2"]\n',
+     "every knob needs basins, and the same number of them (found A: 2, C: 0)"),
     ('profile = "shakespeare"\n[catalog.A]\nvalues = ["1"]\nmeaning = 3\n', "catalog.A.meaning must be one line"),
     ('profile = "shakespeare"\nprompt_code = 1\n', "field 'prompt_code' has the wrong type"),
     ('profile = "shakespeare"\nbudget_s = true\n', "field 'budget_s' has the wrong type"),
@@ -126,5 +132,33 @@ def test_bad_target_manifests_name_the_problem(tmp_path, toml, message):
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(target.TargetError, match="unknown target 'nope' \\(known: nanochat, synthetic, tiny\\)"):
+    with pytest.raises(target.TargetError, match="unknown target 'nope' \\(known: nanochat, synthetic, synthetic-basins, tiny\\)"):
         target.load("nope", paths.targets_dir())
+
+
+def test_synthetic_basins_traps_edits_of_one_or_two_knobs():
+    """The landscape where greedy search fails (issue 24): three basins 0.02 apart; train.py starts in the
+    second best; from each basin's centre no edit of one or two knobs (the loop's catalog edits) improves, so
+    a loop that only keeps improvements stays where it lands."""
+    import itertools
+
+    from arrl.worker.sandbox import simulated
+
+    tgt = target.load("synthetic-basins", paths.targets_dir())
+    cat = tgt.catalog
+    centres = [[k.values.index(k.basins[b]) for k in cat] for b in range(3)]
+    assert [simulated.value_at(c, cat) for c in centres] == pytest.approx([1.0, 1.02, 1.04])
+    start = [k.values.index(k.current) for k in cat]
+    assert simulated.basin(start, cat) == 1 and [simulated.optimum(k) for k in cat] == centres[0]
+    assert simulated.value(tgt.source(), cat) == pytest.approx(simulated.value_at(start, cat))
+    for b, centre in enumerate(centres):
+        floor = simulated.value_at(centre, cat)
+        for i, j in itertools.combinations_with_replacement(range(len(cat)), 2):
+            for vi, vj in itertools.product(range(len(cat[i].values)), range(len(cat[j].values))):
+                x = list(centre)
+                x[i], x[j] = vi, vj
+                assert simulated.value_at(x, cat) >= floor - 1e-12, (b, cat[i].name, cat[j].name)
+    assert target.load("synthetic", paths.targets_dir()).catalog[0].basins == ()  # one bowl, as before
+    from arrl.cli.bench import _simulated
+
+    assert _simulated("synthetic-basins")  # `arrl bench research --target synthetic-basins` simulates it

@@ -123,12 +123,13 @@ def _bench_research(args) -> int:
 
 
 def _simulated(name: str) -> bool:
-    """The synthetic target, or a member of a family (its catalog gives the simulated optima)."""
+    """The synthetic target, or a simulated one: a family's member or synthetic-basins (its catalog gives the
+    simulated optima or basins)."""
     from arrl import paths, target
 
     if Path(name).name == "synthetic":
         return True
     try:
-        return any(k.optimum is not None for k in target.load(name, paths.targets_dir()).catalog)
+        return any(k.optimum is not None or k.basins for k in target.load(name, paths.targets_dir()).catalog)
     except target.TargetError:
         return False

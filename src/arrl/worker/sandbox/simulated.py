@@ -8,7 +8,12 @@ waits `budget_s` (the "training"), streams a made-up learning curve, and reports
 where pos_k is the position of knob k's value in the target's catalog list, n_k the list's
 length and opt_k the position of the knob's `optimum` in target.toml (a family member's,
 arrl.bench.family), else round(2/3 * (n_k - 1)). A value outside the catalog, or a source that
-does not parse, is a `crash`. The outcome says `isolation: simulated`, so a simulated
+does not parse, is a `crash`.
+
+A target whose knobs list `basins` (targets/synthetic-basins) has local optima instead: basin b
+is the same bowl centred on the b-th entry of every knob's `basins`, raised by BASIN_STEP * b,
+and val_bpb is the lowest of them. The knobs interact: the best DEPTH depends on which basin the
+other knobs are in, and from the centre of a worse basin no edit of one or two knobs improves. The outcome says `isolation: simulated`, so a simulated
 number is never mistaken for a measured one. Used by bench/duty_cycle.py and by tests of
 the loop and of learning (issue: synthetic target); never by real research runs.
 """
@@ -25,13 +30,27 @@ from arrl.worker.outcome import Outcome, Timings
 from arrl.target import Knob
 
 NOISE = 0.002
+BASIN_STEP = 0.02  # basin b's floor lies b * BASIN_STEP above the best basin's (10 sigma of the noise)
 
 
 def optimum(k: Knob) -> int:
-    """The position of knob k's optimum: target.toml's `optimum`, else two thirds along its values."""
+    """The position of knob k's optimum: target.toml's `optimum` (or its best basin's centre), else two thirds
+    along its values."""
+    if k.basins:
+        return k.values.index(k.basins[0])
     if k.optimum is not None:
         return k.values.index(k.optimum)
     return round(2 * (len(k.values) - 1) / 3)
+
+
+def basin(positions, catalog: tuple[Knob, ...]) -> int | None:
+    """Which basin holds the knobs at these positions (the one whose raised bowl is lowest there); None for a
+    landscape of one bowl."""
+    if not catalog or not catalog[0].basins:
+        return None
+    raised = [_bowl(positions, [k.values.index(k.basins[b]) for k in catalog], catalog) + BASIN_STEP * b
+              for b in range(len(catalog[0].basins))]
+    return raised.index(min(raised))
 
 
 def value(source: str, catalog: tuple[Knob, ...]) -> float | str:
@@ -49,9 +68,17 @@ def value(source: str, catalog: tuple[Knob, ...]) -> float | str:
 
 def value_at(positions, catalog: tuple[Knob, ...], optima=None) -> float:
     """The noiseless val_bpb of the knobs at these positions in their catalog lists (one per knob), with the
-    bowl's minimum at `optima` (positions, one per knob; by default each knob's `optimum`)."""
+    bowl's minimum at `optima` (positions, one per knob; by default each knob's `optimum`, or the lowest basin
+    of a target with `basins`)."""
+    if optima is None and catalog and catalog[0].basins:
+        return 1.0 + min(_bowl(positions, [k.values.index(k.basins[b]) for k in catalog], catalog) + BASIN_STEP * b
+                         for b in range(len(catalog[0].basins)))
     optima = optima if optima is not None else [optimum(k) for k in catalog]
-    return 1.0 + 0.1 * sum(((p - o) / max(len(k.values) - 1, 1)) ** 2 for p, o, k in zip(positions, optima, catalog))
+    return 1.0 + _bowl(positions, optima, catalog)
+
+
+def _bowl(positions, centre, catalog: tuple[Knob, ...]) -> float:
+    return 0.1 * sum(((p - o) / max(len(k.values) - 1, 1)) ** 2 for p, o, k in zip(positions, centre, catalog))
 
 
 def test_value(source: str, catalog: tuple[Knob, ...], seed: int, noise: float = NOISE) -> dict:
