@@ -73,6 +73,44 @@ def test_replay_agrees_with_an_independent_count(recorded):
     assert never.aborted == 0 and never.saved_s == 0
 
 
+def test_novelty_replay_on_a_recorded_run(recorded, capsys):
+    """`arrl bench novelty`: every new candidate's nearest earlier program, checked against a count made here
+    from the recorded scripts, and the thresholds' savings and losses."""
+    from arrl.bench import novelty
+    from arrl.driver.candidates import normalize
+
+    rec = novelty.load(str(recorded))
+    db = _ledger(recorded)
+    tgt = target_mod.load("synthetic", paths.targets_dir())
+    rows = db.execute("SELECT id, kind, status, train_s FROM experiments WHERE state='done' AND reused_from IS NULL "
+                      "AND status NOT IN ('edit_failed', 'rejected') ORDER BY id").fetchall()
+    ran, seen, expected = [], set(), {}
+    for r in rows:
+        f = recorded / "experiments" / f"{r['id']:06d}" / "train.py"
+        src = f.read_text() if f.exists() else tgt.source()
+        pos = [k.values.index(target_mod.catalog_values(src, tgt.catalog)[k.name]) for k in tgt.catalog]
+        if r["kind"] == "candidate" and normalize(src) not in seen and ran:
+            expected[r["id"]] = min(sum(abs(a - b) / (len(k.values) - 1) for a, b, k in zip(pos, p, tgt.catalog))
+                                    for p in ran)
+        if normalize(src) not in seen:
+            seen.add(normalize(src))
+            ran.append(pos)
+    assert {c.exp_id: c.distance for c in rec.cases} == pytest.approx(expected) and len(expected) >= 10
+    assert all(c.kind == "catalog" and c.distance > 0 for c in rec.cases)  # exact repeats are not novelty's
+    accepted = {r[0] for r in db.execute("SELECT exp_id FROM accepted")}
+    none, every = novelty.replay([rec], (0.0, 1e9))
+    assert (none.skipped, none.saved_s) == (0, 0.0)
+    assert every.skipped == len(rec.cases) and every.lost_accepted == len(accepted & set(expected)) > 0
+    assert every.saved_s == pytest.approx(sum(c.train_s for c in rec.cases)) and 0 < every.saved_frac < 1
+    assert main(["bench", "novelty", str(recorded), "--thresholds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert f"replayed {len(rec.cases)} new candidates" in out and "| 0.2 | " in out
+    assert main(["bench", "novelty", str(recorded), "--thresholds", "-1"]) == 2
+    assert main(["bench", "novelty", "no-such-run", "--runs-dir", str(recorded.parent)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "a distance is never negative" in err[0] and "no-such-run: no run there" in err[1] and len(err) == 2
+
+
 def test_abort_time_on_constructed_curves():
     budget = 10.0
     times = [0.1 * i for i in range(1, 101)]

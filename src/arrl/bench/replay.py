@@ -96,7 +96,8 @@ class Result:
                 "aborted_reward": None if self.aborted_reward is None else round(self.aborted_reward, 3)}
 
 
-def _run_dir(run: str, runs: Path | None) -> Path:
+def find_run(run: str, runs: Path | None) -> Path:
+    """A recorded run by its path, or by its name under `runs` (default: the runs folder)."""
     d = Path(run)
     base = runs or paths.runs_dir()
     if not (d / "ledger.sqlite").is_file():
@@ -122,7 +123,7 @@ def _budget(d: Path) -> float:
 
 def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> Recording:
     """Read a run's finished candidates, their curves, bars and fates (read-only)."""
-    d = _run_dir(run, runs)
+    d = find_run(run, runs)
     budget = budget_s or _budget(d)
     try:
         db = open_read_only(d)

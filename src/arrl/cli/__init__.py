@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="--grid: most improvements (accepted or not) a chosen rule may abort, as a fraction (default 0.2)")
     ab.add_argument("--json", action="store_true", help="print the results as JSON")
     ab.add_argument("--runs-dir", type=Path)
+    nv = bsub.add_parser("novelty", help="replay recorded runs: what answering near-duplicates without training "
+                                         "would save and lose")
+    nv.add_argument("runs", nargs="+", metavar="RUN", help="run names (under --runs-dir) or run directories")
+    nv.add_argument("--thresholds", type=float, nargs="+", help="distances at or below which a candidate counts as "
+                                                                "near (default: 0 0.1 0.17 0.2 0.25 0.34 0.5)")
+    nv.add_argument("--json", action="store_true", help="print the results as JSON")
+    nv.add_argument("--runs-dir", type=Path)
     rs = bsub.add_parser("research", help="the loop against random search, Ray Tune + ASHA and a frozen policy")
     rs.add_argument("--target", required=True, help="a target with a catalog (a folder of targets/ or a path)")
     rs.add_argument("--experiments", type=int, required=True, help="sandbox runs per method and seed")

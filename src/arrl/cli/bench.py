@@ -1,4 +1,5 @@
-"""`arrl bench abort` (replay a run's early-abort rule), `arrl bench research` (the research benchmark) and
+"""`arrl bench abort` (replay a run's early-abort rule), `arrl bench novelty` (replay near-duplicates answered
+without training, arrl.bench.novelty), `arrl bench research` (the research benchmark) and
 `arrl bench family` (a family of simulated targets, arrl.bench.family) and `arrl bench transfer` (methods on its
 held-out members, arrl.bench.transfer)."""
 
@@ -17,6 +18,8 @@ def cmd_bench(args) -> int:
         return _bench_family(args)
     if args.bench == "transfer":
         return _bench_transfer(args)
+    if args.bench == "novelty":
+        return _bench_novelty(args)
     return _bench_research(args)
 
 
@@ -33,6 +36,32 @@ def _bench_transfer(args) -> int:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     print(transfer.table(result))
+    return 0
+
+
+def _bench_novelty(args) -> int:
+    from arrl.bench import novelty, replay
+
+    thresholds = tuple(args.thresholds) if args.thresholds else novelty.THRESHOLDS
+    bad = [t for t in thresholds if t < 0]
+    if bad:
+        raise UsageError(f"--thresholds {bad[0]:g}: a distance is never negative")
+    try:
+        recs = [novelty.load(r, args.runs_dir) for r in args.runs]
+    except replay.ReplayError as e:
+        raise UsageError(str(e)) from None
+    results = novelty.replay(recs, thresholds)
+    if args.json:
+        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
+                          "skipped": {r.run: r.skipped for r in recs}}, indent=1))
+        return 0
+    print(f"replayed {sum(len(r.cases) for r in recs)} new candidates from {len(recs)} run(s): "
+          f"{', '.join(r.run for r in recs)}")
+    for r in recs:
+        for why, count in r.skipped.items():
+            print(f"  {r.run}: {count} experiment(s) not replayed: {why}")
+    print(novelty.distances(recs))
+    print(novelty.table(results))
     return 0
 
 
