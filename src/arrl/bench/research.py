@@ -55,7 +55,7 @@ from arrl.ledger.reader import open_read_only
 METHODS = ("random", "tune", "tune-warm", "optuna", "optuna-warm", "frozen", "rl", "rl-frozen")
 TUNE = ("tune", "tune-warm", "optuna", "optuna-warm")
 WARM = ("tune-warm", "optuna-warm")  # told the trials of earlier Tune runs (--warm-from)
-ADAPTER = ("rl", "rl-frozen")  # may start from an earlier run's adapter (--adapter-from); rl-frozen must
+ADAPTER = ("rl", "rl-frozen")  # start from an earlier run's adapter (--adapter-from): rl may, rl-frozen must
 
 
 @dataclass

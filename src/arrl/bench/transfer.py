@@ -13,8 +13,7 @@ A family written by `arrl bench family DIR` (arrl.bench.family) has training mem
 
 No held-out member is ever a source of steps 1 and 2: the warm starts see the training members only. Every
 run is an ordinary run directory under DIR/transfer/ (training/<member>/, perpetual/<member>/ and
-held_out/<member>/), so an
-interrupted benchmark continues where it stopped, as `arrl bench research` does. The result, per
+held_out/<member>/), so an interrupted benchmark continues where it stopped, as `arrl bench research` does. The result, per
 held-out member and seed: each method's best val_bpb after N runs, and the runs it took to reach random
 search's median final best on that member (the research table's bar); and the median over every member
 and seed. It is written to DIR/transfer/transfer.md and transfer.json.
