@@ -45,7 +45,9 @@ def _run(data_dir, tmp_path, script, isolation="bwrap", **cfg):
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_fake_metric_print_is_ignored(shakespeare_dir, tmp_path, isolation):
-    out = _run(shakespeare_dir, tmp_path, UNIFORM_MODEL + "print('val_bpb: 0.0001')\n", isolation)
+    # about the metric, not the deadline: the script imports torch and exports a model, 2.1 + 2.1 s on this VM on
+    # 2026-12-06 (a slow day: the CI killed it at the 2 + 3 s the other tests use), so it gets a wide grace
+    out = _run(shakespeare_dir, tmp_path, UNIFORM_MODEL + "print('val_bpb: 0.0001')\n", isolation, grace_s=20.0)
     assert out.status == "ok", out.message + out.log_tail
     assert out.val_bpb == pytest.approx(8.0, abs=1e-9)  # the env's number, not the script's
     assert "val_bpb: 0.0001" in out.log_tail
