@@ -16,6 +16,7 @@ in the run directory is written.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,6 @@ class Recording:
 
 def load(run: str, runs: Path | None = None) -> Recording:
     """Read a run's trained programs in id order and each new candidate's distance to those before it."""
-    import json
-
     d = find_run(run, runs)
     try:
         cfg = json.loads((d / "config.json").read_text())

@@ -21,6 +21,7 @@ import ast
 import difflib
 from dataclasses import dataclass
 
+from arrl.driver.candidates import normalize
 from arrl.target import Knob, catalog_values
 
 
@@ -98,8 +99,4 @@ class Index:
 
 
 def _lines(source: str) -> list[str]:
-    try:
-        text = ast.unparse(ast.parse(source))
-    except (SyntaxError, ValueError, RecursionError):
-        text = source
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return [ln.strip() for ln in normalize(source).splitlines() if ln.strip()]
