@@ -321,3 +321,43 @@ def test_bench_research_bad_input(tmp_path, capsys):
     assert main(["bench", "research", "--target", "nowhere", "--experiments", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and err.count("\n") == 1
+
+
+def test_bench_research_on_the_basins_with_the_population_methods(tiny_model, tmp_path, capsys, shared_ray):
+    """Greedy, population search (random edits, and the RL policy) and random search over whole settings on the
+    three-basin target: each run is what its method says, and the table says which basin every seed ends in."""
+    conf = tmp_path / "base.toml"
+    conf.write_text((Path(__file__).resolve().parents[2] / "bench" / "population_basins.toml").read_text()
+                    .replace('model = "tiny-random"', f'model = "{tiny_model}"')
+                    .replace("budget_s = 0.5", "budget_s = 0.2"))
+    n, out = 14, tmp_path / "out"
+    methods = ["random", "population", "random-search", "population-rl"]
+    assert main(["bench", "research", "--target", "synthetic-basins", "--experiments", str(n), "--seeds", "1",
+                 "--config", str(conf), "--out", str(out), "--methods", ",".join(methods)]) == 0
+    text = capsys.readouterr().out
+    assert "seeds whose handed-back program is in the best basin" in text
+    data = json.loads((out / "research.json").read_text())
+    seeds = {r["method"]: r for r in data["summary"]["seeds"]}
+    assert set(seeds) == set(methods)
+    for m in methods:
+        assert f"| {m} | 0 | " in text  # every seed has its row
+        assert seeds[m]["basin"] in (0, 1, 2)
+        assert data["summary"]["methods"][m]["best_basin"] == (seeds[m]["basin"] == 0)
+    for m, strategy, policy in (("random", "greedy", "random"), ("population", "population", "random"),
+                                ("population-rl", "population", "vllm")):
+        d = out / "runs" / f"synthetic-basins-{m}-s0"
+        conf_ = json.loads((d / "config.json").read_text())
+        assert conf_["search"]["strategy"] == strategy and conf_["policy"]["kind"] == policy
+        islands = {r[0] for r in _ledger(d).execute("SELECT island FROM experiments WHERE kind='candidate'")}
+        assert islands == ({None} if strategy == "greedy" else {0, 1})
+    # population-rl: the learner saw each sample's parent
+    db = _ledger(out / "runs" / "synthetic-basins-population-rl-s0")
+    assert db.execute("SELECT COUNT(*) FROM policy_versions").fetchone()[0] >= 1
+    import pyarrow.parquet as pq
+
+    parents = pq.read_table(out / "runs" / "synthetic-basins-population-rl-s0" / "trajectories").column("parent")
+    cand = {r[0]: r[1] for r in db.execute("SELECT id, incumbent_id FROM experiments WHERE kind='candidate'")}
+    exps = pq.read_table(out / "runs" / "synthetic-basins-population-rl-s0" / "trajectories").column("exp_id")
+    assert [cand[e] for e in exps.to_pylist()] == parents.to_pylist()
+    tune = json.loads((out / "runs" / "synthetic-basins-random-search-s0" / "config.json").read_text())["tune"]
+    assert tune["searcher"] == "random" and not tune["asha"]

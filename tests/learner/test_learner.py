@@ -109,6 +109,7 @@ def fake_batch(n: int, version: int = 0, seed: int = 0, prompt_len: int = 40, gr
         cols["exp_id"].append(seed * 1000 + i)
         cols["proposal_id"].append(f"p{seed}-{i}")
         cols["group"].append(f"s{seed}g{i % groups}")  # one request per group, per call
+        cols["parent"].append(1)
         cols["adapter_version"].append(version)
         cols["reward"].append(float(rng.normal()))
         cols["status"].append("ok")
@@ -312,6 +313,7 @@ def batch_of(props, version: int = 0, rewards=None) -> pa.RecordBatch:
         cols["exp_id"].append(i)
         cols["proposal_id"].append(p.id)
         cols["group"].append(p.state_key)
+        cols["parent"].append(1)
         cols["adapter_version"].append(version)
         cols["reward"].append(float(rewards[i]) if rewards is not None else float(i % 3))
         cols["status"].append("ok")
@@ -522,7 +524,7 @@ def test_a_batch_waits_for_the_slow_runs_of_its_fast_failures_groups(tmp_path):
     assert trajectory.whole_groups(["x", "y", "x", "z"], 9) == [0, 1, 2, 3]
 
 
-def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
+def test_samples_record_their_parent_and_are_grouped_by_state_or_by_parent(tmp_path):
     from arrl.ledger.store import Store
 
     store = Store(tmp_path / "run")
@@ -532,7 +534,10 @@ def test_samples_are_grouped_by_state_or_by_incumbent(tmp_path):
         for eid, inc in zip(ids, (7, 7, 7, 9)):
             store.db.execute("UPDATE experiments SET incumbent_id=? WHERE id=?", (inc, eid))
     assert trajectory.from_ledger(store, ids)["group"].to_pylist() == batch["group"].to_pylist()
-    by_inc = trajectory.from_ledger(store, ids, "incumbent")["group"].to_pylist()
+    assert trajectory.from_ledger(store, ids)["parent"].to_pylist() == [7, 7, 7, 9]  # the program each edits
+    by_parent = trajectory.from_ledger(store, ids, "parent")["group"].to_pylist()
+    assert by_parent == ["parent:7"] * 3 + ["parent:9"]
+    by_inc = trajectory.from_ledger(store, ids, "incumbent")["group"].to_pylist()  # the older name
     assert by_inc == ["incumbent:7"] * 3 + ["incumbent:9"]
     with pytest.raises(ValueError, match="group_by"):
         trajectory.from_ledger(store, ids, "prompt")

@@ -3,7 +3,11 @@
 Methods (each run `seeds` times with the same worker count, sandbox backend and budget):
 
     random   the loop with `[policy] kind = "random"`: uniformly random catalog edits of the
-             incumbent, the same acceptance rule (baselines, noise margin, confirmation)
+             incumbent, the same acceptance rule (baselines, noise margin, confirmation): greedy
+             search from one incumbent
+    population  the same edits of parents drawn from an archive of islands and niches (`[search]
+             strategy = "population"`, arrl.driver.archive); islands capped at the workers
+    random-search  Ray Tune drawing whole catalog settings uniformly, every trial to the end
     tune     Ray Tune over the catalog (Optuna TPE, or random sampling) with ASHA early
              stopping (`arrl.bench.tune`)
     tune-warm  the same with Optuna told every trial of earlier Tune runs first (`--warm-from`, for
@@ -14,6 +18,7 @@ Methods (each run `seeds` times with the same worker count, sandbox backend and 
     frozen   the loop with the vLLM policy and the learner off
     rl       the full loop: the vLLM policy and PPO on its LoRA adapter (with `--adapter-from RUN`, starting
              from that run's last adapter: `[learner] warm_start`)
+    population-rl  the full loop with `[search] strategy = "population"`
     rl-frozen  the loop with the vLLM policy serving the last adapter of an earlier learning run
              (`--adapter-from RUN`, for example a perpetual run over a family's training members:
              arrl.bench.transfer), the learner off: what that run learned, measured without learning more
@@ -52,8 +57,10 @@ from arrl import target as target_mod
 from arrl.config import Config, ConfigError
 from arrl.ledger.reader import open_read_only
 
-METHODS = ("random", "tune", "tune-warm", "optuna", "optuna-warm", "frozen", "rl", "rl-frozen")
-TUNE = ("tune", "tune-warm", "optuna", "optuna-warm")
+METHODS = ("random", "population", "random-search", "tune", "tune-warm", "optuna", "optuna-warm", "frozen", "rl",
+           "population-rl", "rl-frozen")
+TUNE = ("random-search", "tune", "tune-warm", "optuna", "optuna-warm")
+POPULATION = ("population", "population-rl")  # the loop with [search] strategy = "population"
 WARM = ("tune-warm", "optuna-warm")  # told the trials of earlier Tune runs (--warm-from)
 ADAPTER = ("rl", "rl-frozen")  # start from an earlier run's adapter (--adapter-from): rl may, rl-frozen must
 
@@ -67,10 +74,11 @@ class Trace:
     best: list[float | None]  # best val_bpb measured so far after each run
     wall_s: float
     truth: list[float | None] | None = None  # simulated sandbox: noiseless val_bpb of what is handed back after each run
+    basin: list[int | None] | None = None  # a target with basins: the basin of what is handed back after each run
 
     def clipped(self, n: int) -> "Trace":
         return Trace(self.method, self.seed, self.run, self.compute[:n], self.best[:n], self.wall_s,
-                     None if self.truth is None else self.truth[:n])
+                     None if self.truth is None else self.truth[:n], None if self.basin is None else self.basin[:n])
 
     def reach(self, threshold: float) -> tuple[int | None, float | None]:
         """(runs, training seconds) at which the best first reaches `threshold`, or (None, None)."""
@@ -115,35 +123,46 @@ def _noiseless(source: str, tgt) -> float | None:
     return None if isinstance(v, str) else v
 
 
-def loop_truth(d: Path, tgt) -> list[float | None]:
+def _basin(source: str, tgt) -> int | None:
+    from arrl.target import catalog_values
+    from arrl.worker.sandbox import simulated
+
+    vals = catalog_values(source, tgt.catalog)
+    if any(vals.get(k.name) not in k.values for k in tgt.catalog):
+        return None
+    return simulated.basin([k.values.index(vals[k.name]) for k in tgt.catalog], tgt.catalog)
+
+
+def loop_truth(d: Path, tgt, measure=_noiseless) -> list:
     """Noiseless val_bpb (simulated target) of the loop's incumbent after each of its sandbox runs: the last
-    source accepted on the runs so far (the target's own train.py before any acceptance)."""
+    source accepted on the runs so far (the target's own train.py before any acceptance); with `measure`
+    another function of that source (its basin)."""
     with open_read_only(d) as db:  # the loop's sandbox runs as the research table counts them
         finished = [r[3] for r in db.trained_in_finish_order()]
         accepted = db.accepted_in_order()
     out, i = [], 0
-    value = _noiseless(tgt.source(), tgt)
+    value = measure(tgt.source(), tgt)
     for n in range(len(finished)):
         # an acceptance recorded before the next run finished was decided on the runs so far
         upto = finished[n + 1] if n + 1 < len(finished) else float("inf")
         while i < len(accepted) and accepted[i][1] < upto:
-            value = _noiseless((d / "experiments" / f"{accepted[i][0]:06d}" / "train.py").read_text(), tgt)
+            value = measure((d / "experiments" / f"{accepted[i][0]:06d}" / "train.py").read_text(), tgt)
             i += 1
         out.append(value)
     return out
 
 
-def tune_truth(d: Path, tgt) -> list[float | None]:
+def tune_truth(d: Path, tgt, measure=_noiseless) -> list:
     """Noiseless val_bpb (simulated target) of Tune's best-measured trial after each trial (the target's own
-    train.py until a trial is `ok`)."""
+    train.py until a trial is `ok`); with `measure` another function of that source."""
     from arrl.bench import tune as tune_search
 
     out, best = [], None
-    value = _noiseless(tgt.source(), tgt)
+    value = measure(tgt.source(), tgt)
     for t in tune_search.read(d):
         if t["status"] == "ok" and t["val_bpb"] is not None and (best is None or t["val_bpb"] < best):
             best = t["val_bpb"]
-            value = _noiseless(tune_search.source_for(tgt, t["values"]), tgt)
+            value = measure(tune_search.source_for(tgt, t["values"]), tgt)
         out.append(value)
     return out
 
@@ -154,15 +173,18 @@ def method_config(base: Config, method: str, seed: int, experiments: int, name: 
     cfg.name = name
     cfg.oracle.max_experiments = experiments
     cfg.oracle.count_duplicates = False  # N runs that trained, as Tune's N trials
-    if method == "random":
+    if method in ("random", "population"):
         cfg.policy.kind = "random"
         cfg.policy.fmt = "catalog"
-    elif method in ("frozen", "rl", "rl-frozen"):
+    elif method in ("frozen", "rl", "rl-frozen", "population-rl"):
         cfg.policy.kind = "vllm"
         cfg.policy.seed = seed
-        cfg.learner.enabled = method == "rl"
+        cfg.learner.enabled = method in ("rl", "population-rl")
         cfg.learner.seed = seed
         cfg.learner.warm_start = str(Path(adapter_from).resolve()) if adapter_from and method in ADAPTER else None
+    cfg.search.strategy = "population" if method in POPULATION else "greedy"
+    if method in POPULATION:
+        cfg.search.islands = min(cfg.search.islands, cfg.workers.count)
     return cfg
 
 
@@ -192,8 +214,9 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
         t0 = time.time()
         if method in TUNE:
             cfg = method_config(base, method, seed, experiments, name)
-            tune_search.run(cfg, tgt, experiments, runs=runs, searcher=searcher, seed=seed, log=log,
-                            warm=warm if method in WARM else None, asha=method.startswith("tune"))
+            tune_search.run(cfg, tgt, experiments, runs=runs, searcher="random" if method == "random-search" else
+                            searcher, seed=seed, log=log, warm=warm if method in WARM else None,
+                            asha=method.startswith("tune"))
             conf = json.loads((d / "config.json").read_text())
             conf["tune"]["wall_s"] = time.time() - t0
             (d / "config.json").write_text(json.dumps(conf, indent=1) + "\n")
@@ -204,6 +227,8 @@ def run_method(base: Config, tgt, method: str, seed: int, experiments: int, runs
     trace = tune_trace(d, seed, method) if method in TUNE else loop_trace(d, method, seed)
     if base.workers.sandbox == "simulated":
         trace.truth = tune_truth(d, tgt) if method in TUNE else loop_truth(d, tgt)
+        if tgt.catalog and tgt.catalog[0].basins:
+            trace.basin = tune_truth(d, tgt, _basin) if method in TUNE else loop_truth(d, tgt, _basin)
     return trace
 
 
@@ -239,6 +264,12 @@ def summarize(traces: list[Trace], experiments: int) -> dict:
             half = max(experiments // 2, 1)
             out["methods"][method]["truth_half_median"] = _median([t.truth[min(half, len(t.truth)) - 1] for t in ts])
             out["methods"][method]["truth_final_median"] = _median([t.truth[-1] for t in ts])
+        if ts and all(t.basin for t in ts):
+            out["methods"][method]["best_basin"] = sum(t.basin[-1] == 0 for t in ts)
+    out["seeds"] = [{"method": t.method, "seed": t.seed, "runs": len(t.best),
+                     "final_best": t.best[-1] if t.best else None,
+                     "handed_back": t.truth[-1] if t.truth else None,
+                     "basin": t.basin[-1] if t.basin else None} for t in traces]
     return out
 
 
@@ -268,6 +299,22 @@ def table(summary: dict) -> str:
         if truth:
             row += f" {_fmt(m.get('truth_half_median'))} / {_fmt(m.get('truth_final_median'))} |"
         lines.append(row)
+    basins = any("best_basin" in m for m in summary["methods"].values())
+    if basins:
+        lines += ["", "| method | seeds whose handed-back program is in the best basin after the last run |",
+                  "|---|---|"]
+        lines += [f"| {method} | {m['best_basin']} of {m['seeds']} |" for method, m in summary["methods"].items()
+                  if "best_basin" in m]
+    seeds = summary.get("seeds") or []
+    if seeds:
+        cols = ["method", "seed", "runs", "final best val_bpb"] + (["noiseless val_bpb handed back"] if truth else []) \
+            + (["basin handed back (0: the best)"] if basins else [])
+        lines += ["", "Every seed:", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+        for r in seeds:
+            cells = [r["method"], str(r["seed"]), str(r["runs"]), _fmt(r["final_best"])]
+            cells += [_fmt(r["handed_back"])] if truth else []
+            cells += ["—" if r["basin"] is None else str(r["basin"])] if basins else []
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -282,7 +329,8 @@ def plot(traces: list[Trace], experiments: int, path: Path, title: str) -> None:
     import numpy as np
 
     colors = {"random": "#7f7f7f", "tune": "#1f77b4", "tune-warm": "#17becf", "optuna": "#9467bd",
-              "optuna-warm": "#e377c2", "frozen": "#ff7f0e", "rl": "#2ca02c", "rl-frozen": "#bcbd22"}
+              "optuna-warm": "#e377c2", "frozen": "#ff7f0e", "rl": "#2ca02c", "rl-frozen": "#bcbd22",
+              "population": "#d62728", "random-search": "#8c564b", "population-rl": "#006400"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for method in METHODS:
         ts = [t.clipped(experiments) for t in traces if t.method == method and t.best]

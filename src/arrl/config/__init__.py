@@ -72,6 +72,17 @@ def from_dict(data: dict, source: str = "config") -> Config:
     if mb is not None and mb > cfg.learner.batch_size:
         raise ConfigError(f"{source}: [learner] minibatch_size: {mb} is larger than batch_size "
                           f"{cfg.learner.batch_size}")
+    s = cfg.search
+    if s.strategy == "population":
+        if s.islands > cfg.workers.count:
+            raise ConfigError(f"{source}: [search] islands: {s.islands} islands for {cfg.workers.count} worker(s); "
+                              f"an island needs a worker, so use at most {cfg.workers.count}")
+        if not s.confirm:
+            raise ConfigError(f"{source}: [search] confirm: strategy = 'population' needs confirm = true (an elite "
+                              f"is a program whose second run agrees with its first)")
+        bad = [n for n in s.niches if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"{source}: [search] niches: expected names, got {bad[0]!r}")
     return cfg
 
 

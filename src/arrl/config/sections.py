@@ -113,6 +113,21 @@ class SearchSection:
     abort_margin: float = knob(0.0, 'extra training-loss gap needed', check='non_negative')
     abort_every: float = knob(0.1, 'check at each this fraction of the budget', check=('positive', 'unit'))
     abort_min_frac: float = knob(0.2, 'never before this fraction of the budget', check='unit')
+    strategy: str = knob('greedy',
+                         'greedy: every proposal edits the incumbent | population: parents drawn from an archive '
+                         'of islands and niches (arrl.driver.archive, docs/LOOP.md)',
+                         choices=('greedy', 'population'))
+    islands: int = knob(2, 'population: islands, each with its own elites (at most [workers] count)',
+                        check='positive')
+    exploit: float = knob(0.5, "population: share of parents that are their island's best elite; the others are "
+                               "a niche's elite drawn at random", check='unit')
+    inspirations: int = knob(2, "population: other elites of the parent's island shown in the prompt",
+                             check='non_negative')
+    migrate_every: int = knob(20, "population: each time this many more programs have trained, every island's "
+                                  'best elite joins the next island (a ring); 0: never', check='non_negative')
+    niches: list = knob(['size', 'speed'],
+                        'population: the descriptors whose buckets make the niches: size (log2 model bytes), '
+                        'speed (log2 tokens/s), knob:NAME (a catalog knob\'s position / 2)')
 
 
 @dataclass
@@ -164,8 +179,9 @@ class LearnerSection:
     learn_duplicates: bool = knob(True,
                                   'a duplicate (answered from the ledger) is a sample, paid the result it repeats')
     group_by: str = knob('state',
-                         "group advantages: state (one request's proposals) | incumbent (all for it)",
-                         choices=('state', 'incumbent'))
+                         "group advantages: state (one request's proposals) | parent (all proposed from one "
+                         "program: the incumbent, or a parent drawn from the archive) | incumbent (as parent)",
+                         choices=('state', 'parent', 'incumbent'))
     whole_groups: bool = knob(True,
                               "a batch takes whole proposal groups: a result waits until its request's other "
                               'proposals have finished, so fast failures meet their slow siblings (false: the '

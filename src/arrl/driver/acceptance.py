@@ -50,6 +50,10 @@ class Acceptance:
             return None
         if inc_id == self.incumbent.exp_id and self.incumbent.values:
             return self.incumbent.bpb
+        if self.archive is not None:  # a parent drawn from the archive: its program's runs
+            v = self.archive.value_of(inc_id)
+            if v is not None:
+                return v
         acc = self.store.accepted_value(inc_id)
         if acc is not None:
             return acc
@@ -57,6 +61,9 @@ class Acceptance:
         return noise.centre(base) if base else None
 
     def _maybe_confirm(self, row, status: str, val_bpb: float | None) -> None:
+        if self.archive is not None and row["island"] is not None:
+            self._maybe_elite(row, status, val_bpb)
+            return
         if row["incumbent_id"] != self.incumbent.exp_id or status != "ok":
             return
         n_inc = len(self.incumbent.values)
@@ -71,6 +78,39 @@ class Acceptance:
             return
         self._schedule_confirm(row)
 
+    def _maybe_elite(self, row, status: str, val_bpb: float | None) -> None:
+        """Population: a candidate's run earns a confirmation run when it beats the elite of its niche on its
+        island, opens a niche, or beats the incumbent; once its runs agree it is an elite (archive.py)."""
+        if status != "ok" or val_bpb is None:
+            return
+        s, n = self.cfg.search, self.noise
+        runs = self._runs_of(row["norm_sha"]) if s.rerun_repeats else []
+        if len(runs) >= 2:
+            self._judge(row, runs)
+            return
+        niche = self.archive.niche_of(row["norm_sha"], row["island"])
+        elite = self.archive.elites(row["island"], n.sigma).get(niche) if niche is not None else None
+        if elite is not None and elite.norm == row["norm_sha"]:
+            return  # the elite itself, run again
+        beats = elite is None or noise.promising(val_bpb, elite.value, n, s.margin_z, len(elite.values))
+        if beats or noise.promising(val_bpb, self.incumbent.bpb, n, s.margin_z, len(self.incumbent.values)):
+            self._schedule_confirm(row)
+
+    def _island_commits(self) -> None:
+        """Population: each island's best elite as a commit on the island's branch `arrl/<run>-island-<i>`
+        (once per elite; idempotent, so a resumed driver commits what a dead one did not)."""
+        if self.archive is None or not self._baselines_done():
+            return
+        for i in range(self.archive.islands):
+            b = self.archive.best(i, self.noise.sigma)
+            path = self.store.exp_dir(b.exp_id) / "train.py" if b is not None else None
+            if b is None or b.via == "start" or not path.is_file():
+                continue
+            row = self.store.experiment(b.exp_id)
+            self.branch.commit_to(f"{self.branch.name}-island-{i}", b.exp_id, path.read_text(),
+                                  f"exp {b.exp_id}: val_bpb {b.value:.6f} ({len(b.values)} runs) | "
+                                  f"{row['summary'] or ''}", row["diff"] or "")
+
     def _schedule_confirm(self, row) -> None:
         """Re-run a candidate with another seed in a fresh sandbox (once)."""
         if self.store.confirmations(row["id"]):
@@ -79,7 +119,7 @@ class Acceptance:
         with self.store.tx():
             eid = self.store.add_experiment("confirm", row["seed"] + 7919, row["source_sha"], row["norm_sha"],
                                             row["proposal_id"], row["id"], row["incumbent_id"], row["summary"],
-                                            row["diff"])
+                                            row["diff"], island=row["island"])
             self.store.write_source(eid, src)
 
     def _maybe_accept(self, confirm_row) -> None:
@@ -92,7 +132,9 @@ class Acceptance:
             if not noise.promising(cand["val_bpb"], self.incumbent.bpb, self.noise, self.cfg.search.margin_z,
                                    len(self.incumbent.values)):
                 return
-        if cand["incumbent_id"] != self.incumbent.exp_id:
+        if self.archive is not None and cand["island"] is not None:
+            self._island_commits()  # its runs may make it an elite, and its island's best
+        elif cand["incumbent_id"] != self.incumbent.exp_id:
             self.store.event("stale_confirmation", exp=cand["id"])
             return
         # with re-run repeats every run of the source is evidence, else the candidate and this confirmation
@@ -139,8 +181,8 @@ class Acceptance:
         self._commit(cand, value, src)
         self.log(f"accepted exp {cand['id']}: val_bpb {prev:.4f} -> {value:.4f}  {cand['summary']}")
         self._queue_tests(cand["id"], run_ids or [cand["id"]])
-        # proposals made for the old incumbent are stale now
-        while not self.proposals.empty():
+        # proposals made for the old incumbent are stale now (a population's were made for their parents)
+        while self.archive is None and not self.proposals.empty():
             self.proposals.get_nowait()
 
     def _commit(self, cand, value: float, src: str) -> None:
@@ -249,9 +291,17 @@ class Acceptance:
                 self._schedule_confirm(row)
             elif conf[0]["state"] == "done":
                 self._resolve(row, conf[0])
+        if self.archive is not None:  # every program's first run in the archive may earn its confirmation
+            for p in self.store.programs():
+                row = self.store.experiment(p["exp_id"])
+                if p["via"] == "trained" and row["kind"] == "candidate" and row["status"] == "ok":
+                    self._maybe_confirm(row, "ok", row["val_bpb"])
         for row in self.store.ok_candidates_for(self.incumbent.exp_id):
             self._maybe_confirm(row, "ok", row["val_bpb"])
         for row in self.store.confirmations(done=True):
             cand = self.store.experiment(row["parent"])
-            if cand["incumbent_id"] == self.incumbent.exp_id and not self.store.is_accepted(cand["id"]):
+            if (cand["incumbent_id"] == self.incumbent.exp_id or (self.archive is not None and cand["island"]
+                                                                   is not None)) \
+                    and not self.store.is_accepted(cand["id"]):
                 self._maybe_accept(row)
+        self._island_commits()

@@ -1,7 +1,9 @@
 """The run's git branch `arrl/<run>`: the baseline, then one commit per accepted edit.
 
 The repository lives in `runs/<name>/git` (arrl never writes into the user's own checkout);
-`git fetch runs/<name>/git arrl/<name>` brings the branch into any clone. Each commit holds
+`git fetch runs/<name>/git arrl/<name>` brings the branch into any clone. With `[search] strategy =
+"population"` each island also has a branch `arrl/<name>-island-<i>`: one commit per island best
+(`commit_to`, written without touching the work tree). Each commit holds
 train.py and a message with the experiment id, val_bpb and the diff. `commit_once` is
 idempotent by experiment id, so a driver that died between recording an acceptance and
 committing it commits it exactly once on resume.
@@ -50,8 +52,13 @@ class GitBranch:
         except GitError:
             return False
 
-    def find(self, exp_id: int) -> str | None:
-        out = self._git("log", "--format=%H %s", self.name)
+    def find(self, exp_id: int, branch: str | None = None) -> str | None:
+        try:
+            out = self._git("log", "--format=%H %s", branch or self.name)
+        except GitError:  # no such branch yet
+            if branch is None:
+                raise
+            return None
         for line in out.splitlines():
             h, _, subject = line.partition(" ")
             if re.match(rf"exp {exp_id}:", subject):
@@ -67,5 +74,21 @@ class GitBranch:
         self._git("commit", "-q", "--allow-empty", "-F", "-", input=f"{subject}\n\n{diff}\n")
         return self._git("rev-parse", "HEAD").strip()
 
-    def log(self) -> list[str]:
-        return self._git("log", "--format=%s", self.name).splitlines()
+    def commit_to(self, branch: str, exp_id: int, source: str, subject: str, diff: str) -> str:
+        """Commit `source` as train.py on another branch of the repository (a population's island), once per
+        experiment, without touching the work tree of `arrl/<run>`; the branch starts at the baseline commit."""
+        found = self.find(exp_id, branch)
+        if found:
+            return found
+        try:
+            parent = self._git("rev-parse", "--verify", "-q", f"refs/heads/{branch}").strip()
+        except GitError:
+            parent = self._git("rev-list", "--max-parents=0", self.name).split()[0]
+        blob = self._git("hash-object", "-w", "--stdin", input=source).strip()
+        tree = self._git("mktree", input=f"100644 blob {blob}\ttrain.py\n").strip()
+        commit = self._git("commit-tree", tree, "-p", parent, input=f"{subject}\n\n{diff}\n").strip()
+        self._git("update-ref", f"refs/heads/{branch}", commit)
+        return commit
+
+    def log(self, branch: str | None = None) -> list[str]:
+        return self._git("log", "--format=%s", branch or self.name).splitlines()

@@ -12,8 +12,10 @@ import time
 from arrl.driver import edits
 from arrl.driver import guard as edit_policy
 from arrl.driver import noise
+from arrl.driver.acceptance import Incumbent
 from arrl.driver.reward import reward as compute_reward
 from arrl.policy.prompt import HistoryEntry, PolicyState
+from arrl.target import catalog_values
 
 
 def sha(text: str) -> str:
@@ -31,7 +33,9 @@ def normalize(source: str) -> str:
 class Candidates:
     """Mixed into Driver: its methods use the Driver's state (self.store, self.cfg, self.incumbent, ...)."""
 
-    def state(self) -> PolicyState:
+    def state(self, parent: Incumbent | None = None, inspirations: tuple = ()) -> PolicyState:
+        """The policy's state: the incumbent to edit (or, in a population, `parent`), the history, the best."""
+        parent = parent or self.incumbent
         best = ""
         acc = self.store.accepted()
         if acc:
@@ -43,11 +47,51 @@ class Candidates:
             out = self.store.exp_dir(last) / "log_tail.txt"
             diag = out.read_text(errors="replace") if out.exists() else ""
         return PolicyState(target=self.target.name, program=self.target.program_md.read_text(),
-                           source=self.incumbent.source, fmt=self.cfg.policy.fmt,
-                           incumbent_bpb=self.incumbent.bpb if self.incumbent.values else None,
+                           source=parent.source, fmt=self.cfg.policy.fmt,
+                           incumbent_bpb=parent.bpb if parent.values else None,
                            catalog=self.target.catalog, editable=self.target.editable, history=self._history(),
                            prompt_code=self.target.prompt_code,
-                           best=best, diagnostics=diag)
+                           best=best, diagnostics=diag, inspirations=inspirations)
+
+    def _next_state(self) -> tuple[PolicyState, int | None, int | None]:
+        """(state, parent's exp id, island) of the next proposal request. Greedy: the incumbent, whose id is
+        taken when the proposals arrive. Population: a parent drawn from the archive, recorded with the
+        request; its island's elites are the inspirations."""
+        if self.archive is None:
+            return self.state(), None, None
+        n = int(self.store.get("requests", 0) or 0)
+        with self.store.tx():
+            self.store.put("requests", n + 1)
+        if not self._baselines_done():  # the archive starts with the baselines: until then, the start program
+            return self.state(), self.incumbent.exp_id, n % self.archive.islands
+        island, prog, others = self.archive.choose(n, f"{self.cfg.name}:{self.cfg.policy.seed}", self.noise.sigma)
+        if prog is None:  # no usable elite on the island (its parents' files are gone): the incumbent
+            return self.state(), self.incumbent.exp_id, island
+        parent = self._parent(prog.exp_id)
+        if parent is None:
+            return self.state(), self.incumbent.exp_id, island
+        lines = tuple(self._inspiration(p, parent.source) for p in others)
+        return self.state(parent, lines), prog.exp_id, island
+
+    def _parent(self, exp_id: int) -> Incumbent | None:
+        """The program experiment `exp_id` ran, with its values, as a parent; None when its train.py is gone."""
+        path = self.store.exp_dir(exp_id) / "train.py"
+        if not path.is_file():
+            return None
+        return Incumbent(exp_id, path.read_text(), [v for v in [self.archive.value_of(exp_id)] if v is not None])
+
+    def _inspiration(self, prog, parent_source: str) -> str:
+        """One line about another elite: its catalog settings where they differ from the parent's, else its
+        experiment's summary; its value and runs."""
+        row = self.store.experiment(prog.exp_id)
+        what = row["summary"] or ""
+        if self.target.catalog:
+            path = self.store.exp_dir(prog.exp_id) / "train.py"
+            if path.is_file():
+                mine = catalog_values(parent_source, self.target.catalog)
+                theirs = catalog_values(path.read_text(), self.target.catalog)
+                what = ", ".join(f"{k} = {v}" for k, v in theirs.items() if mine.get(k) != v) or "the same knobs"
+        return f"{what} -> val_bpb {prog.value:.4f} ({len(prog.values)} runs)"
 
     def _history(self) -> tuple[HistoryEntry, ...]:
         rows = self.store.recent_candidates(self.cfg.search.history_k)
@@ -60,31 +104,31 @@ class Candidates:
             if not self.fetch.done():
                 return
             try:
-                props, seconds = self.fetch.result()
+                props, seconds, base_id, island = self.fetch.result()
                 self.metrics.proposals(len(props), seconds)
                 for p in props:
-                    self.proposals.put((p, self.incumbent.exp_id))
+                    self.proposals.put((p, self.incumbent.exp_id if island is None else base_id, island))
             except Exception as e:  # noqa: BLE001 - a policy failure is recorded and retried
                 self.store.event("policy_error", error=str(e)[:500])
                 self.log(f"policy error (retrying): {e}")
                 time.sleep(1.0)
             self.fetch = None
         if start and self.proposals.qsize() < len(self.workers):
-            st = self.state()
-            self.fetch = self.pool.submit(self._propose, st, self.cfg.policy.group_size)
+            st, base_id, island = self._next_state()
+            self.fetch = self.pool.submit(self._propose, st, self.cfg.policy.group_size, base_id, island)
 
-    def _propose(self, st, n: int) -> tuple[list, float]:
+    def _propose(self, st, n: int, base_id: int | None = None, island: int | None = None) -> tuple:
         t0 = time.monotonic()
         props = self.policy.propose(st, n)
-        return props, time.monotonic() - t0
+        return props, time.monotonic() - t0, base_id, island
 
     def _candidate(self) -> int | None:
         """Turn the next proposal into an experiment row; None when no proposal is ready."""
         try:
-            prop, base_id = self.proposals.get_nowait()
+            prop, base_id, island = self.proposals.get_nowait()
         except queue.Empty:
             return None
-        if base_id != self.incumbent.exp_id:
+        if island is None and base_id != self.incumbent.exp_id:
             self.store.event("stale_proposal", proposal=prop.id)  # made for an older incumbent
             return -1
         if self.learning is not None and prop.adapter_version < self.learning.served:
@@ -94,13 +138,21 @@ class Candidates:
                              served=self.learning.served)
             return -1
         inc = self.incumbent
+        if island is not None:  # population: the parent drawn for this request
+            inc = self._parent(base_id) if base_id != self.incumbent.exp_id else self.incumbent
+            if inc is None:
+                with self.store.tx():
+                    self.store.add_proposal(prop.to_dict())
+                    self.store.event("parent_missing", exp=base_id, proposal=prop.id)
+                self.log(f"proposal {prop.id}: its parent exp {base_id} is gone (no train.py); not run")
+                return -1
         res = edits.apply(inc.source, prop.text, prop.fmt, self.target.catalog, self.target.editable)
         summary = _summary(prop.text, res)
         with self.store.tx():
             self.store.add_proposal(prop.to_dict())
             if not res.ok:
                 eid = self.store.add_experiment("candidate", 0, sha(prop.text), "", prop.id, None, inc.exp_id,
-                                                summary)
+                                                summary, island=island)
                 r = compute_reward("edit_failed", None, inc.bpb, self.noise.sigma, self.cfg.reward)
                 self.store.finish(eid, status="edit_failed", message=f"{res.failure}: {res.message}", reward=r)
                 self.log(f"exp {eid:>4} candidate edit_failed    {res.failure}: {res.message}"[:160])
@@ -108,7 +160,7 @@ class Candidates:
             verdict = edit_policy.check(inc.source, res.source, self.target.allow)
             norm = sha(normalize(res.source))
             eid = self.store.add_experiment("candidate", self._seed(), sha(res.source), norm, prop.id, None,
-                                            inc.exp_id, summary, res.diff)
+                                            inc.exp_id, summary, res.diff, island=island)
             if not verdict.ok:
                 r = compute_reward("rejected", None, inc.bpb, self.noise.sigma, self.cfg.reward)
                 self.store.finish(eid, status="rejected", message=verdict.reason[:500], reward=r)

@@ -9,7 +9,9 @@
   3. propose and apply (candidates.py): every idle worker gets the oldest pending experiment
      (confirmations, re-runs), else a new candidate made from the next prefetched proposal: edit
      -> static guard -> de-duplication -> experiment row with its script -> worker. Proposals are
-     fetched in the background in groups of `group_size` per incumbent state.
+     fetched in the background in groups of `group_size` per incumbent state. With `[search]
+     strategy = "population"` each group edits a parent drawn from the archive (archive.py), with
+     other elites shown as inspirations, instead of the incumbent.
   4. run and record (results.py): `ray.wait` on the running experiments; each result is written to
      the ledger with its reward in one transaction before anything is derived from it. A run that
      got far less compute than it should (contention.py) runs again instead, and is never scored.
@@ -17,7 +19,9 @@
      while no experiment trains, and no experiment starts while they run.
   5. score and accept (acceptance.py): a promising candidate is re-run with another seed; if both
      runs beat the incumbent by the noise margin, it becomes the incumbent and a commit on the
-     run's git branch (branch.py). Resume derives the same through the same functions.
+     run's git branch (branch.py). Resume derives the same through the same functions. In a
+     population, a candidate that beats its niche's elite (or opens a niche) is re-run too; when
+     its runs agree it is an elite, and its island's best is a commit on the island's branch.
   6. learn and sync (learning.py): finished results become samples, the learner updates, the
      policy server loads the new adapter.
   7. stop (oracle.py): the oracle decides when; the reason is recorded.
@@ -35,6 +39,7 @@ import ray
 from arrl.config import Config, resolve
 from arrl.driver import oracle
 from arrl.driver.acceptance import Acceptance, Incumbent
+from arrl.driver.archive import Archive
 from arrl.driver.branch import GitBranch
 from arrl.driver.candidates import Candidates, normalize, sha
 from arrl.driver.results import Results
@@ -74,6 +79,9 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         self.tests: dict = {}  # exp id -> incumbent id: runs whose models wait for the test split's score
         self.test_inflight: dict = {}  # ObjectRef -> (exp id, incumbent id, worker index)
         self.warned: str | None = None
+        # [search] strategy = population: parents drawn from an archive of islands and niches (archive.py)
+        self.archive = Archive(store, cfg.search, target.catalog, self.floor, cfg.integrity.reproduce_z, log) \
+            if cfg.search.strategy == "population" else None
 
     def run(self) -> str:
         self._restore()
@@ -82,6 +90,8 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             self.incumbent.exp_id = self.store.baselines()[0]["id"]
         if self._baselines_done():
             self._restore_baseline()
+            if self.archive is not None and self.store.programs():
+                self.log(f"resume: archive {self.archive.summary(self.noise.sigma)}")
         self.store.put("status", "running")
         if self.warm_up:
             self._warm()
@@ -123,6 +133,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
                     self._handle_test(ref)
         if self.learning is not None:
             self._finish_learning()
+        self._island_commits()  # an island's best as the run ends (the noise moved since its last commit)
         with self.store.tx():
             self.store.put("status", "finished")
             self.store.put("stop_reason", self.stop_reason)
@@ -276,7 +287,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
     def _queued_groups(self) -> frozenset:
         """The proposal groups (state keys) of proposals fetched but not yet experiments: a batch of whole
         groups waits for them (arrl.driver.learning)."""
-        return frozenset(p.state_key for p, _ in list(self.proposals.queue))
+        return frozenset(item[0].state_key for item in list(self.proposals.queue))
 
     def _finish_learning(self) -> None:
         """At the stop: an update already in flight is finished and served (unless `arrl stop` asked to stop

@@ -74,6 +74,15 @@ class Results:
                                       tokens_per_s=tp.rate if o.tokens is not None else None, cpu_s=o.cpu_s,
                                       cpu_share=o.cpu_share, cores=o.cores, foreign_share=o.foreign_share)
             self.store.put("wall_s", self.wall_before + time.time() - self.t_session)
+            moved = []
+            if fresh and self.archive is not None and status == "ok" and row["kind"] != "baseline":
+                # the archive's row is written with the result: a resumed driver finds both or neither
+                moved = self.archive.add_run(self.store.experiment(exp_id), (d / "train.py").read_text(), record,
+                                             self.noise.sigma)
+        for exp, frm, to in moved:
+            self.log(f"archive: island {frm}'s best elite (exp {exp}) migrated to island {to}")
+        if moved:
+            self._island_commits()
         if not fresh:
             return
         self.log(f"exp {exp_id:>4} {row['kind']:<9} {status:<14} val_bpb "

@@ -26,19 +26,22 @@ SCHEMA = pa.schema([
     ("adapter_version", pa.int64()), ("reward", pa.float64()), ("status", pa.string()),
     ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
     ("logprobs", pa.list_(pa.float32())), ("constraint", pa.string()),
+    ("parent", pa.int64()),  # the experiment whose program the proposal edits
 ])
 
 
-GROUPS = ("state", "incumbent")
+GROUPS = ("state", "parent", "incumbent")
 
 
 def from_ledger(store, exp_ids: list[int], group_by: str = "state") -> pa.RecordBatch:
     """Samples of the given candidate experiments (each must have a reward and a learnable proposal).
 
-    `group_by` says which samples share a baseline for group advantages: "state", proposals
-    made from the same policy state (one request: same incumbent, history and prompt), or
-    "incumbent", every proposal made for the same incumbent (their rewards are all measured
-    against it; the history lines of their prompts differ).
+    Each sample records its parent: the experiment whose program its proposal edits (the incumbent, or
+    with `[search] strategy = "population"` the parent drawn from the archive). `group_by` says which
+    samples share a baseline for group advantages: "state", proposals made from the same policy state
+    (one request: the same parent, history and prompt), or "parent" ("incumbent" is its older name),
+    every proposal made from the same parent (their rewards are all measured against it; the history
+    lines of their prompts differ).
     """
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}, got {group_by!r}")
@@ -48,7 +51,8 @@ def from_ledger(store, exp_ids: list[int], group_by: str = "state") -> pa.Record
         rec = json.loads(row["record"])
         cols["exp_id"].append(row["id"])
         cols["proposal_id"].append(rec["id"])
-        cols["group"].append(rec["state_key"] if group_by == "state" else f"incumbent:{row['incumbent_id']}")
+        cols["group"].append(rec["state_key"] if group_by == "state" else f"{group_by}:{row['incumbent_id']}")
+        cols["parent"].append(row["incumbent_id"])
         cols["adapter_version"].append(rec["adapter_version"])
         cols["reward"].append(row["reward"])
         cols["status"].append(row["status"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from arrl.ledger.reader import open_read_only
 
-TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores")
+TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores", "archive")
 ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 RESULTS_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 

@@ -62,6 +62,17 @@ class Queries:
         return self._all("SELECT * FROM experiments WHERE norm_sha=? AND kind!='baseline' AND reused_from IS NULL "
                          "AND state='done' AND status IS NOT NULL AND status!='contended' ORDER BY id", (norm,))
 
+    def programs(self, island: int | None = None) -> list[sqlite3.Row]:
+        """The archive's rows (`[search] strategy = population`), by island, then in the order they joined."""
+        if island is None:
+            return self._all("SELECT * FROM archive ORDER BY island, created, exp_id")
+        return self._all("SELECT * FROM archive WHERE island=? ORDER BY created, exp_id", (island,))
+
+    def candidates_by_island(self) -> dict[int, int]:
+        """Population: how many candidates (every status) each island's parents have had."""
+        return {r[0]: r[1] for r in self._all("SELECT island, COUNT(*) FROM experiments WHERE kind='candidate' AND "
+                                              "island IS NOT NULL GROUP BY island")}
+
     def source_in_flight(self, norm: str, exclude: int) -> bool:
         """Whether another run of the source is pending or running."""
         return self._one("SELECT 1 FROM experiments WHERE norm_sha=? AND reused_from IS NULL AND state!='done' AND "

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     reused_from INTEGER, reward REAL, outcome TEXT,
     steps INTEGER, tokens INTEGER, tokens_per_s REAL,                        -- throughput (arrl.driver.contention)
     cpu_s REAL, cpu_share REAL, cores TEXT,                                  -- CPU time got / (train wall x cores)
-    foreign_share REAL);                                                     -- share of its cores others took
+    foreign_share REAL,                                                      -- share of its cores others took
+    island INTEGER);                                                         -- population: the parent's island
 CREATE INDEX IF NOT EXISTS exp_norm ON experiments(norm_sha, state);
 CREATE TABLE IF NOT EXISTS accepted (
     exp_id INTEGER PRIMARY KEY, created REAL NOT NULL, val_bpb REAL NOT NULL, prev_bpb REAL NOT NULL,
@@ -54,6 +55,10 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, t REAL NOT NULL, kind
 CREATE TABLE IF NOT EXISTS test_scores (                                     -- the sealed test split: never read
     exp_id INTEGER PRIMARY KEY, incumbent_id INTEGER NOT NULL,               -- for reward, acceptance or abort
     created REAL NOT NULL, status TEXT NOT NULL, test_bpb REAL, message TEXT);
+CREATE TABLE IF NOT EXISTS archive (                                         -- [search] strategy = population
+    norm_sha TEXT NOT NULL, island INTEGER NOT NULL, exp_id INTEGER NOT NULL,  -- the program's first run
+    niche TEXT NOT NULL, descriptors TEXT NOT NULL, via TEXT NOT NULL,       -- start | trained | migrated
+    created REAL NOT NULL, PRIMARY KEY (norm_sha, island));
 """
 
 EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message", "reward", "outcome", "steps",
@@ -61,7 +66,7 @@ EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message"
 # columns added since the first ledgers: a resumed old run gets them (empty) when it is opened
 ADDED_COLUMNS = {"experiments": (("steps", "INTEGER"), ("tokens", "INTEGER"), ("tokens_per_s", "REAL"),
                                  ("cpu_s", "REAL"), ("cpu_share", "REAL"), ("cores", "TEXT"),
-                                 ("foreign_share", "REAL"))}
+                                 ("foreign_share", "REAL"), ("island", "INTEGER"))}
 
 
 class StoreError(Exception):
@@ -122,11 +127,14 @@ class Store(Queries):
     # -- experiments -------------------------------------------------------------------------
     def add_experiment(self, kind: str, seed: int, source_sha: str, norm_sha: str, proposal_id: str | None = None,
                        parent: int | None = None, incumbent_id: int | None = None, summary: str = "",
-                       diff: str = "") -> int:
+                       diff: str = "", island: int | None = None) -> int:
+        """A pending experiment. `incumbent_id` is the experiment whose program it edits (the incumbent; with
+        `[search] strategy = population`, the parent drawn from the archive on `island`)."""
         cur = self.db.execute(
             "INSERT INTO experiments(created, kind, proposal_id, parent, incumbent_id, seed, source_sha, norm_sha, "
-            "summary, diff) VALUES(?,?,?,?,?,?,?,?,?,?)",
-            (time.time(), kind, proposal_id, parent, incumbent_id, seed, source_sha, norm_sha, summary, diff))
+            "summary, diff, island) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (time.time(), kind, proposal_id, parent, incumbent_id, seed, source_sha, norm_sha, summary, diff,
+             island))
         return cur.lastrowid
 
     def mark_running(self, exp_id: int, worker: str) -> None:
@@ -189,6 +197,14 @@ class Store(Queries):
                                (norm_sha,)).fetchone()
 
     # -- acceptance / policy versions -------------------------------------------------------------
+    def add_program(self, norm_sha: str, island: int, exp_id: int, niche: list, descriptors: dict,
+                    via: str) -> bool:
+        """A program joins an island of the archive (once per island); False when it is there already."""
+        return self.db.execute(
+            "INSERT OR IGNORE INTO archive(norm_sha, island, exp_id, niche, descriptors, via, created) "
+            "VALUES(?,?,?,?,?,?,?)", (norm_sha, island, exp_id, json.dumps(niche), json.dumps(descriptors), via,
+                                      time.time())).rowcount == 1
+
     def accept(self, exp_id: int, val_bpb: float, prev_bpb: float) -> None:
         self.db.execute("INSERT OR IGNORE INTO accepted(exp_id, created, val_bpb, prev_bpb) VALUES(?,?,?,?)",
                         (exp_id, time.time(), val_bpb, prev_bpb))

@@ -2,7 +2,8 @@
 
 The templates are versioned files in `arrl/prompts/` (`system_v1.md`, `user_v1.md`, one
 `format_<edit format>_v1.md` per edit format, `incumbent_code_v1.md` or
-`incumbent_knobs_v1.md`, `task_v1.md`), filled with `string.Template` (`${name}`
+`incumbent_knobs_v1.md`, `task_v1.md`, and `inspirations_v1.md` when a population shows other
+programs of the archive), filled with `string.Template` (`${name}`
 placeholders). A prompt's version is the template version plus a hash of the template files
 it used, recorded with every proposal.
 
@@ -72,6 +73,7 @@ class PolicyState:
     best: str = ""  # best-ever summary
     diagnostics: str = ""  # untrusted: e.g. the last failure's log tail
     prompt_code: bool = False  # the target asks for the whole train.py in a catalog prompt
+    inspirations: tuple[str, ...] = ()  # population: other programs of the archive, one line each (untrusted)
 
     @property
     def shows_code(self) -> bool:
@@ -81,7 +83,10 @@ class PolicyState:
     @property
     def key(self) -> str:
         h = hashlib.sha256()
-        for part in (self.target, self.fmt, self.source, repr(self.history), self.best):
+        parts = [self.target, self.fmt, self.source, repr(self.history), self.best]
+        if self.inspirations:  # (a greedy state's key is what it always was)
+            parts.append(repr(self.inspirations))
+        for part in parts:
             h.update(part.encode("utf-8", "replace") + b"\0")
         return h.hexdigest()[:16]
 
@@ -169,7 +174,7 @@ def _knob_lines(state: PolicyState) -> str:
 def _render(state: PolicyState, version: str, history: list[str], total: int, diagnostics: str,
             rng: random.Random) -> tuple[list[dict], str]:
     names = ["system", "user", "incumbent_code" if state.shows_code else "incumbent_knobs", f"format_{state.fmt}",
-             "task"]
+             "task"] + (["inspirations"] if state.inspirations else [])
     texts = {n: _template(n, version) for n in names}
     digest = hashlib.sha256("\0".join(texts[n] for n in names).encode()).hexdigest()[:10]
     fmt_vars = {}
@@ -191,6 +196,9 @@ def _render(state: PolicyState, version: str, history: list[str], total: int, di
     else:
         incumbent = Template(texts["incumbent_knobs"]).substitute(incumbent_bpb=_fmt_bpb(state.incumbent_bpb),
                                                                   knob_lines=_knob_lines(state))
+    if state.inspirations:
+        lines = "\n".join(f"- {clean(x, 300)}" for x in state.inspirations)
+        incumbent = incumbent.rstrip() + "\n\n" + Template(texts["inspirations"]).substitute(programs=lines).strip()
     user = Template(texts["user"]).substitute(
         format_rules=Template(texts[f"format_{state.fmt}"]).substitute(fmt_vars).strip(),
         target=clean(state.target, 80), program=state.program.strip(), incumbent=incumbent.strip(),

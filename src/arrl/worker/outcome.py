@@ -50,6 +50,7 @@ class Outcome:
     cpu_share: float | None = None  # cpu_s / (the training process's wall time x its cores); 1.0 = all busy
     foreign_share: float | None = None  # share of its cores' time that other processes took while it trained
     cores: str = ""  # the cores the run was confined to, e.g. "1" or "0-3" ("" = not pinned)
+    model_bytes: int | None = None  # size of the saved model file (an `ok` run; the archive's `size` descriptor)
     curve: tuple[tuple[float, int, float], ...] = ()  # (elapsed_s, step, train_loss)
 
     def __post_init__(self):

@@ -10,6 +10,8 @@ It imports no torch: the training runs in the sandbox's own interpreter.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import tempfile
@@ -169,6 +171,9 @@ class ExperimentWorker:
             self.done += 1
             self.metrics.update(self.busy_s, time.time() - self.started)
         if outcome.status == "ok":
+            saved = run_dir / "work" / "model.pt2"
+            if saved.is_file():
+                outcome = dataclasses.replace(outcome, model_bytes=saved.stat().st_size)
             self._keep(exp_id, run_dir, source, seed)
         shutil.rmtree(run_dir, ignore_errors=True)
         return outcome
