@@ -247,6 +247,12 @@ def test_a_short_population_run_keeps_islands_elites_and_their_branches(tmp_path
                                                                                           re.M)[1]))]
     # every candidate's reward is measured against its parent's program, not the incumbent's
     assert any(r["reward"] is not None for r in cands)
+    # `arrl status` shows the archive, island by island
+    from arrl.report import status
+
+    text, finished = status.status_text(d)
+    assert finished and re.search(r"^archive: island 0: \d+ programs, \d+ elites, best exp \d+ at 1\.\d{4} "
+                                  r"\(\d+ runs\); island 1: ", text, re.M), text
     # each island's branch ends at its best elite (the start program is the baseline commit)
     branches = subprocess.run(["git", "-C", str(d / "git"), "branch", "--format=%(refname:short)"],
                               capture_output=True, text=True, check=True).stdout.split()

@@ -62,7 +62,7 @@ def load(run: str, runs: Path | None = None) -> Recording:
         raise ReplayError(f"{d}: the run's target is gone ({e})") from None
     try:
         db = open_read_only(d)
-        rows = [r for r in db.trained_runs() if r["status"] not in ("edit_failed", "rejected")]
+        rows = [r for r in db.trained_runs() if r["status"] not in ("edit_failed", "rejected", "near_duplicate")]
         values = db.accepted_values()
     except DatabaseError as e:
         raise ReplayError(f"{d}: the ledger is unreadable ({e})") from None

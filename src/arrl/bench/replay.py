@@ -142,7 +142,7 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
         skipped[why] = skipped.get(why, 0) + 1
 
     for r in rows:
-        if r["kind"] != "candidate" or r["status"] in ("edit_failed", "rejected"):  # nothing trained
+        if r["kind"] != "candidate" or r["status"] in ("edit_failed", "rejected", "near_duplicate"):  # nothing trained
             continue
         if r["status"] == "aborted":
             skip("aborted while recorded (no curve past the abort)")

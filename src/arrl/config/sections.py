@@ -113,6 +113,14 @@ class SearchSection:
     abort_margin: float = knob(0.0, 'extra training-loss gap needed', check='non_negative')
     abort_every: float = knob(0.1, 'check at each this fraction of the budget', check=('positive', 'unit'))
     abort_min_frac: float = knob(0.2, 'never before this fraction of the budget', check='unit')
+    novelty_catalog: float = knob(0.0,
+                                  'a catalog edit this near a program already run (knob steps / (values - 1), '
+                                  'summed) is answered without training; 0: exact repeats only, the choice of '
+                                  '`arrl bench novelty` (docs/BENCHMARKS.md)', check='non_negative')
+    novelty_source: float = knob(0.0,
+                                 'a free-form edit this near a program already run (1 - line similarity) is '
+                                 'answered without training; 0: exact repeats only (not measured yet)',
+                                 check='non_negative')
     strategy: str = knob('greedy',
                          'greedy: every proposal edits the incumbent | population: parents drawn from an archive '
                          'of islands and niches (arrl.driver.archive, docs/LOOP.md)',
@@ -137,6 +145,8 @@ class RewardSection:
     clip_sigmas: float = knob(5.0, 'the improvement reward is clipped to +-this many noise sigmas', unit='sigma',
                               check='positive', alias='clip')
     edit_failed: float = knob(-1.0, 'penalty: the edit did not apply')
+    near_duplicate: float = knob(-1.0, 'penalty: too near a program already run ([search] novelty_catalog, '
+                                       'novelty_source); answered without training')
     rejected: float = knob(-1.0, 'penalty: the static edit policy refused it')
     crash: float = knob(-1.0, 'penalty: the run crashed')
     oom: float = knob(-1.0, 'penalty: the run exceeded its memory')

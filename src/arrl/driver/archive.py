@@ -33,6 +33,7 @@ import json
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from arrl import target as target_mod
 from arrl.config import ConfigError
@@ -162,7 +163,7 @@ class Archive:
             return None
         first = self.store.baselines()[0]
         out = json.loads(base[0]["outcome"]) if base[0]["outcome"] else {}
-        src = self.store.exp_dir(first["id"]) / "train.py"
+        src = self._source(first["id"])
         d = descriptors(self.niches, self.catalog, src.read_text() if src.is_file() else "", out)
         return {"norm_sha": first["norm_sha"], "exp_id": first["id"], "niche": json.dumps([d[n] for n in self.niches]),
                 "via": "start", "island": None}
@@ -227,8 +228,12 @@ class Archive:
         others = [p for p in usable if p.norm != parent.norm][:self.inspirations]
         return island, parent, others
 
+    def _source(self, exp_id: int) -> Path:
+        """Where experiment `exp_id`'s train.py is (the ledger's reader and writer alike; nothing is created)."""
+        return self.store.root / "experiments" / f"{exp_id:06d}" / "train.py"
+
     def _exists(self, exp_id: int) -> bool:
-        if (self.store.exp_dir(exp_id) / "train.py").is_file():
+        if self._source(exp_id).is_file():
             return True
         if exp_id not in self.missing:
             self.missing.add(exp_id)

@@ -172,6 +172,8 @@ class Candidates:
                 self.store.event("rerun", exp=eid, of=[r["id"] for r in prior])
                 self.log(f"exp {eid:>4} candidate repeats exps {[r['id'] for r in prior]} (median val_bpb "
                          f"{noise.centre(r['val_bpb'] for r in prior):.4f}, not accepted): re-running it")
+            elif dup is None and self._near(eid, res.source, inc):
+                return -1
             elif dup is not None:
                 r = compute_reward(dup["status"], dup["val_bpb"], inc.bpb, self.noise.sigma, self.cfg.reward,
                                    res.lines_added) if self._baselines_done() and inc.values else None
@@ -181,7 +183,35 @@ class Candidates:
                 self.log(f"exp {eid:>4} candidate {dup['status']:<14} (same source as exp {dup['id']}, not re-run)")
                 return -1
             self.store.write_source(eid, res.source, res.diff)
+        if self.novelty is not None:
+            self.novelty.add(eid, res.source)
         return eid
+
+    def _near(self, eid: int, source: str, inc) -> bool:
+        """Novelty before compute (`[search] novelty_catalog`, `novelty_source`; both 0 by default): a new
+        program at most that far from one already run (or queued) is answered without training, status
+        `near_duplicate` with its penalty. Call it inside the candidate's transaction."""
+        s = self.cfg.search
+        if not s.novelty_catalog and not s.novelty_source:
+            return False
+        if self.novelty is None:  # built once from the ledger: every program that ran or will run
+            from arrl.driver.novelty import Index  # (novelty imports this module's normalize)
+
+            self.novelty = Index(self.target.catalog)
+            for exp_id in self.store.programs_run():
+                path = self.store.exp_dir(exp_id) / "train.py"
+                if path.is_file():
+                    self.novelty.add(exp_id, path.read_text())
+        near = self.novelty.nearest(source)
+        limit = s.novelty_catalog if near is not None and near.kind == "catalog" else s.novelty_source
+        if near is None or near.distance > limit:
+            return False
+        r = compute_reward("near_duplicate", None, inc.bpb, self.noise.sigma, self.cfg.reward)
+        why = f"{near.kind} distance {near.distance:.3f} to exp {near.exp_id} (at most {limit:g}: not trained)"
+        self.store.finish(eid, status="near_duplicate", message=why, reward=r)
+        self.store.event("near_duplicate", exp=eid, of=near.exp_id, distance=round(near.distance, 6), by=near.kind)
+        self.log(f"exp {eid:>4} candidate near_duplicate {why}"[:160])
+        return True
 
     def _runs_of(self, norm: str) -> list:
         """Every finished run of one normalised source that trained (candidates and confirmations, not the

@@ -79,6 +79,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         self.tests: dict = {}  # exp id -> incumbent id: runs whose models wait for the test split's score
         self.test_inflight: dict = {}  # ObjectRef -> (exp id, incumbent id, worker index)
         self.warned: str | None = None
+        self.novelty = None  # arrl.driver.novelty.Index of the programs run, built when a threshold is set
         # [search] strategy = population: parents drawn from an archive of islands and niches (archive.py)
         self.archive = Archive(store, cfg.search, target.catalog, self.floor, cfg.integrity.reproduce_z, log) \
             if cfg.search.strategy == "population" else None

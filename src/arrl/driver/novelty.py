@@ -1,9 +1,10 @@
 """How far a program is from the programs already run: the distance behind novelty before compute.
 
 Exact repeats are caught by the normalised source hash (arrl.driver.candidates). A proposal that is
-only *near* a program already run costs a full run and teaches little; issue 24 asks for it to be
-answered without training once a threshold is chosen by measurement (`arrl bench novelty`, which
-replays recorded runs; the driver does not use it yet).
+only *near* a program already run costs a full run and may teach little: with `[search]
+novelty_catalog` or `novelty_source` above 0 the driver answers it without training (status
+`near_duplicate`). Both are 0 by default, the threshold `arrl bench novelty` chose by replaying
+recorded runs: on catalog edits every threshold that saved compute lost accepted edits.
 
 Two distances, both 0 for the same program:
 

@@ -1,8 +1,8 @@
 """Reward of one experiment: improvement over the incumbent in noise units, or a penalty.
 
     ok:      clip((incumbent_bpb - val_bpb) / sigma, -clip, clip) - simplicity * lines_added
-    other:   the configured penalty of its status (edit_failed, rejected, crash, oom, timeout,
-             nan, invalid_metric, aborted, suspicious)
+    other:   the configured penalty of its status (edit_failed, rejected, near_duplicate, crash, oom,
+             timeout, nan, invalid_metric, aborted, suspicious)
 """
 
 from __future__ import annotations

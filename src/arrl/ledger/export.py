@@ -26,7 +26,7 @@ ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 RESULTS_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 
 
-NOT_RUN = ("edit_failed", "rejected")  # a candidate with these statuses never trained: not an idea tried
+NOT_RUN = ("edit_failed", "rejected", "near_duplicate")  # a candidate with these statuses never trained: not an idea tried
 
 
 def columns() -> dict[str, list[tuple[str, str]]]:

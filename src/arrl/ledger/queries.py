@@ -17,7 +17,7 @@ LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND
              "json_array_length(p.record, '$.token_ids') > 0 AND "
              "json_array_length(p.record, '$.token_ids') = json_array_length(p.record, '$.logprobs') AND "
              "json_array_length(p.record, '$.prompt_token_ids') > 0")
-NOT_A_RUN = "('edit_failed', 'rejected')"  # candidates that never reached a sandbox
+NOT_A_RUN = "('edit_failed', 'rejected', 'near_duplicate')"  # candidates that never reached a sandbox
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,20 @@ class Queries:
         return self._all("SELECT * FROM experiments WHERE norm_sha=? AND kind!='baseline' AND reused_from IS NULL "
                          "AND state='done' AND status IS NOT NULL AND status!='contended' ORDER BY id", (norm,))
 
+    def experiment(self, exp_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
+
     def programs(self, island: int | None = None) -> list[sqlite3.Row]:
         """The archive's rows (`[search] strategy = population`), by island, then in the order they joined."""
         if island is None:
             return self._all("SELECT * FROM archive ORDER BY island, created, exp_id")
         return self._all("SELECT * FROM archive WHERE island=? ORDER BY created, exp_id", (island,))
+
+    def programs_run(self) -> list[int]:
+        """Experiments whose program ran, runs or will run (not answered from the ledger, not a failed or
+        refused edit), oldest first: what novelty before compute compares a new program with."""
+        return [r[0] for r in self._all(f"SELECT id FROM experiments WHERE reused_from IS NULL AND (state!='done' OR "
+                                        f"status NOT IN {NOT_A_RUN}) ORDER BY id")]
 
     def candidates_by_island(self) -> dict[int, int]:
         """Population: how many candidates (every status) each island's parents have had."""
@@ -125,7 +134,7 @@ class Queries:
     def last_failed_candidate_id(self) -> int | None:
         """The newest candidate that ran and did not end `ok` (its log is the prompt's diagnostics)."""
         return self._one("SELECT id FROM experiments WHERE kind='candidate' AND state='done' AND status NOT IN "
-                         "('ok', 'edit_failed', 'rejected') ORDER BY id DESC LIMIT 1")
+                         f"('ok', {NOT_A_RUN[1:-1]}) ORDER BY id DESC LIMIT 1")
 
     def counted_runs(self, since_id: int, count_duplicates: bool) -> tuple[int, int]:
         """(runs, runs after `since_id`) among candidates and confirmations that ran."""

@@ -186,9 +186,6 @@ class Store(Queries):
     def experiments(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM experiments ORDER BY id").fetchall()
 
-    def experiment(self, exp_id: int) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
-
     def done_with_norm(self, norm_sha: str) -> sqlite3.Row | None:
         """The first finished, non-reused run of the same normalised source (for de-duplication); a run that
         stayed `contended` measured nothing and answers nothing."""

@@ -31,7 +31,8 @@ def reward_bins() -> list[tuple[str, float, float]]:
     """(label, low, high) of each reward bin; the outer bins are open-ended."""
     edges = (float("-inf"),) + REWARD_EDGES + (float("inf"),)
     return [(f"{lo:g}..{hi:g}", lo, hi) for lo, hi in zip(edges, edges[1:])]
-STATUSES = ("ok", "crash", "oom", "timeout", "nan", "invalid_metric", "edit_failed", "rejected", "aborted")
+STATUSES = ("ok", "crash", "oom", "timeout", "nan", "invalid_metric", "edit_failed", "rejected", "aborted",
+            "near_duplicate")
 
 
 def _make(kind: str, name: str, description: str, tag_keys: tuple, **kw):

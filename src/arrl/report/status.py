@@ -37,6 +37,7 @@ def status_text(d: Path) -> tuple[str, bool]:
         reason = db.meta("stop_reason")
         # the rows arrl.report.tables derives incumbents, throughput and the val/test gap from
         tables = db.status_tables(run_tables.THROUGHPUT)
+        islands = archive_line(d, cfg, db, noise)
     workers = cfg["workers"]["count"]
     lines = [f"run {d.name}: {state}" + (f" ({reason})" if reason else ""),
              f"target {cfg['target']}, policy {cfg['policy']['kind']} ({cfg['policy']['fmt']}), {workers} worker(s)"]
@@ -75,6 +76,8 @@ def status_text(d: Path) -> tuple[str, bool]:
                      f"{used[0]} samples trained, {used[1]} dropped; last update: reward {info.get('reward_mean', 0):+.2f}"
                      f", kl {m.get('kl', float('nan')):.4f}, clip {m.get('clip_fraction', float('nan')):.2f}, "
                      f"{info.get('update_s', 0):.1f} s")
+    if islands:
+        lines.append(islands)
     if wall:
         lines.append(f"wall {wall:.0f} s, worker busy fraction {busy / (workers * wall):.0%}")
         if cap and 0 < ran < cap:
@@ -97,6 +100,24 @@ def status_text(d: Path) -> tuple[str, bool]:
 
 
 LAST_RUNS = 10  # the status line's throughput of "the last runs"
+
+
+def archive_line(d: Path, cfg: dict, db, noise) -> str | None:
+    """Population search: `archive: island 0: 12 programs, 3 elites, best exp 40 at 1.0412 (2 runs); ...`."""
+    if cfg.get("search", {}).get("strategy") != "population" or not isinstance(noise, dict):
+        return None
+    from arrl import config as config_mod
+    from arrl import paths
+    from arrl import target as target_mod
+    from arrl.driver.archive import Archive
+
+    try:
+        c = config_mod.from_dict(cfg, str(d / "config.json"))
+        tgt = target_mod.load(c.target, paths.targets_dir())
+        a = Archive(db, c.search, tgt.catalog, 0.0, c.integrity.reproduce_z, log=lambda *_: None)
+        return "archive: " + a.summary(float(noise["sigma"]))
+    except (config_mod.ConfigError, target_mod.TargetError, KeyError, TypeError, ValueError) as e:
+        return f"archive: not shown ({str(e).splitlines()[0][:200]})"
 
 
 def noise_line(noise: dict) -> str:

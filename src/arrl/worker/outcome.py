@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 STATUSES = (
     "ok",  # trained, saved, evaluated
     "edit_failed",  # the proposed edit could not be applied
+    "near_duplicate",  # answered without training: too near a program already run ([search] novelty_*)
     "rejected",  # the static edit policy refused the source
     "crash",  # non-zero exit, or killed for too many processes
     "oom",  # exceeded the memory limit
