@@ -129,6 +129,9 @@ def test_an_elite_needs_two_runs_that_agree_and_only_elites_migrate(tmp_path):
     elites = a.elites(0, SIGMA)
     assert sorted(p.exp_id for p in elites.values()) == [start, deep]
     assert a.best(0, SIGMA).exp_id == deep
+    # a parent's value, which its children's rewards are measured against: the centre of its program's runs
+    assert a.value_of(deep) == pytest.approx(1.0505) and a.value_of(start) == pytest.approx(1.0605)
+    assert a.value_of(lucky) == pytest.approx(1.030)
     assert led.store.get("migrations") is None
     # the fourth program to train makes the first migration, in the transaction of its first run: island 0's best
     # elite, the confirmed one, joins island 1; no unconfirmed program moves
@@ -216,9 +219,18 @@ def check_archive(d, every: int) -> None:
     db.close()
 
 
-def test_a_short_population_run_keeps_islands_elites_and_their_branches(tmp_path, shared_ray):
+def test_a_short_population_run_keeps_islands_elites_and_their_branches(tmp_path, shared_ray, monkeypatch):
     from arrl.launch import launch
+    from arrl.policy.baselines import RandomCatalogPolicy
 
+    seen = []  # the states the policy was asked to edit
+    real = RandomCatalogPolicy.propose
+
+    def propose(self, state, n=1, sampling=None):
+        seen.append(state)
+        return real(self, state, n, sampling)
+
+    monkeypatch.setattr(RandomCatalogPolicy, "propose", propose)
     cfg = config_mod.from_dict({**POP, "name": "pop"})
     lines: list[str] = []
     reason, d = launch(cfg, runs=tmp_path / "runs", log=lines.append)
@@ -245,8 +257,12 @@ def test_a_short_population_run_keeps_islands_elites_and_their_branches(tmp_path
                                                                                           re.M)[1]),
                                                     tgt.catalog[1].values.index(re.search(r"^WIDTH = (\S+)", src,
                                                                                           re.M)[1]))]
-    # every candidate's reward is measured against its parent's program, not the incumbent's
-    assert any(r["reward"] is not None for r in cands)
+    # the policy saw the parents' programs and, once an island had other elites, them as inspirations: one line
+    # each, the knobs where they differ from the parent, their value and runs
+    shown = [x for st in seen for x in st.inspirations]
+    assert shown and all(re.fullmatch(r"(\w+ = \S+(, )?)+ -> val_bpb 1\.\d{4} \(\d+ runs\)", x) for x in shown), shown
+    assert len({st.source for st in seen}) > 2
+    assert all(r["reward"] is not None for r in cands)  # each scored (against its parent: Archive.value_of)
     # `arrl status` shows the archive, island by island
     from arrl.report import status
 
