@@ -77,7 +77,7 @@ def test_novelty_replay_on_a_recorded_run(recorded, capsys):
     """`arrl bench novelty`: every new candidate's nearest earlier program, checked against a count made here
     from the recorded scripts, and the thresholds' savings and losses."""
     from arrl.bench import novelty
-    from arrl.driver.candidates import normalize
+    from arrl.driver.identity import normalize
 
     rec = novelty.load(str(recorded))
     db = _ledger(recorded)

@@ -63,7 +63,7 @@ class Ledger:
 
     def run(self, kind: str, src: str, value: float | None, island: int | None = None, parent: int | None = None,
             status: str = "ok") -> int:
-        from arrl.driver.candidates import normalize, sha
+        from arrl.driver.identity import normalize, sha
 
         s = self.store
         with s.tx():

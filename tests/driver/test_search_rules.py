@@ -12,7 +12,7 @@ from arrl import config as config_mod
 from arrl.driver import noise as acceptance
 from arrl.driver import oracle
 from arrl.config import ConfigError, OracleSection, RewardSection
-from arrl.driver.candidates import normalize
+from arrl.driver.identity import normalize
 from arrl.driver.reward import reward
 from arrl.ledger.store import Store, StoreError
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from arrl import paths
 from arrl import target as target_mod
 from arrl.bench.replay import ReplayError, find_run
-from arrl.driver.candidates import normalize
+from arrl.driver.identity import normalize
 from arrl.driver.novelty import Index
 from arrl.ledger.reader import DatabaseError, open_read_only
 

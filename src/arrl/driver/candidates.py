@@ -4,8 +4,6 @@ proposal turned into a row: edit -> static guard -> de-duplication (or a re-run 
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import queue
 import time
 
@@ -13,21 +11,11 @@ from arrl.driver import edits
 from arrl.driver import guard as edit_policy
 from arrl.driver import noise
 from arrl.driver.acceptance import Incumbent
+from arrl.driver.identity import normalize, sha
+from arrl.driver.novelty import Index
 from arrl.driver.reward import reward as compute_reward
 from arrl.policy.prompt import HistoryEntry, PolicyState
 from arrl.target import catalog_values
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def normalize(source: str) -> str:
-    """Source with comments and formatting removed (AST round trip), for de-duplication."""
-    try:
-        return ast.unparse(ast.parse(source))
-    except (SyntaxError, ValueError, RecursionError):
-        return source
 
 
 class Candidates:
@@ -195,8 +183,6 @@ class Candidates:
         if not s.novelty_catalog and not s.novelty_source:
             return False
         if self.novelty is None:  # built once from the ledger: every program that ran or will run
-            from arrl.driver.novelty import Index  # (novelty imports this module's normalize)
-
             self.novelty = Index(self.target.catalog)
             for exp_id in self.store.programs_run():
                 path = self.store.exp_dir(exp_id) / "train.py"

@@ -41,7 +41,8 @@ from arrl.driver import oracle
 from arrl.driver.acceptance import Acceptance, Incumbent
 from arrl.driver.archive import Archive
 from arrl.driver.branch import GitBranch
-from arrl.driver.candidates import Candidates, normalize, sha
+from arrl.driver.candidates import Candidates
+from arrl.driver.identity import normalize, sha
 from arrl.driver.results import Results
 from arrl.driver.sealed import SealedTestSplit
 from arrl.ledger.store import Store

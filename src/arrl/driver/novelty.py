@@ -22,7 +22,7 @@ import ast
 import difflib
 from dataclasses import dataclass
 
-from arrl.driver.candidates import normalize
+from arrl.driver.identity import normalize
 from arrl.target import Knob, catalog_values
 
 
