@@ -26,6 +26,7 @@ from arrl import target as target_mod
 from arrl.bench.replay import ReplayError, find_run
 from arrl.driver.identity import normalize
 from arrl.driver.novelty import Index
+from arrl.ledger.queries import NOT_RUN
 from arrl.ledger.reader import DatabaseError, open_read_only
 
 THRESHOLDS = (0.0, 0.1, 0.17, 0.2, 0.25, 0.34, 0.5)
@@ -62,7 +63,7 @@ def load(run: str, runs: Path | None = None) -> Recording:
         raise ReplayError(f"{d}: the run's target is gone ({e})") from None
     try:
         db = open_read_only(d)
-        rows = [r for r in db.trained_runs() if r["status"] not in ("edit_failed", "rejected", "near_duplicate")]
+        rows = [r for r in db.trained_runs() if r["status"] not in NOT_RUN]
         values = db.accepted_values()
     except DatabaseError as e:
         raise ReplayError(f"{d}: the ledger is unreadable ({e})") from None

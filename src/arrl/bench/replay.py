@@ -25,6 +25,7 @@ from pathlib import Path
 from arrl import paths
 from arrl.worker import abort as extrapolate
 from arrl import target as target_mod
+from arrl.ledger.queries import NOT_RUN
 from arrl.ledger.reader import DatabaseError, open_read_only
 from arrl.worker.abort import reference_runs
 
@@ -142,7 +143,7 @@ def load(run: str, runs: Path | None = None, budget_s: float | None = None) -> R
         skipped[why] = skipped.get(why, 0) + 1
 
     for r in rows:
-        if r["kind"] != "candidate" or r["status"] in ("edit_failed", "rejected", "near_duplicate"):  # nothing trained
+        if r["kind"] != "candidate" or r["status"] in NOT_RUN:  # nothing trained
             continue
         if r["status"] == "aborted":
             skip("aborted while recorded (no curve past the abort)")

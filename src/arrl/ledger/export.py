@@ -19,14 +19,12 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+from arrl.ledger.queries import NOT_RUN  # a candidate with these statuses never trained: not an idea tried
 from arrl.ledger.reader import open_read_only
 
 TABLES = ("experiments", "proposals", "accepted", "policy_versions", "samples", "events", "test_scores", "archive")
 ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
 RESULTS_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
-
-
-NOT_RUN = ("edit_failed", "rejected", "near_duplicate")  # a candidate with these statuses never trained: not an idea tried
 
 
 def columns() -> dict[str, list[tuple[str, str]]]:

@@ -17,7 +17,8 @@ LEARNABLE = ("e.kind='candidate' AND e.state='done' AND e.reward IS NOT NULL AND
              "json_array_length(p.record, '$.token_ids') > 0 AND "
              "json_array_length(p.record, '$.token_ids') = json_array_length(p.record, '$.logprobs') AND "
              "json_array_length(p.record, '$.prompt_token_ids') > 0")
-NOT_A_RUN = "('edit_failed', 'rejected', 'near_duplicate')"  # candidates that never reached a sandbox
+NOT_RUN = ("edit_failed", "rejected", "near_duplicate")  # candidate statuses that never reached a sandbox
+NOT_A_RUN = "(" + ", ".join(f"'{s}'" for s in NOT_RUN) + ")"  # the same, for SQL
 
 
 @dataclass(frozen=True)
