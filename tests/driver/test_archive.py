@@ -184,19 +184,28 @@ def test_inspirations_are_shown_and_a_greedy_prompt_is_unchanged():
     assert st.key != shown.key
 
 
-def snapshot(d) -> tuple:
-    """The archive read from a run's ledger: every island's programs and elites, and the parents of the next
-    requests."""
+def read_archive(d, look):
+    """`look(archive, sigma, config, store)` on the archive read from a run's ledger, at the noise the driver
+    derives from it."""
     cfg = config_mod.from_dict(json.loads((d / "config.json").read_text()))
     store = Store(d)
     sig = noise.pooled(store.ok_values_by_source(baselines_only=False), cfg.search.min_sigma).sigma
     a = Archive(store, cfg.search, basins().catalog, 0.0, cfg.integrity.reproduce_z, log=lambda *_: None)
-    n = int(store.get("requests", 0) or 0)
-    parents = [(i, p.exp_id if p else None) for i, p, _ in (a.choose(k, f"{cfg.name}:{cfg.policy.seed}", sig)
-                                                            for k in range(n, n + 4))]
-    out = (a.snapshot(sig), parents, a.summary(sig))
-    store.close()
-    return out
+    try:
+        return look(a, sig, cfg, store)
+    finally:
+        store.close()
+
+
+def snapshot(d) -> tuple:
+    """Every island's programs and elites, the parents of the next requests, and the summary line."""
+    def look(a, sig, cfg, store):
+        n = int(store.get("requests", 0) or 0)
+        parents = [(i, p.exp_id if p else None) for i, p, _ in (a.choose(k, f"{cfg.name}:{cfg.policy.seed}", sig)
+                                                                for k in range(n, n + 4))]
+        return a.snapshot(sig), parents, a.summary(sig)
+
+    return read_archive(d, look)
 
 
 def check_archive(d, every: int) -> None:
@@ -284,13 +293,7 @@ def test_a_short_population_run_keeps_islands_elites_and_their_branches(tmp_path
 
 
 def best_elites(d) -> dict:
-    cfg = config_mod.from_dict(json.loads((d / "config.json").read_text()))
-    store = Store(d)
-    sig = noise.pooled(store.ok_values_by_source(baselines_only=False), cfg.search.min_sigma).sigma
-    a = Archive(store, cfg.search, basins().catalog, 0.0, cfg.integrity.reproduce_z, log=lambda *_: None)
-    out = {i: a.best(i, sig).exp_id for i in range(cfg.search.islands)}
-    store.close()
-    return out
+    return read_archive(d, lambda a, sig, cfg, _: {i: a.best(i, sig).exp_id for i in range(cfg.search.islands)})
 
 
 def test_population_driver_killed_resumes_with_the_same_archive(tmp_path):
