@@ -7,9 +7,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "arrl"
-PACKAGES = ("config", "ops", "ledger", "worker", "policy", "learner", "driver", "report", "bench", "cli")
+PACKAGES = ("config", "ops", "ledger", "worker", "policy", "learner", "driver", "report", "track", "bench", "cli")
 LOOP = ("ops", "ledger", "worker", "policy", "learner", "driver")
-ABOVE_LOOP = ("report", "bench", "cli", "launch", "actors", "jobs")
+ABOVE_LOOP = ("report", "track", "bench", "cli", "launch", "actors", "jobs")
 # what each loop package may not import (besides ABOVE_LOOP): the layers below it never reach up
 NOT_BELOW = {"ops": ("ledger", "worker", "policy", "learner", "driver"),
              "ledger": ("worker", "policy", "learner", "driver", "ops"),

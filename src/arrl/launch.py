@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ray
 
-from arrl import actors, config as config_mod, paths, target as target_mod
+from arrl import actors, config as config_mod, paths, target as target_mod, track as track_mod
 from arrl.config import Config, ConfigError
 from arrl.driver import lineage
 from arrl.driver.loop import Driver
@@ -205,8 +205,11 @@ def _init_ray(kw: dict, log, attempts: int = 4) -> None:
 
 
 def launch(cfg: Config, resume: str | None = None, address: str | None = None, runs: Path | None = None,
-           log=print) -> tuple[str, Path]:
+           log=print, track: dict | None = None) -> tuple[str, Path]:
     cfg, d = resolve(cfg, resume, runs)
+    for k, v in (track or {}).items():  # `--mlflow`, `--wandb`, `--webhook`: a resumed run takes them too
+        setattr(cfg.track, k, v)
+    track_mod.check(cfg)
     warm = _warm_source(cfg, d)
     if resume:
         _check_learner_checkpoint(cfg, d, address)
@@ -243,8 +246,11 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
                                         num_gpus=w.gpus_per_worker, catalog=tgt.catalog, image=w.image)
 
 
-    workers, handle, learner, learning = [], None, None, None
+    workers, handle, learner, learning, reason = [], None, None, None, None
+    box = track_mod.outbox_for(cfg, d, log)
     try:
+        if box is not None:
+            box.start()
         workers += [make_worker(i) for i in range(w.count)]
         _wait_ready(workers)
         # the policy server and the learner start side by side (vLLM's start is mostly one core's imports)
@@ -304,5 +310,9 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
             sweep_run(cfg.name)
         if owns_ray:
             ray.shutdown()
+        if box is not None:
+            left = box.close(finished=reason is not None)
+            if left:
+                log(f"track: {left} item(s) not yet sent wait in the ledger (`arrl track {cfg.name}` sends them)")
     log(f"stopped: {reason}")
     return reason, d

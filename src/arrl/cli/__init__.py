@@ -4,12 +4,15 @@
     arrl run TARGET [--budget S] [--source FILE] train one script in the sandbox, evaluate it
     arrl launch [CONFIG] [--name N] [--address A] [--submit] [--resume NAME]   the research loop
                 [--warm-start RUN[:VERSION]]     ... its learner starting from another run's adapter
+                [--mlflow URI] [--wandb PROJECT] [--webhook URL]   ... also tracked there ([track])
     arrl learn NAME --from RUN [RUN ...]         a learner trained offline on past runs' ledgers
     arrl status [NAME] [--watch]                 a run's state from its ledger
     arrl config [NAME | FILE]                    the config a run used (or a file resolves to), every field documented
     arrl stop NAME                               ask a run's driver to stop
+    arrl track NAME [--mlflow URI] [--wandb P] [--webhook URL]   send what a run's trackers missed
     arrl export NAME                             Parquet tables and results.tsv of a run
     arrl report NAME                             progress.png, reward/KL plots, summary.html of a run
+    arrl report NAME NAME ... [--chain]          several runs' best val_bpb on the same axes
     arrl image build                             build the self-contained CPU sandbox image (arrl-sandbox:cpu)
 
 Exit codes: 0 success (for `run`: status ok), 1 the run ended in another status,
@@ -28,7 +31,7 @@ from arrl.cli.common import UsageError
 
 COMMANDS = {"prepare": "run", "run": "run", "launch": "loop", "learn": "loop", "serve": "loop", "stop": "loop",
             "status": "inspect", "config": "inspect", "export": "inspect", "report": "inspect", "image": "inspect",
-            "bench": "bench"}  # command -> the module of arrl.cli that holds cmd_<command>
+            "bench": "bench", "track": "loop"}  # command -> the module of arrl.cli that holds cmd_<command>
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,10 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--warm-start", metavar="RUN[:VERSION]", help="start the learner from another run's adapter (its "
                                                                   "last version, or VERSION); [learner] warm_start")
     la.add_argument("--runs-dir", type=Path, help="where runs live (default: $ARRL_RUNS_DIR or ./runs)")
+    _track_flags(la)
+
+    tk = sub.add_parser("track", help="send what a run's trackers and webhook have not received (from its ledger)")
+    tk.add_argument("name", help="run name")
+    tk.add_argument("--runs-dir", type=Path)
+    _track_flags(tk)
 
     st = sub.add_parser("status", help="a run's state: best val_bpb, experiments by status, stop reason")
     st.add_argument("name", nargs="?", help="run name (default: the most recent run)")
-    st.add_argument("--watch", action="store_true", help="refresh every 2 s until the run finishes")
+    st.add_argument("--watch", action="store_true", help="a live view (workers, best val_bpb, recent outcomes, the "
+                                                         "learner) redrawn every second until the run finishes or Ctrl-C; "
+                                                         "plain lines where stdout is not a terminal")
     st.add_argument("--runs-dir", type=Path)
 
     co = sub.add_parser("config", help="print the config a run used, every field with its doc (no NAME: the defaults)")
@@ -103,9 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("name")
     ex.add_argument("--runs-dir", type=Path)
 
-    rp = sub.add_parser("report", help="write a run's figures and a self-contained HTML summary")
-    rp.add_argument("name", nargs="?", help="run name (default: the most recent run)")
-    rp.add_argument("--out", type=Path, help="output folder (default: runs/<name>/report)")
+    rp = sub.add_parser("report", help="write a run's figures and a self-contained HTML summary; with several runs, "
+                                       "their best val_bpb on the same axes")
+    rp.add_argument("names", nargs="*", metavar="NAME", help="run name (default: the most recent run); several: "
+                                                            "compare them")
+    rp.add_argument("--chain", action="store_true", help="several runs end to end, in the order given (a run and "
+                                                         "the run warm-started from it)")
+    rp.add_argument("--out", type=Path, help="output folder (default: runs/<name>/report; several runs: "
+                                             "runs/compare/<name>+<name>...)")
     rp.add_argument("--runs-dir", type=Path)
 
     be = sub.add_parser("bench", help="measure the search: replay early abort, compare against baselines")
@@ -180,6 +196,14 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("action", choices=["build"], help="build: the self-contained CPU sandbox image, offline")
     im.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
+
+
+def _track_flags(p) -> None:
+    p.add_argument("--mlflow", metavar="URI", help="also track in MLflow: file:PATH, sqlite:///PATH, http(s)://HOST:PORT"
+                                                   " ([track] mlflow)")
+    p.add_argument("--wandb", metavar="PROJECT", help="also track in W&B, offline unless [track] wandb_mode = "
+                                                      "'online' ([track] wandb)")
+    p.add_argument("--webhook", metavar="URL", help="notifications to a Slack-compatible webhook ([track] webhook)")
 
 
 def main(argv: list[str] | None = None) -> int:

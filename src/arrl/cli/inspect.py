@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from arrl import paths
@@ -14,15 +13,14 @@ def cmd_status(args) -> int:
     from arrl.report import status as report
 
     d = existing_run(args)
-    while True:
-        with run_errors(d):
-            text, finished = report.status_text(d)
+    with run_errors(d):
         if args.watch:
-            print("\033[2J\033[H", end="")
-        print(text, flush=True)
-        if not args.watch or finished:
-            return 0
-        time.sleep(2.0)
+            from arrl.report import live
+
+            return live.watch(d)
+        text, _ = report.status_text(d)
+    print(text, flush=True)
+    return 0
 
 
 def cmd_config(args) -> int:
@@ -91,12 +89,31 @@ def cmd_export(args) -> int:
 def cmd_report(args) -> int:
     from arrl.report import summary
 
+    if len(args.names) > 1:
+        return _compare(args)
+    args.name = args.names[0] if args.names else None
     d = existing_run(args)
     try:
         with run_errors(d):
             written = summary.write_report(d, args.out)
     except summary.ReportError as e:
         raise UsageError(str(e)) from None
+    for path in written:
+        print(path)
+    return 0
+
+
+def _compare(args) -> int:
+    from arrl.report import compare
+
+    runs = args.runs_dir or paths.runs_dir()
+    try:
+        with run_errors(runs):
+            written = compare.write(runs, args.names, args.out, chained=args.chain)
+    except compare.CompareError as e:
+        raise UsageError(str(e)) from None
+    for row in compare.table(compare.load(runs, args.names)):
+        print("  ".join(f"{c:>12}" if i else f"{c:<28}" for i, c in enumerate(row)))
     for path in written:
         print(path)
     return 0

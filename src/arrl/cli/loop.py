@@ -1,5 +1,5 @@
 """`arrl launch` (the loop, here or as a Ray job), `arrl learn` (a learner trained offline on past runs), `arrl serve`
-(the policy server alone) and `arrl stop`."""
+(the policy server alone), `arrl stop` and `arrl track` (what a run's trackers missed, sent from its ledger)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def cmd_launch(args) -> int:
             return _submit(cfg, args)
         runs = args.runs_dir or paths.runs_dir()
         with run_errors(runs / args.resume if args.resume else runs):
-            reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir)
+            reason, d = launch(cfg, resume=args.resume, address=args.address, runs=args.runs_dir,
+                               track=_track_overrides(args))
     except (ConfigError, StoreError, TargetError, LearnerError) as e:
         raise UsageError(str(e)) from None
     except ConnectionError as e:  # Ray could not be reached at --address
@@ -53,6 +54,38 @@ def cmd_launch(args) -> int:
             from None
     print(f"run directory: {d}")
     return 0
+
+
+def _track_overrides(args) -> dict:
+    """[track] fields set on the command line (`--mlflow`, `--wandb`, `--webhook`)."""
+    return {k: getattr(args, k) for k in ("mlflow", "wandb", "webhook") if getattr(args, k, None)}
+
+
+def cmd_track(args) -> int:
+    """Send what a run's trackers and webhook have not received, from its ledger (a run that stopped while one
+    was down, or a tracker added after the run)."""
+    import json
+
+    from arrl import config as config_mod, track
+    from arrl.config import ConfigError
+    from arrl.cli.common import existing_run
+
+    d = existing_run(args)
+    try:
+        cfg = config_mod.from_dict(json.loads((d / "config.json").read_text()), str(d / "config.json"))
+        for k, v in _track_overrides(args).items():
+            setattr(cfg.track, k, v)
+        track.check(cfg)
+        with run_errors(d):
+            box = track.outbox_for(cfg, d)
+            if box is None:
+                raise ConfigError(f"{d.name}: no tracker configured; name one with --mlflow, --wandb or --webhook")
+            box.sync()  # one pass over everything unsent, however long it takes
+            left = box.close()
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    print(f"track: {d.name}: {'everything sent' if not left else f'{left} item(s) still unsent'}")
+    return 0 if not left else 1
 
 
 def _submit(cfg, args) -> int:

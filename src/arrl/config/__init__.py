@@ -22,13 +22,17 @@ from pathlib import Path
 
 from arrl.config.fields import ConfigError, check, value_type
 from arrl.config.sections import (Config, ContentionSection, IntegritySection, LearnerSection, OracleSection,
-                                  PlacementSection, PolicySection, RewardSection, SearchSection, WorkersSection)
+                                  PlacementSection, PolicySection, RewardSection, SearchSection, TrackSection,
+                                  WorkersSection)
 from arrl.config.reference import reference, to_toml
 from arrl.config.resolve import auto_gpus
 
 __all__ = ["Config", "ConfigError", "ContentionSection", "IntegritySection", "LearnerSection", "OracleSection",
-           "PlacementSection", "PolicySection", "RewardSection", "SearchSection", "WorkersSection", "auto_gpus",
-           "field_type", "from_dict", "load", "reference", "to_toml"]
+           "PlacementSection", "PolicySection", "RewardSection", "SearchSection", "TrackSection", "WorkersSection",
+           "auto_gpus", "field_type", "from_dict", "load", "reference", "to_toml"]
+
+
+NOTICES = ("accepted", "stopped", "attention")  # what [track] notify may name (arrl.track.notices)
 
 
 def field_type(section: str, name: str) -> type:
@@ -83,6 +87,9 @@ def from_dict(data: dict, source: str = "config") -> Config:
         bad = [n for n in s.niches if not isinstance(n, str)]
         if bad:
             raise ConfigError(f"{source}: [search] niches: expected names, got {bad[0]!r}")
+    bad = [n for n in cfg.track.notify if n not in NOTICES]
+    if bad:
+        raise ConfigError(f"{source}: [track] notify: {bad[0]!r} is not one of {', '.join(NOTICES)}")
     return cfg
 
 

@@ -276,6 +276,27 @@ class OracleSection:
 
 
 @dataclass
+class TrackSection:
+    """[track] where results are also sent: MLflow, W&B, a webhook (arrl.track, docs/TRACKING.md)"""
+
+    mlflow: str = knob('', 'MLflow tracking URI: file:PATH, sqlite:///PATH, http(s)://HOST:PORT ("" = off)')
+    mlflow_experiment: str = knob('arrl', 'MLflow experiment holding one run per arrl run')
+    wandb: str = knob('', 'W&B project ("" = off)')
+    wandb_mode: str = knob('offline', 'offline (run files under runs/<name>/wandb; `wandb sync` uploads them) | '
+                           'online (needs WANDB_API_KEY or a `wandb login`)', choices=('offline', 'online'))
+    webhook: str = knob('', 'notifications: an http(s) URL taking a Slack-compatible JSON body ("" = off)')
+    notify: list = knob(['accepted', 'stopped', 'attention'], 'what the webhook is told: accepted | stopped | '
+                        'attention (a crash streak, a learner restart, a sigma warning)')
+    crash_streak: int = knob(3, 'attention: this many candidates in a row that crashed (crash, oom, timeout, nan)',
+                             check='positive')
+    timeout_s: float = knob(5.0, 'the longest one write to a tracker or webhook may take', unit='s', check='positive')
+    retry_s: float = knob(30.0, 'a tracker that failed is tried again after this long (doubling to 10 min)',
+                          unit='s', check='positive')
+    flush_s: float = knob(30.0, 'at the stop, how long the run waits for what is still unsent (the rest is sent '
+                          'by the next `--resume` or `arrl track`)', unit='s', check='non_negative')
+
+
+@dataclass
 class Config:
     target: str = knob("tiny", "a folder under targets/ or a path")
     name: str = knob("", "run name (default: <target>-<date>-<time>)")
@@ -288,6 +309,7 @@ class Config:
     learner: LearnerSection = field(default_factory=LearnerSection)
     integrity: IntegritySection = field(default_factory=IntegritySection)
     oracle: OracleSection = field(default_factory=OracleSection)
+    track: TrackSection = field(default_factory=TrackSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

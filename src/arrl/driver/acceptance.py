@@ -262,6 +262,7 @@ class Acceptance:
             self.warned = warn
             if warn:
                 self.log(f"warning: {warn}")
+                self.store.event("sigma_warning", warning=warn, sigma=n.sigma)  # a notice (arrl.track.notices)
 
     def _update_noise(self) -> None:
         """Re-estimate the noise after a run (pooled: a source's second run adds to it); record it when any of

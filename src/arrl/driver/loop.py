@@ -43,6 +43,7 @@ from arrl.driver.archive import Archive
 from arrl.driver.branch import GitBranch
 from arrl.driver.candidates import Candidates
 from arrl.driver.identity import normalize, sha
+from arrl.driver.live import Live
 from arrl.driver.results import Results
 from arrl.driver.sealed import SealedTestSplit
 from arrl.ledger.store import Store
@@ -70,6 +71,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         self.stop_reason: str | None = None
         self.t_session = time.time()
         self.metrics = RunMetrics(cfg.name)  # Ray metrics for the dashboard
+        self.live = Live(store.root)  # what the workers do now, for `arrl status --watch`
         self._ref_cache: dict = {}  # incumbent id -> its learning curves (self-evaluation)
         self.floor = resolve.floor_bpb(cfg.integrity.floor_bpb, profiles.get(target.profile).bpb_floor)
         # between_runs: the policy server and the learner work on the workers' cores, so only while none trains
@@ -79,7 +81,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
         self.warm_up = warm_up  # a local policy server makes its first proposals before anything trains
         self.tests: dict = {}  # exp id -> incumbent id: runs whose models wait for the test split's score
         self.test_inflight: dict = {}  # ObjectRef -> (exp id, incumbent id, worker index)
-        self.warned: str | None = None
+        self.warned: str | None = (store.get("noise") or {}).get("warning")  # a resume does not warn again
         self.novelty = None  # arrl.driver.novelty.Index of the programs run, built when a threshold is set
         # [search] strategy = population: parents drawn from an archive of islands and niches (archive.py)
         self.archive = Archive(store, cfg.search, target.catalog, self.floor, cfg.integrity.reproduce_z, log) \
@@ -120,6 +122,7 @@ class Driver(Candidates, Acceptance, Results, SealedTestSplit):
             if self.between_runs:
                 self._pause_policy()
             self.metrics.publish(self.store.gauges, self._best())
+            self.live.poll(self.workers, self.inflight, self.learning, self.fetch is not None and not self.fetch.done())
             if self._idle():
                 if self.stop_reason:
                     time.sleep(0.05)

@@ -307,6 +307,47 @@ class Queries:
         return [r[0] for r in self._all("SELECT reward FROM experiments WHERE kind='candidate' AND state='done' AND "
                                         "reward IS NOT NULL")]
 
+    # -- the live view (arrl.report.live) -------------------------------------------------------------
+    def recent_experiments(self, k: int) -> list[sqlite3.Row]:
+        """The last `k` finished experiments, newest first."""
+        return self._all("SELECT id, kind, status, val_bpb, reward, summary FROM experiments WHERE state='done' "
+                         "ORDER BY finished DESC, id DESC LIMIT ?", (k,))
+
+    def running_experiments(self) -> list[sqlite3.Row]:
+        return self._all("SELECT id, summary FROM experiments WHERE state='running' ORDER BY id")
+
+    def finished_in_order(self) -> list[tuple]:
+        """(id, finished, train_s, trained) of every finished experiment, in the order they finished; `trained`:
+        it ran in a sandbox (not answered from the ledger or refused before one)."""
+        return [tuple(r) for r in self._all(
+            f"SELECT id, finished, COALESCE(train_s, 0), reused_from IS NULL AND COALESCE(status, '') NOT IN "
+            f"{NOT_A_RUN} FROM experiments WHERE state='done' ORDER BY finished, id")]
+
+    def accepted_times(self) -> list[tuple]:
+        """(created, val_bpb) of every acceptance, in order."""
+        return [tuple(r) for r in self._all("SELECT created, val_bpb FROM accepted ORDER BY created, exp_id")]
+
+    # -- what trackers are sent (arrl.track) -----------------------------------------------------------
+    def final_experiments(self) -> list[sqlite3.Row]:
+        """Finished experiments whose figures will not change: a candidate once scored (a suspicious one once
+        its confirmation decided), a contended one, every confirmation; baselines once the noise is known (a
+        contended baseline is re-run when its peers are in)."""
+        base = "" if self.meta("noise") else " AND kind!='baseline'"
+        return self._all("SELECT * FROM experiments WHERE state='done' AND (kind!='candidate' OR reward IS NOT NULL "
+                         f"OR status='contended'){base} ORDER BY id")
+
+    def test_score_rows(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM test_scores ORDER BY exp_id") if self.has_table("test_scores") else []
+
+    def events_of(self, kinds: tuple) -> list[sqlite3.Row]:
+        return self._all(f"SELECT * FROM events WHERE kind IN ({', '.join('?' * len(kinds))}) ORDER BY id", kinds)
+
+    def deliveries(self, sink: str) -> set[str]:
+        """The keys `sink` was sent and holds (arrl.track.outbox)."""
+        if not self.has_table("deliveries"):
+            return set()
+        return {r[0] for r in self._all("SELECT key FROM deliveries WHERE sink=?", (sink,))}
+
     # -- meta and schema ---------------------------------------------------------------------------
     def has_table(self, table: str) -> bool:
         return self._one("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)) is not None

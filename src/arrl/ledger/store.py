@@ -10,6 +10,8 @@
       git/                 a git repository whose branch arrl/<name> has one commit per accepted edit
       exports/             ledger.parquet tables and results.tsv (autoresearch's columns)
       STOP                 present when `arrl stop <name>` asked the driver to stop
+      live.json            what the workers do now, for `arrl status --watch` (a view, not a record)
+      wandb/               the W&B run's own files, with [track] wandb (arrl.track)
 
 Experiments move pending -> running -> done. Everything the driver derives (incumbent,
 noise, counters) is recomputed from `done` rows on resume, so a driver killed at any
@@ -59,6 +61,8 @@ CREATE TABLE IF NOT EXISTS archive (                                         -- 
     norm_sha TEXT NOT NULL, island INTEGER NOT NULL, exp_id INTEGER NOT NULL,  -- the program's first run
     niche TEXT NOT NULL, descriptors TEXT NOT NULL, via TEXT NOT NULL,       -- start | trained | migrated
     created REAL NOT NULL, PRIMARY KEY (norm_sha, island));
+CREATE TABLE IF NOT EXISTS deliveries (                                      -- [track]: what each tracker holds
+    sink TEXT NOT NULL, key TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (sink, key));
 """
 
 EXP_FIELDS = ("status", "val_bpb", "train_s", "wall_s", "peak_rss_mb", "message", "reward", "outcome", "steps",
@@ -116,6 +120,17 @@ class Store(Queries):
 
     def event(self, kind: str, **data) -> None:
         self.db.execute("INSERT INTO events(t, kind, data) VALUES(?, ?, ?)", (time.time(), kind, json.dumps(data)))
+
+    # -- deliveries to trackers (arrl.track) --------------------------------------------------------
+    def delivered(self, sink: str, keys) -> None:
+        """`keys` reached `sink` (a tracker, the webhook); a key already recorded stays as it was."""
+        now = time.time()
+        self.db.executemany("INSERT OR IGNORE INTO deliveries(sink, key, t) VALUES(?, ?, ?)",
+                            [(sink, k, now) for k in keys])
+
+    def undelivered(self, sink: str, keys) -> None:
+        """`keys` are recorded as delivered but `sink` does not hold them (writes it lost when it died)."""
+        self.db.executemany("DELETE FROM deliveries WHERE sink=? AND key=?", [(sink, k) for k in keys])
 
     # -- proposals ---------------------------------------------------------------------------
     def add_proposal(self, record: dict) -> None:

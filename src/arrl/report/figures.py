@@ -41,7 +41,7 @@ MAX_LABELS = 30  # the most recent accepted edits are labelled; more would overl
 
 
 # -- drawing ----------------------------------------------------------------------------------
-def _figure(w: float, h: float):
+def new_figure(w: float, h: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(w, h), dpi=100, layout="constrained")
@@ -57,7 +57,7 @@ def progress_figure(tables: dict, name: str = "", target: str = ""):
     """val_bpb of every finished experiment over the run, with the incumbent as a step line."""
     data = progress_data(tables)
     pts, c = data["points"], data["counts"]
-    fig = _figure(11, 6)
+    fig = new_figure(11, 6)
     ax = fig.add_subplot()
     head = f"{name or 'run'}" + (f" — target {target}" if target else "")
     sub = (f"{c['total']} experiments: {len(data['accepted'])} accepted edits ({c['accepted']} runs with their "
@@ -110,7 +110,7 @@ def progress_figure(tables: dict, name: str = "", target: str = ""):
 def learning_figure(tables: dict, name: str = "", target: str = ""):
     """Rewards of the policy's proposals by adapter version; the learner's reward, KL and clip fraction."""
     data = learning_data(tables)
-    fig = _figure(11, 7)
+    fig = new_figure(11, 7)
     gs = fig.add_gridspec(2, 2, height_ratios=[1.2, 1])
     fig.suptitle(f"{name or 'run'}" + (f" — target {target}" if target else "") + ": policy learning",
                  fontsize=13, fontweight="bold")
@@ -174,7 +174,7 @@ def gap_figure(tables: dict, name: str = "", target: str = ""):
     x = the experiment id at which it became the incumbent."""
     data = gap_data(tables)
     inc = data["incumbents"]
-    fig = _figure(11, 6)
+    fig = new_figure(11, 6)
     gs = fig.add_gridspec(2, 1, height_ratios=[1.4, 1])
     c = data["counts"]
     fig.suptitle(f"{name or 'run'}" + (f" — target {target}" if target else "") + ": validation vs sealed test",
