@@ -21,6 +21,7 @@ from arrl.driver import lineage
 from arrl.driver.loop import Driver
 from arrl.ledger.store import Store
 from arrl.ops import placement as placement_mod
+from arrl.report.resolved import resolved_fields
 from arrl.worker.sandbox import images as images_mod
 from arrl.worker.settings import sandbox_settings
 
@@ -247,7 +248,7 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
 
 
     workers, handle, learner, learning, reason = [], None, None, None, None
-    box = track_mod.outbox_for(cfg, d, log)
+    box = track_mod.outbox_for(cfg, d, log, resolved_fields(d, cfg))  # after the placement is in the ledger
     try:
         if box is not None:
             box.start()

@@ -69,6 +69,7 @@ def cmd_track(args) -> int:
     from arrl import config as config_mod, track
     from arrl.config import ConfigError
     from arrl.cli.common import existing_run
+    from arrl.report.resolved import resolved_fields
 
     d = existing_run(args)
     try:
@@ -77,7 +78,7 @@ def cmd_track(args) -> int:
             setattr(cfg.track, k, v)
         track.check(cfg)
         with run_errors(d):
-            box = track.outbox_for(cfg, d)
+            box = track.outbox_for(cfg, d, resolved=resolved_fields(d, cfg))
             if box is None:
                 raise ConfigError(f"{d.name}: no tracker configured; name one with --mlflow, --wandb or --webhook")
             box.sync()  # one pass over everything unsent, however long it takes

@@ -106,9 +106,10 @@ class SearchSection:
     early_abort: bool = knob(False,
                              "self-evaluation: stop candidates that trail the incumbent's curve "
                              '(arrl.worker.abort)')
-    abort_z: float = knob(0.5,
-                          "the gap needed, in the incumbent's run-to-run spreads of training loss (0.5 and "
-                          'min_frac 0.2: chosen by `arrl bench abort --grid`, docs/BENCHMARKS.md)',
+    abort_z: float = knob(2.0,
+                          "the gap needed, in the incumbent's run-to-run spreads of training loss (2 and "
+                          'min_frac 0.2: chosen by `arrl bench abort --grid` on three default runs; 0.5 aborted 2 of '
+                          'their 8 accepted edits; docs/BENCHMARKS.md)',
                           check='non_negative')
     abort_margin: float = knob(0.0, 'extra training-loss gap needed', check='non_negative')
     abort_every: float = knob(0.1, 'check at each this fraction of the budget', check=('positive', 'unit'))

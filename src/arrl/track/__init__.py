@@ -34,8 +34,9 @@ def check(cfg: Config) -> None:
                 raise ConfigError(f"[track] {field}: {problem}")
 
 
-def outbox_for(cfg: Config, root: Path, log=print):
-    """The run's outbox (not started), or None where no tracker is configured."""
+def outbox_for(cfg: Config, root: Path, log=print, resolved: dict | None = None):
+    """The run's outbox (not started), or None where no tracker is configured. `resolved` ({"section.field":
+    value}, arrl.report.resolved): what the config's unset fields became, sent in their place."""
     from arrl.track.outbox import Outbox
 
     t, sinks = cfg.track, []
@@ -51,4 +52,11 @@ def outbox_for(cfg: Config, root: Path, log=print):
         from arrl.track.webhook import WebhookSink
 
         sinks.append(WebhookSink(t.webhook, cfg.name, t.timeout_s))
-    return Outbox(root, cfg.to_dict(), sinks, t, log) if sinks else None
+    if not sinks:
+        return None
+    sent = cfg.to_dict()
+    for key, value in (resolved or {}).items():
+        section, name = key.split(".", 1)
+        if sent.get(section, {}).get(name) is None:
+            sent[section][name] = value
+    return Outbox(root, sent, sinks, t, log)

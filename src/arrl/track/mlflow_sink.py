@@ -134,8 +134,8 @@ def _artifacts(uri: str) -> str | None:
 
 
 def _params(it: Item) -> dict:
-    if it.config is not None:
-        return {f"config.{k}"[:250]: v for k, v in _flat(it.config).items()}
+    if it.config is not None:  # [track] is where the run is sent, not what it did (and a resume may change it)
+        return {f"config.{k}"[:250]: v for k, v in _flat({k: v for k, v in it.config.items() if k != "track"}).items()}
     if it.kind == "exp":
         return {f"exp.{it.step:06d}.{k}": v for k, v in it.texts.items()}
     return {}

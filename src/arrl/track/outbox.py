@@ -70,9 +70,16 @@ class Outbox:
 
     def _loop(self) -> None:
         store = Store(self.root)
+        warned = False
         try:
             while not self.stop.wait(POLL_S):
-                self._pass(store)
+                try:
+                    self._pass(store)
+                    warned = False
+                except Exception as e:  # noqa: BLE001 - reading the ledger failed (locked, disk): try next time
+                    if not warned:
+                        self.log(f"warning: track: reading the ledger failed ({_line(e)}); trying again")
+                    warned = True
             self._pass(store, deadline=time.monotonic() + self.track.flush_s, final=True)
         finally:
             store.close()
@@ -88,7 +95,8 @@ class Outbox:
 
     def _pass(self, store: Store, deadline: float | None = None, final: bool = False) -> None:
         t = self.track
-        held = set.intersection(*(st.done for st in self.states)) if all(st.opened for st in self.states) else set()
+        held = set.intersection(*(st.done for st in self.states)) if self.states and all(
+            st.opened for st in self.states) else set()
         everything = items_mod.derive(store, self.cfg_dict, held)
         if any("notice" in st.sink.kinds for st in self.states):
             everything += notices.derive(store, self.cfg_dict.get("name", ""), t.notify, t.crash_streak)
