@@ -65,12 +65,15 @@ exit 127
 """
 
 
-def entrypoint(name: str, config_file: str | None, resume: str | None, runs_dir: Path | None) -> str:
+def entrypoint(name: str, config_file: str | None, resume: str | None, runs_dir: Path | None,
+               track: dict | None = None) -> str:
     args = ["sh", HEAD_SCRIPT, "launch"]
     if config_file:
         args.append(config_file)
     args += ["--resume", resume] if resume else ["--name", name]
     args += ["--address", "auto"]
+    for k, v in sorted((track or {}).items()):  # --mlflow, --wandb, --webhook as given to `arrl launch --submit`
+        args += [f"--{k}", v]
     cmd = " ".join(shlex.quote(a) for a in args)
     return f"{cmd} --runs-dir {runs_arg(runs_dir)}"
 
@@ -111,7 +114,7 @@ def follow_commands(job_id: str, name: str, url: str, runs_dir: Path | None) -> 
 
 
 def submit(cfg: Config, config_path: Path | None, resume: str | None, address: str | None,
-           runs_dir: Path | None) -> tuple[str, str, str]:
+           runs_dir: Path | None, track: dict | None = None) -> tuple[str, str, str]:
     """Submit the run; returns (job id, run name, dashboard URL)."""
     from ray.job_submission import JobSubmissionClient
 
@@ -140,7 +143,7 @@ def submit(cfg: Config, config_path: Path | None, resume: str | None, address: s
         (work / HEAD_SCRIPT).write_text(HEAD_SCRIPT_TEXT)
         job_id = f"arrl-{name}-{os.urandom(3).hex()}"
         try:
-            client.submit_job(entrypoint=entrypoint(name, config_file, resume, runs_dir), submission_id=job_id,
+            client.submit_job(entrypoint=entrypoint(name, config_file, resume, runs_dir, track), submission_id=job_id,
                               runtime_env={"working_dir": str(work)},
                               metadata={"arrl_run": name}, entrypoint_num_cpus=0)
         except Exception as e:  # noqa: BLE001

@@ -248,7 +248,8 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
 
 
     workers, handle, learner, learning, reason = [], None, None, None, None
-    box = track_mod.outbox_for(cfg, d, log, resolved_fields(d, cfg))  # after the placement is in the ledger
+    # after the placement is in the ledger (the resolved config's core counts come from it)
+    box = track_mod.outbox_for(cfg, d, log, resolved_fields(d, cfg)) if track_mod.wanted(cfg) else None
     try:
         if box is not None:
             box.start()

@@ -417,3 +417,12 @@ def test_a_webhook_that_dies_mid_run(tmp_path):
         hook.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_submit_carries_the_tracker_flags():
+    """`arrl launch --submit --mlflow URI ...`: the Ray job's entrypoint passes them on, quoted for the shell."""
+    from arrl import jobs
+
+    cmd = jobs.entrypoint("night", None, None, None, {"mlflow": "sqlite:////data/my runs/m.db", "webhook": "http://h/x"})
+    assert "--mlflow 'sqlite:////data/my runs/m.db'" in cmd and "--webhook http://h/x" in cmd
+    assert "--wandb" not in cmd and "--mlflow" not in jobs.entrypoint("night", None, None, None)

@@ -93,7 +93,8 @@ def _submit(cfg, args) -> int:
     from arrl import jobs
 
     try:
-        job_id, name, url = jobs.submit(cfg, args.config, args.resume, args.address, args.runs_dir)
+        job_id, name, url = jobs.submit(cfg, args.config, args.resume, args.address, args.runs_dir,
+                                        _track_overrides(args))
     except jobs.SubmitError as e:
         raise UsageError(str(e)) from None
     print(f"submitted run {name} as Ray job {job_id} to {url} (the dashboard's Jobs tab shows it too)")

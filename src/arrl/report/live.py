@@ -94,8 +94,8 @@ def render(s: dict, now: float | None = None):
     lrn = live.get("learner")
     learner = ("learner: " + ("down (policy frozen)" if lrn["dead"] else "updating" if lrn["busy"] else "idle")
                if lrn else "learner: off")
-    policy = Text(f"policy: adapter v{s['version']} ({'served' if s['served'] else 'base model' if not s['version'] else 'not yet served'}); "
-                  f"proposals from v{s['proposals_from']}; {learner}"
+    served = "base model" if not s["version"] else "served" if s["served"] else "not yet served"
+    policy = Text(f"policy: adapter v{s['version']} ({served}); proposals from v{s['proposals_from']}; {learner}"
                   + ("; proposing" if live.get("fetching") else ""))
     return Group(head, sub, workers, curve, recent, policy)
 

@@ -34,6 +34,11 @@ def check(cfg: Config) -> None:
                 raise ConfigError(f"[track] {field}: {problem}")
 
 
+def wanted(cfg: Config) -> bool:
+    """Whether the run sends anything anywhere."""
+    return bool(cfg.track.mlflow or cfg.track.wandb or cfg.track.webhook)
+
+
 def outbox_for(cfg: Config, root: Path, log=print, resolved: dict | None = None):
     """The run's outbox (not started), or None where no tracker is configured. `resolved` ({"section.field":
     value}, arrl.report.resolved): what the config's unset fields became, sent in their place."""
