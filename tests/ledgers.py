@@ -76,3 +76,29 @@ def age(d: Path) -> None:
     db.execute("UPDATE meta SET value=? WHERE key='noise'", (json.dumps({"sigma": 0.0123, "raw": 0.011, "runs": 3}),))
     db.commit()
     db.close()
+
+
+def kill_when(proc, d: Path, count_sql: str, n: int, seed: int, spread_s: float, timeout_s: float = 120.0) -> None:
+    """SIGKILL a launch process's group once `count_sql` (a COUNT over its ledger) reaches `n`, after a random
+    wait of up to `spread_s` seconds drawn from `seed`: a driver killed at a random moment with work recorded."""
+    import os
+    import random
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = 0
+        if (d / "ledger.sqlite").exists():
+            db = sqlite3.connect(d / "ledger.sqlite")
+            try:
+                got = db.execute(count_sql).fetchone()[0]
+            except sqlite3.OperationalError:  # the table is not there yet
+                pass
+            db.close()
+        if got >= n:
+            break
+        time.sleep(0.2)
+    time.sleep(random.Random(seed).uniform(0.0, spread_s))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -25,6 +22,7 @@ from arrl.driver import noise
 from arrl.driver.archive import Archive
 from arrl.ledger.store import Store
 from arrl.policy import prompt
+from ledgers import kill_when
 
 SIGMA = 0.002
 POP = {"target": "synthetic-basins",
@@ -307,22 +305,8 @@ def test_population_driver_killed_resumes_with_the_same_archive(tmp_path):
                             stdout=(tmp_path / "first.log").open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     d = tmp_path / "runs" / "pop-kill"
-    deadline = time.monotonic() + 120
     # killed once the archive has programs on it and before the run ends, at a random moment
-    while time.monotonic() < deadline:
-        if (d / "ledger.sqlite").exists():
-            db = sqlite3.connect(d / "ledger.sqlite")
-            try:
-                n = db.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
-            except sqlite3.OperationalError:
-                n = 0
-            db.close()
-            if n >= 8:
-                break
-        time.sleep(0.2)
-    time.sleep(random.Random(3).uniform(0.0, 2.0))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, d, "SELECT COUNT(*) FROM archive", 8, seed=3, spread_s=2.0)
     db = sqlite3.connect(d / "ledger.sqlite")
     status = db.execute("SELECT value FROM meta WHERE key='status'").fetchone()
     db.close()

@@ -8,11 +8,9 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import random
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +26,7 @@ from arrl.ledger.store import Store
 from arrl.track import items as items_mod
 from arrl.track import notices, wandb_files
 from arrl.track.wandb_sink import run_id
+from ledgers import kill_when
 
 RUN = {"target": "synthetic",
        "policy": {"kind": "random", "fmt": "catalog", "group_size": 4},
@@ -196,22 +195,8 @@ def test_a_killed_run_resumes_with_nothing_lost_or_logged_twice(tmp_path):
                             stdout=(tmp_path / "first.log").open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     d = tmp_path / "runs" / "killed"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # killed once the trackers have taken something, at a random moment
-        n = 0
-        if (d / "ledger.sqlite").exists():
-            db = sqlite3.connect(d / "ledger.sqlite")
-            try:
-                n = db.execute("SELECT COUNT(*) FROM deliveries WHERE sink='wandb'").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
-            db.close()
-        if n >= 6:
-            break
-        time.sleep(0.2)
-    time.sleep(random.Random(5).uniform(0.0, 3.0))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # killed once the trackers have taken something, at a random moment
+    kill_when(proc, d, "SELECT COUNT(*) FROM deliveries WHERE sink='wandb'", 6, seed=5, spread_s=3.0, timeout_s=180)
     with open_read_only(d) as r:
         assert r.meta("status") != "finished", "the run ended before the kill"
     out = arrl(tmp_path, "launch", "--resume", "killed")
