@@ -84,10 +84,10 @@ def _compare(args) -> int:
     runs = args.runs_dir or paths.runs_dir()
     try:
         with run_errors(runs):
-            written = compare.write(runs, args.names, args.out, chained=args.chain)
+            written, rows = compare.write(runs, args.names, args.out, chained=args.chain)
     except compare.CompareError as e:
         raise UsageError(str(e)) from None
-    for row in compare.table(compare.load(runs, args.names)):
+    for row in rows:
         print("  ".join(f"{c:>12}" if i else f"{c:<28}" for i, c in enumerate(row)))
     for path in written:
         print(path)

@@ -49,27 +49,17 @@ class Live:
             if cur.get("exp") != exp:
                 cur = {"exp": exp}
             rows.append({"worker": w, "exp": exp, "started": cur.get("started"), "budget_s": cur.get("budget_s"),
-                         "last": _last(cur.get("last"))})
+                         "last": cur.get("last")})
         state = {"t": now, "pid": os.getpid(), "workers": rows, "idle_workers": len(workers) - len(running),
                  "fetching": fetching}
         if learning is not None:
             state["learner"] = {"busy": learning.busy(), "version": learning.version, "dead": bool(learning.dead)}
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(state, default=str))
+            tmp.write_text(json.dumps(state))
             tmp.replace(self.path)
         except (OSError, TypeError, ValueError):
             pass  # a view only: it never stops the loop (a full disk is the ledger's problem to report)
-
-
-def _last(rec) -> list | None:
-    """A progress record as [elapsed s, step, training loss]: a tuple from the simulated backend, an
-    env.progress Point from the sandboxes."""
-    if rec is None:
-        return None
-    if isinstance(rec, (list, tuple)):
-        return [*rec[:3]]
-    return [getattr(rec, "elapsed", None), getattr(rec, "step", None), getattr(rec, "train_loss", None)]
 
 
 def read(root: Path, stale_s: float = 30.0) -> dict | None:

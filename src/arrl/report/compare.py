@@ -102,7 +102,8 @@ def figure(runs: list[dict], chained: bool = False):
     return fig
 
 
-def write(runs_dir: Path, names: list[str], out: Path | None = None, chained: bool = False) -> list[Path]:
+def write(runs_dir: Path, names: list[str], out: Path | None = None, chained: bool = False) -> tuple[list, list]:
+    """compare.png, compare.tsv and series.tsv; returns (their paths, the table's rows)."""
     from arrl.report.figures import png_bytes
 
     runs = load(runs_dir, names)
@@ -118,4 +119,4 @@ def write(runs_dir: Path, names: list[str], out: Path | None = None, chained: bo
     series_rows = ["run\truns_trained\ttraining_s\tbest_val_bpb\n"] + [
         f"{r['name']}\t{n}\t{s:.2f}\t{v:.6f}\n" for r in runs for n, s, v in r["series"]]
     (out / "series.tsv").write_text("".join(series_rows))
-    return [out / "compare.png", out / "compare.tsv", out / "series.tsv"]
+    return [out / "compare.png", out / "compare.tsv", out / "series.tsv"], rows

@@ -156,7 +156,7 @@ class ExperimentWorker:
         def on_progress(curve):
             with self._lock:
                 if self.current is not None and curve:
-                    self.current["last"] = list(curve[-1]) if isinstance(curve[-1], (list, tuple)) else curve[-1]
+                    self.current["last"] = list(abort_mod.points(curve[-1:])[0])  # [elapsed s, step, loss]
             if check is None or not curve:
                 return None
             v = check(abort_mod.points(curve))
