@@ -19,6 +19,7 @@ from arrl import target as target_mod
 from arrl.config import ConfigError
 from arrl.driver import archive as archive_mod
 from arrl.driver import noise
+from arrl.driver.acceptance import Acceptance, Incumbent
 from arrl.driver.archive import Archive
 from arrl.ledger.store import Store
 from arrl.policy import prompt
@@ -167,6 +168,68 @@ def test_parents_and_inspirations_are_drawn_from_the_island_and_a_missing_parent
     # an island whose parents had fewer candidates gets the next request, whatever its number
     led.run("candidate", with_knobs(tgt.source(), DECAY="0.3"), 1.07, island=0)
     assert [a.choose(n, "seed", SIGMA)[0] for n in range(4)] == [1, 1, 1, 1]
+
+
+def test_with_confirm_best_a_lucky_run_is_an_exploring_parent_and_never_an_elite(tmp_path):
+    tgt = basins()
+    led = Ledger(tmp_path, tgt)
+    a = Archive(led.store, search(migrate_every=3, exploit=0.0, inspirations=2, confirm_elites="best"),
+                tgt.catalog, 0.0, 2.0)
+    start = led.store.baselines()[0]["id"]
+    wide = led.trained(a, with_knobs(tgt.source(), WIDTH="384"), [1.045, 1.046], 0)  # confirmed: the best
+    lucky = led.trained(a, with_knobs(tgt.source(), DEPTH="12"), [1.030], 0)  # one run, a niche without an elite
+    worse = led.trained(a, with_knobs(tgt.source(), DEPTH="12", DECAY="0.3"), [1.040], 0)  # same niche, worse
+    inside = led.trained(a, with_knobs(tgt.source(), DECAY="0.03"), [1.020], 0)  # one run in the start's niche
+    for lr in ("1", "2", "3", "4"):  # as many candidates on island 1 (crashed), so requests alternate
+        led.run("candidate", with_knobs(tgt.source(), WARMUP=lr), None, island=1, status="crash")
+    reps = a.representatives(0, SIGMA)
+    assert sorted(p.exp_id for p in reps.values()) == sorted([start, wide, lucky])  # one per niche
+    assert sorted(p.exp_id for p in a.elites(0, SIGMA).values()) == sorted([start, wide])
+    assert a.best(0, SIGMA).exp_id == wide  # 1.030 is lower, but one run is no elite
+    drawn = [a.choose(n, "seed", SIGMA) for n in range(0, 80, 2)]  # even requests: island 0
+    assert {i for i, _, _ in drawn} == {0}
+    assert {p.exp_id for _, p, _ in drawn} == {start, wide, lucky}  # exploit 0: every niche's parent
+    assert worse not in {p.exp_id for _, p, _ in drawn} and inside not in {p.exp_id for _, p, _ in drawn}
+    assert all(x.confirmed for _, _, insp in drawn for x in insp)  # inspirations are elites only
+    # the third program to train made the first migration: the confirmed best, never the lucky run
+    assert sorted(r["exp_id"] for r in led.store.programs(1) if r["via"] == "migrated") == [wide]
+    # the same ledger read with confirm_elites = "niche": elites alone are parents
+    b = Archive(led.store, search(migrate_every=3, exploit=0.0, confirm_elites="niche"), tgt.catalog, 0.0, 2.0)
+    assert {p.exp_id for i, p, _ in (b.choose(n, "seed", SIGMA) for n in range(0, 80, 2))} == {start, wide}
+
+
+class Judge(Acceptance):
+    """The acceptance chain's confirmation rule for a population run, on a hand-made ledger."""
+
+    def __init__(self, store, archive, search_, inc):
+        self.store, self.archive, self.cfg = store, archive, config_mod.Config()
+        self.cfg.search = search_
+        self.noise, self.incumbent, self.scheduled = noise.Noise(SIGMA, 4, SIGMA, 2), inc, []
+
+    def _runs_of(self, norm):
+        return self.store.trained_runs_of(norm)
+
+    def _schedule_confirm(self, row):
+        self.scheduled.append(row["id"])
+
+
+@pytest.mark.parametrize("mode, confirmed", [("niche", ["opens", "best"]), ("best", ["best"])])
+def test_which_runs_earn_a_confirmation(tmp_path, mode, confirmed):
+    tgt = basins()
+    led = Ledger(tmp_path, tgt)
+    s = search(migrate_every=0, confirm_elites=mode)
+    a = Archive(led.store, s, tgt.catalog, 0.0, 2.0)
+    src = with_knobs(tgt.source(), WIDTH="384")
+    wide = led.trained(a, src, [1.045, 1.046], 0)
+    judge = Judge(led.store, a, s, Incumbent(wide, src, [1.045, 1.046]))
+    runs = {"opens": (with_knobs(tgt.source(), DEPTH="12"), 1.050),  # a new niche, behind the island's best
+            "best": (with_knobs(tgt.source(), DEPTH="3"), 1.030),  # a new niche, ahead of the island's best
+            "behind": (with_knobs(tgt.source(), DECAY="0.3"), 1.070)}  # the start's niche, behind its elite
+    ids = {}
+    for name, (src_, v) in runs.items():
+        ids[name] = led.trained(a, src_, [v], 0)
+        judge._maybe_confirm(led.store.experiment(ids[name]), "ok", v)
+    assert judge.scheduled == [ids[n] for n in confirmed]
 
 
 def test_inspirations_are_shown_and_a_greedy_prompt_is_unchanged():

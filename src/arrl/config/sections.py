@@ -137,6 +137,11 @@ class SearchSection:
     niches: list = knob(['size', 'speed'],
                         'population: the descriptors whose buckets make the niches: size (log2 model bytes), '
                         'speed (log2 tokens/s), knob:NAME (a catalog knob\'s position / 2)')
+    confirm_elites: str = knob('niche',
+                               'population: which runs earn a confirmation run: niche (one that beats its niche\'s '
+                               'elite or opens a niche) | best (one that would be its island\'s best elite; a niche '
+                               'without an elite offers its best single run as an exploring parent, never an elite)',
+                               choices=('niche', 'best'))
 
 
 @dataclass

@@ -79,8 +79,9 @@ class Acceptance:
         self._schedule_confirm(row)
 
     def _maybe_elite(self, row, status: str, val_bpb: float | None) -> None:
-        """Population: a candidate's run earns a confirmation run when it beats the elite of its niche on its
-        island, opens a niche, or beats the incumbent; once its runs agree it is an elite (archive.py)."""
+        """Population: a candidate's run earns a confirmation run when it beats the incumbent, or (`[search]
+        confirm_elites`) its island's best elite (`best`) or its niche's elite or opens a niche (`niche`); once
+        its runs agree it is an elite (archive.py)."""
         if status != "ok" or val_bpb is None:
             return
         s, n = self.cfg.search, self.noise
@@ -88,8 +89,11 @@ class Acceptance:
         if len(runs) >= 2:
             self._judge(row, runs)
             return
-        niche = self.archive.niche_of(row["norm_sha"], row["island"])
-        elite = self.archive.elites(row["island"], n.sigma).get(niche) if niche is not None else None
+        if s.confirm_elites == "best":
+            elite = self.archive.best(row["island"], n.sigma)
+        else:
+            niche = self.archive.niche_of(row["norm_sha"], row["island"])
+            elite = self.archive.elites(row["island"], n.sigma).get(niche) if niche is not None else None
         if elite is not None and elite.norm == row["norm_sha"]:
             return  # the elite itself, run again
         beats = elite is None or noise.promising(val_bpb, elite.value, n, s.margin_z, len(elite.values))

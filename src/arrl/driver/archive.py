@@ -20,9 +20,15 @@ driver killed at any moment and resumed sees the same archive, the same elites a
   is its confirmed program with the lowest centre. A program with one run is in the archive but is not a
   parent until its confirmation run agrees (the driver schedules one for a program that beats its niche's
   elite or opens a niche).
+- **Which runs earn a confirmation** (`[search] confirm_elites`): `niche`, a run that beats its niche's elite or
+  opens a niche; `best`, only a run that would be its island's best elite (or beats the incumbent). With `best`
+  a niche without an elite is represented by its unconfirmed single-run program with the lowest value: an
+  exploring request may draw it as a parent, but it is no elite (never migrated, committed, exploited or shown
+  as an inspiration), so a lucky run can steer exploration and nothing more.
 - **Parents.** Each request goes to the island whose parents have had the fewest candidates (ties: request
-  number mod islands). With probability `exploit` the parent is the island's best elite, else a niche's elite
-  drawn uniformly. The inspirations are the island's other best elites.
+  number mod islands). With probability `exploit` the parent is the island's best elite, else a niche's
+  representative (its elite, or with `best` the program above) drawn uniformly. The inspirations are the
+  island's other best elites.
 - **Migration.** Each time `migrate_every` more programs have trained, every island's best elite joins the next
   island (a ring). Only elites move, so a value that was not confirmed is never copied.
 """
@@ -95,12 +101,21 @@ class Program:
         return noise.centre(self.values)
 
 
+def _elites_of(progs: list[Program]) -> dict[tuple, Program]:
+    """Each niche's confirmed program with the lowest centre."""
+    out: dict[tuple, Program] = {}
+    for p in progs:
+        if p.confirmed and (p.niche not in out or p.value < out[p.niche].value):
+            out[p.niche] = p
+    return out
+
+
 class Archive:
     def __init__(self, store, search, catalog, floor: float, reproduce_z: float, log=print):
         self.store, self.catalog, self.floor, self.z, self.log = store, tuple(catalog), floor, reproduce_z, log
         self.islands, self.exploit = search.islands, search.exploit
         self.inspirations, self.every = search.inspirations, search.migrate_every
-        self.niches = list(search.niches)
+        self.niches, self.confirm = list(search.niches), search.confirm_elites
         check_niches(self.niches, self.catalog)
         self.missing: set[int] = set()  # parents whose train.py is gone (logged once each)
 
@@ -178,10 +193,21 @@ class Archive:
 
     def elites(self, island: int, sigma: float) -> dict[tuple, Program]:
         """Each niche's confirmed program with the lowest centre, on one island."""
-        out: dict[tuple, Program] = {}
-        for p in self.programs(island, sigma):
-            if p.confirmed and (p.niche not in out or p.value < out[p.niche].value):
-                out[p.niche] = p
+        return _elites_of(self.programs(island, sigma))
+
+    def representatives(self, island: int, sigma: float) -> dict[tuple, Program]:
+        """The parent each niche offers an exploring request: its elite; with `confirm_elites = "best"` a niche
+        without one offers its unconfirmed single-run program with the lowest value."""
+        return self._representatives(self.programs(island, sigma))
+
+    def _representatives(self, progs: list[Program]) -> dict[tuple, Program]:
+        el = _elites_of(progs)
+        out = dict(el)
+        if self.confirm == "best":
+            for p in progs:
+                if (not p.confirmed and len(p.values) == 1 and p.niche not in el
+                        and (p.niche not in out or p.value < out[p.niche].value)):
+                    out[p.niche] = p
         return out
 
     def best(self, island: int, sigma: float) -> Program | None:
@@ -220,11 +246,19 @@ class Archive:
         had = self.store.candidates_by_island()
         island = min(range(self.islands), key=lambda i: (had.get(i, 0), (i - request) % self.islands))
         rng = random.Random(f"{seed}:{request}")
-        elites = sorted(self.elites(island, sigma).values(), key=lambda p: (p.value, p.exp_id))
+        progs = self.programs(island, sigma)
+        elites = sorted(_elites_of(progs).values(), key=lambda p: (p.value, p.exp_id))
         usable = [p for p in elites if self._exists(p.exp_id)]
         if not usable:
             return island, None, []
-        parent = usable[0] if rng.random() < self.exploit else usable[rng.randrange(len(usable))]
+        if rng.random() < self.exploit:
+            parent = usable[0]
+        else:
+            pool = usable
+            if self.confirm == "best":
+                reps = sorted(self._representatives(progs).values(), key=lambda p: (p.value, p.exp_id))
+                pool = [p for p in reps if self._exists(p.exp_id)] or usable
+            parent = pool[rng.randrange(len(pool))]
         others = [p for p in usable if p.norm != parent.norm][:self.inspirations]
         return island, parent, others
 
