@@ -361,3 +361,21 @@ def test_bench_research_on_the_basins_with_the_population_methods(tiny_model, tm
     assert [cand[e] for e in exps.to_pylist()] == parents.to_pylist()
     tune = json.loads((out / "runs" / "synthetic-basins-random-search-s0" / "config.json").read_text())["tune"]
     assert tune["searcher"] == "random" and not tune["asha"]
+
+
+def test_bench_research_early_abort_stops_loop_candidates(tmp_path, capsys, shared_ray):
+    """`--early-abort`: the loop methods run with `[search] early_abort` on, and stopped candidates cost the
+    research trace only their seconds up to the stop."""
+    conf = tmp_path / "base.toml"
+    conf.write_text('[workers]\ncount = 1\nsandbox = "simulated"\nbudget_s = 0.5\n\n[search]\nnoise_runs = 2\n')
+    out = tmp_path / "out"
+    assert main(["bench", "research", "--target", "synthetic", "--experiments", "14", "--seeds", "1",
+                 "--config", str(conf), "--out", str(out), "--methods", "random", "--early-abort"]) == 0
+    d = out / "runs" / "synthetic-random-s0"
+    assert json.loads((d / "config.json").read_text())["search"]["early_abort"] is True
+    rows = _ledger(d).execute("SELECT status, outcome FROM experiments WHERE kind='candidate' AND "
+                              "reused_from IS NULL AND outcome IS NOT NULL").fetchall()
+    stopped = [json.loads(o) for s, o in rows if s == "aborted"]
+    assert stopped and all(o["steps"] < 100 and o["timings"]["train_s"] < 0.5 for o in stopped)
+    trace = json.loads((out / "research.json").read_text())["traces"][0]
+    assert trace["compute"][-1] < 0.5 * len(trace["compute"]) - 0.04 * len(stopped)  # the stops' seconds saved

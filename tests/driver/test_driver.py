@@ -244,3 +244,27 @@ def test_early_abort_stops_a_candidate_that_cannot_beat_the_incumbent(runs):
     assert [(r[0], r[1]) for r in rows] == [("baseline", "ok"), ("candidate", "aborted")], rows
     assert rows[1][2] == cfg.reward.aborted and "self-evaluation" in rows[1][3]
     assert json.loads(rows[1][4])["curve"][-1][0] < 6.0  # it did not train its whole budget
+
+
+def test_early_abort_on_the_simulated_target_stops_the_run_and_keeps_what_is_accepted(tmp_path):
+    """[search] early_abort with the simulated backend (the research benchmark's loop methods): a candidate
+    whose curve trails the incumbent's is stopped at a checkpoint, recorded `aborted` with fewer steps and
+    seconds than its budget, and rewarded `[reward] aborted`; baselines and confirmations run to the end."""
+    cfg = config_mod.from_dict({
+        "target": "synthetic", "name": "abort-simulated",
+        "policy": {"kind": "random", "fmt": "catalog", "group_size": 4},
+        "workers": {"count": 1, "gpus_per_worker": 1.0, "sandbox": "simulated", "budget_s": 0.5},
+        "search": {"noise_runs": 2, "early_abort": True}, "oracle": {"max_experiments": 16}})
+    reason, d = launch(cfg, runs=tmp_path / "runs", log=lambda s: None)
+    assert reason.startswith("experiment budget reached")
+    db = sqlite3.connect(d / "ledger.sqlite")
+    rows = db.execute("SELECT kind, status, reward, message, outcome, val_bpb FROM experiments "
+                      "WHERE reused_from IS NULL AND outcome IS NOT NULL").fetchall()
+    aborted = [r for r in rows if r[1] == "aborted"]
+    assert aborted and {r[0] for r in aborted} == {"candidate"}, [(r[0], r[1]) for r in rows]
+    for kind, status, reward, message, outcome, val_bpb in aborted:
+        out = json.loads(outcome)
+        assert reward == cfg.reward.aborted and "self-evaluation" in message and val_bpb is None
+        assert out["steps"] < 100 and out["timings"]["train_s"] < 0.5  # stopped before its budget's end
+    full = [json.loads(r[4]) for r in rows if r[0] in ("baseline", "confirm")]
+    assert full and all(o["status"] == "ok" and o["steps"] == 100 for o in full)

@@ -23,6 +23,10 @@ Methods (each run `seeds` times with the same worker count, sandbox backend and 
              (`--adapter-from RUN`, for example a perpetual run over a family's training members:
              arrl.bench.transfer), the learner off: what that run learned, measured without learning more
 
+The loop methods take `[search] early_abort` from the base config (`--config`; `--early-abort` turns it
+on), as Tune's ASHA stops trials: with it on, a loop candidate that trails its parent's curve is stopped
+at a checkpoint (the simulated sandbox stops there too), and its seconds up to the stop are what it cost.
+
 Every run is an ordinary run directory under `<out>/runs/` (a run that already finished is
 read again, not re-run, so an interrupted benchmark continues where it stopped). From each
 run the benchmark takes its sandbox runs in the order they finished (baselines, candidates

@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
                                                 "budget, policy model, learner); default: arrl's defaults, with "
                                                 "the simulated sandbox for the synthetic target "
                                                 "and family members")
+    rs.add_argument("--early-abort", action="store_true",
+                    help="the loop methods stop candidates that trail their parent's curve ([search] early_abort), "
+                         "as Tune's ASHA stops trials")
     rs.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Tune's search algorithm")
     rs.add_argument("--warm-from", type=Path, nargs="+", metavar="TUNE_RUN",
                     help="tune-warm, optuna-warm: Tune run folders whose trials Optuna is told first (e.g. other "

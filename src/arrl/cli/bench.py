@@ -133,11 +133,14 @@ def _bench_research(args) -> int:
         raise UsageError(f"--seeds {args.seeds}: give at least 1")
     try:
         base = load(args.config) if args.config else None
-        if base is None and _simulated(args.target):
+        if base is None and (_simulated(args.target) or args.early_abort):
             from arrl.config import Config
 
             base = Config()
-            base.workers.sandbox = "simulated"
+            if _simulated(args.target):
+                base.workers.sandbox = "simulated"
+        if args.early_abort:
+            base.search.early_abort = True
         out = args.out or Path.cwd() / "bench-research" / Path(args.target).name
         summary = research.run(args.target, args.experiments, list(range(args.seeds)), methods, out, base,
                                args.searcher, warm_from=args.warm_from, adapter_from=args.adapter_from)

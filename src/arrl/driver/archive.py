@@ -17,9 +17,8 @@ driver killed at any moment and resumed sees the same archive, the same elites a
   bucket of its own. It is recorded, never an error.
 - **Elites.** A program is confirmed within noise once two of its runs agree (arrl.driver.integrity.reproduced
   at `[integrity] reproduce_z`); the start program is confirmed by its baselines. A niche's elite on an island
-  is its confirmed program with the lowest centre. A program with one run is in the archive but is not a
-  parent until its confirmation run agrees (the driver schedules one for a program that beats its niche's
-  elite or opens a niche).
+  is its confirmed program with the lowest centre. A program with one run is in the archive but is not an
+  elite until its confirmation run agrees.
 - **Which runs earn a confirmation** (`[search] confirm_elites`): `niche`, a run that beats its niche's elite or
   opens a niche; `best`, only a run that would be its island's best elite (or beats the incumbent). With `best`
   a niche without an elite is represented by its unconfirmed single-run program with the lowest value: an

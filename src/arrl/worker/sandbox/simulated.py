@@ -1,7 +1,8 @@
 """The `simulated` sandbox backend: training replaced by a known function, for the loop's benchmarks.
 
 Nothing is executed. The source's top-level knob assignments are read as text; the run
-waits `budget_s` (the "training"), streams a made-up learning curve, and reports
+waits `budget_s` (the "training"), streams a made-up learning curve (a run whose `on_progress` answers a
+reason is stopped there, status `aborted`, as the process sandbox stops one), and reports
 
     val_bpb = 1.0 + 0.1 * sum_k ((pos_k - opt_k) / (n_k - 1))^2 + N(0, noise)
 
@@ -115,8 +116,11 @@ class SimulatedSandbox:
             time.sleep(self.budget_s / steps)
             elapsed = time.monotonic() - t0
             curve.append((elapsed, i * 10, v + 2.0 / i))
-            if on_progress is not None:
-                on_progress(curve)
+            why = on_progress(curve) if on_progress is not None else None
+            if why:  # stopped (early abort, ASHA), as the process sandbox stops: no evaluation, no val_bpb
+                return Outcome("aborted", message=f"aborted by self-evaluation: {why}", isolation=self.isolation,
+                               env_hash=env_hash, timings=Timings(setup_s=0.0, train_s=elapsed, eval_s=0.0,
+                                                                  wall_s=elapsed), steps=i * 10, curve=tuple(curve))
         wall = time.monotonic() - t0
         return Outcome("ok", val_bpb=v + rng.gauss(0.0, self.noise), isolation=self.isolation, env_hash=env_hash,
                        timings=Timings(setup_s=0.0, train_s=wall, eval_s=0.0, wall_s=wall), steps=steps * 10,
