@@ -140,7 +140,8 @@ class SearchSection:
     confirm_elites: str = knob('niche',
                                'population: which runs earn a confirmation run: niche (one that beats its niche\'s '
                                'elite or opens a niche) | best (one that would be its island\'s best elite; a niche '
-                               'without an elite offers its best single run as an exploring parent, never an elite)',
+                               'without an elite offers its best single run as an exploring parent, never an elite; '
+                               'fewer confirmations, no better search on the basins: docs/BENCHMARKS.md)',
                                choices=('niche', 'best'))
 
 
