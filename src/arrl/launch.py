@@ -242,9 +242,13 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         _init_ray(kw, log)
     w = cfg.workers
 
+    made = []  # every worker started, replacements of dead ones included: each is closed at the end
+
     def make_worker(i):
-        return actors.experiment_worker(cfg.name, i, tgt.profile, sandbox_settings(cfg, tgt, place, i), w.sandbox,
-                                        num_gpus=w.gpus_per_worker, catalog=tgt.catalog, image=w.image)
+        h = actors.experiment_worker(cfg.name, i, tgt.profile, sandbox_settings(cfg, tgt, place, i), w.sandbox,
+                                     num_gpus=w.gpus_per_worker, catalog=tgt.catalog, image=w.image)
+        made.append(h)
+        return h
 
 
     workers, handle, learner, learning, reason = [], None, None, None, None
@@ -290,13 +294,13 @@ def launch(cfg: Config, resume: str | None = None, address: str | None = None, r
         reason = Driver(cfg, store, tgt, policy, workers, make_worker, log, learning=learning, placement=place,
                         warm_up=handle is not None).run()
     finally:
-        if w.sandbox == "docker" and workers:  # each worker removes its containers on its own node
-            try:
-                ray.get([h.sweep.remote() for h in workers], timeout=30)
-            except Exception:  # noqa: BLE001 - a dead worker's node is swept by its successor or below
-                pass
+        # each worker removes its containers and its scratch folder (the models it kept) on its own node
+        # (a dead worker's are swept by the next worker made on its node)
+        closing = [h.close.remote() for h in made]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=30)
         replaced = learning.learner if learning is not None else None  # a learner restarted after a death
-        for h in workers + [x for x in (handle, learner, replaced) if x is not None]:
+        for h in made + [x for x in (handle, learner, replaced) if x is not None]:
             try:
                 ray.kill(h)
             except Exception:  # noqa: BLE001 - already gone

@@ -146,19 +146,24 @@ def test_bench_abort_bad_input(tmp_path, capsys):
     assert "--every 0: out of range" in capsys.readouterr().err
 
 
-def test_tune_trains_in_the_process_sandbox(tmp_path, monkeypatch, shared_ray):
+def test_tune_trains_in_the_process_sandbox(tmp_path, shared_ray):
     """Tune's trials run the real tiny target in the process sandbox: curves reach Tune, val_bpb is measured,
-    and a stopped trial's training process is gone."""
+    a stopped trial's training process is gone, and so is each trial's scratch folder."""
+    import tempfile
+
     import psutil
 
     cfg = config_mod.from_dict({"target": "tiny", "name": "tune-tiny",
                                 "workers": {"count": 1, "budget_s": 5.0, "grace_s": 40.0, "threads": 1}})
     tgt = target_mod.load("tiny", paths.targets_dir())
-    scratch = tmp_path / "scratch"
-    monkeypatch.setenv("ARRL_SCRATCH_DIR", str(scratch))  # the trials' run directories, named in their sandboxes
+    # the trials' workers make their scratch folders in the system temp dir (the shared Ray's workers started
+    # before any ARRL_SCRATCH_DIR this test could set); their run directories are named in their sandboxes
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("arrl-tune-*"))
 
     def training():
-        return [p.pid for p in psutil.process_iter(["cmdline"]) if str(scratch) in " ".join(p.info["cmdline"] or [])]
+        return [p.pid for p in psutil.process_iter(["cmdline"])
+                if f"{scratch}/arrl-tune-" in " ".join(p.info["cmdline"] or [])]
 
     d = tune_search.run(cfg, tgt, 3, runs=tmp_path, searcher="random", seed=0, log=lambda s: None)
     trials = tune_search.read(d)
@@ -169,6 +174,7 @@ def test_tune_trains_in_the_process_sandbox(tmp_path, monkeypatch, shared_ray):
     assert all(0 < t["train_s"] < 5.0 + 40.0 for t in trials)
     assert len({json.dumps(t["values"], sort_keys=True) for t in trials}) == 3
     assert not training()
+    assert set(scratch.glob("arrl-tune-*")) <= before  # each trial's worker removed its scratch folder
 
 
 def test_tune_bad_input(tmp_path):

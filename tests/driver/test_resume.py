@@ -58,7 +58,7 @@ def check_ledger(d, cap: int):
 @pytest.fixture
 def env(tmp_path, shakespeare_dir):
     e = dict(os.environ, ARRL_DATA_HOME=str(shakespeare_dir.parent), ARRL_RUNS_DIR=str(tmp_path / "runs"),
-             RAY_ADDRESS="")
+             ARRL_SCRATCH_DIR=str(tmp_path / "scratch"), RAY_ADDRESS="")
     return e
 
 
@@ -84,6 +84,9 @@ def test_driver_killed_at_random_moments_resumes_to_a_consistent_ledger(tmp_path
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         check_ledger(d, CONFIG["oracle"]["max_experiments"])
+        # the killed workers' scratch folders (the models they kept) were swept by the resumed run's workers,
+        # and those closed their own as the run ended
+        assert sorted(p.name for p in (tmp_path / "scratch").glob("arrl-*")) == []
 
 
 def test_a_driver_stopped_while_adding_an_experiment_leaves_no_row_without_its_script(tmp_path, env, monkeypatch,

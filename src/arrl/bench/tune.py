@@ -125,9 +125,13 @@ def _trainable():
                     "status": out.get("status"), "message": (out.get("message") or "")[:200], "train_s": train_s,
                     "done": True, **common}
 
-        def cleanup(self):
+        def _end_run(self):
             self._stop.set()
             self._thread.join(timeout=self._box.sandbox_config.budget_s + self._box.sandbox_config.grace_s + 60)
+
+        def cleanup(self):  # the trial's end: its worker's scratch folder goes with it
+            self._end_run()
+            self._box.close()
 
         def save_checkpoint(self, checkpoint_dir):
             return {"values": self.values}  # nothing to resume: a sandbox run cannot be paused
@@ -135,8 +139,8 @@ def _trainable():
         def load_checkpoint(self, checkpoint):
             pass
 
-        def reset_config(self, new_config):
-            self.cleanup()
+        def reset_config(self, new_config):  # a reused actor keeps its worker for the next trial
+            self._end_run()
             self._start(new_config)
             return True
 

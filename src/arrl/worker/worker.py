@@ -14,13 +14,13 @@ import dataclasses
 
 import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from arrl import paths
 from arrl.worker import abort as abort_mod
+from arrl.worker import scratch as scratch_mod
 from arrl.worker.abort import Rule
 from arrl.worker.outcome import Outcome, SealedScore
 from arrl.worker.sandbox import Sandbox, make
@@ -61,10 +61,8 @@ class ExperimentWorker:
         self.profile = profile
         self.backend = backend
         self.data_dir = paths.data_dir(profile, Path(data_home) if data_home else None)
-        base = paths.scratch_dir()
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(scratch or tempfile.mkdtemp(prefix=f"arrl-{name.replace('/', '-')}-", dir=base))
+        self._own_scratch = scratch is None  # a folder given by the caller is the caller's to remove
+        self.scratch = Path(scratch) if scratch else scratch_mod.make(name, paths.scratch_dir())
         self.scratch.mkdir(parents=True, exist_ok=True)
         # Ray's GPU ids -> the host device the sandbox gets; fake GPUs (no /dev/nvidia*) run on CPU.
         self.ray_gpus = list(gpu_ids or [])
@@ -216,9 +214,18 @@ class ExperimentWorker:
         return SealedScore(r.get("status", "invalid_metric"), r.get("test_bpb"), str(r.get("message", ""))[:500])
 
     def sweep(self) -> int:
-        """Remove this worker's sandbox containers on its node (the driver calls it before killing the actor)."""
+        """Remove this worker's sandbox containers on its node."""
         box = self._sandbox
         return box.sweep() if box is not None else 0
+
+    def close(self) -> int:
+        """The end of this worker (the launch calls it before killing the actor): its containers are removed,
+        and its scratch folder with the models it kept. Returns the containers removed."""
+        removed = self.sweep()
+        self.kept.clear()
+        if self._own_scratch:
+            scratch_mod.remove(self.scratch)
+        return removed
 
     def status(self) -> dict:
         with self._lock:
