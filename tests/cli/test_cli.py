@@ -94,3 +94,13 @@ def test_launch_config_errors_name_the_field(tmp_path):
     cfg.write_text('target = "nope"\n')
     proc = _arrl("launch", str(cfg), "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2 and "unknown target 'nope'" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_research_help_names_every_benchmark_method():
+    """`arrl bench research --help` offers every method the benchmark knows (it once left out population)."""
+    from arrl.bench import research
+    from arrl.cli import RESEARCH_METHODS
+
+    assert tuple(RESEARCH_METHODS.split(",")) == research.METHODS
+    out = _arrl("bench", "research", "--help", env={"COLUMNS": "1000"}).stdout  # no wrapping at hyphens
+    assert f"subset of {RESEARCH_METHODS} " in out

@@ -32,6 +32,9 @@ from arrl.cli.common import UsageError
 COMMANDS = {"prepare": "run", "run": "run", "launch": "loop", "learn": "loop", "serve": "loop", "stop": "loop",
             "status": "inspect", "config": "inspect", "export": "inspect", "report": "inspect", "image": "inspect",
             "bench": "bench", "track": "loop"}  # command -> the module of arrl.cli that holds cmd_<command>
+# arrl.bench.research.METHODS, written out so that parsing imports no benchmark (tests/cli/test_cli.py checks them)
+RESEARCH_METHODS = ("random,population,random-search,tune,tune-warm,optuna,optuna-warm,frozen,rl,population-rl,"
+                    "rl-frozen")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,8 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiments", type=int, required=True, help="sandbox runs per method and seed")
     rs.add_argument("--seeds", type=int, default=3, help="seeds per method: 0 .. S-1 (default 3)")
     rs.add_argument("--methods", default=",".join(("random", "tune", "frozen", "rl")),
-                    help="comma-separated subset of random,tune,tune-warm,optuna,optuna-warm,frozen,rl,rl-frozen "
-                         "(default: random,tune,frozen,rl)")
+                    help=f"comma-separated subset of {RESEARCH_METHODS} (default: random,tune,frozen,rl)")
     rs.add_argument("--config", type=Path, help="launch config every method starts from (workers, sandbox, "
                                                 "budget, policy model, learner); default: arrl's defaults, with "
                                                 "the simulated sandbox for the synthetic target "
@@ -181,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--experiments", type=int, required=True, help="sandbox runs per method, member and seed")
     tr.add_argument("--seeds", type=int, default=3, help="seeds per held-out member: 0 .. S-1 (default 3)")
     tr.add_argument("--methods", default="random,tune,tune-warm,optuna,optuna-warm",
-                    help="comma-separated subset of random,tune,tune-warm,optuna,optuna-warm,frozen,rl,rl-frozen "
+                    help=f"comma-separated subset of {RESEARCH_METHODS} "
                          "(default: random,tune,tune-warm,optuna,optuna-warm); rl-frozen first trains the policy "
                          "on the training members, one run after another (the perpetual run)")
     tr.add_argument("--config", type=Path, help="launch config every method starts from (policy, workers, budget); "

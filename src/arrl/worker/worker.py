@@ -213,15 +213,11 @@ class ExperimentWorker:
                 shutil.rmtree(run_dir, ignore_errors=True)
         return SealedScore(r.get("status", "invalid_metric"), r.get("test_bpb"), str(r.get("message", ""))[:500])
 
-    def sweep(self) -> int:
-        """Remove this worker's sandbox containers on its node."""
-        box = self._sandbox
-        return box.sweep() if box is not None else 0
-
     def close(self) -> int:
-        """The end of this worker (the launch calls it before killing the actor): its containers are removed,
-        and its scratch folder with the models it kept. Returns the containers removed."""
-        removed = self.sweep()
+        """The end of this worker (the launch calls it before killing the actor): its sandbox containers on
+        its node are removed, and its scratch folder with the models it kept. Returns the containers removed."""
+        box = self._sandbox
+        removed = box.sweep() if box is not None else 0
         self.kept.clear()
         if self._own_scratch:
             scratch_mod.remove(self.scratch)
