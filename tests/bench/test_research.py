@@ -84,7 +84,7 @@ def test_novelty_replay_on_a_recorded_run(recorded, capsys):
     tgt = target_mod.load("synthetic", paths.targets_dir())
     rows = db.execute("SELECT id, kind, status, train_s FROM experiments WHERE state='done' AND reused_from IS NULL "
                       "AND status NOT IN ('edit_failed', 'rejected') ORDER BY id").fetchall()
-    ran, seen, expected = [], set(), {}
+    ran, seen, expected, by_lines = [], set(), {}, {}
     for r in rows:
         f = recorded / "experiments" / f"{r['id']:06d}" / "train.py"
         src = f.read_text() if f.exists() else tgt.source()
@@ -92,11 +92,17 @@ def test_novelty_replay_on_a_recorded_run(recorded, capsys):
         if r["kind"] == "candidate" and normalize(src) not in seen and ran:
             expected[r["id"]] = min(sum(abs(a - b) / (len(k.values) - 1) for a, b, k in zip(pos, p, tgt.catalog))
                                     for p in ran)
+            lines = len([ln for ln in normalize(src).splitlines() if ln.strip()])  # one knob per line
+            by_lines[r["id"]] = min(sum(a != b for a, b in zip(pos, p)) for p in ran) / lines
         if normalize(src) not in seen:
             seen.add(normalize(src))
             ran.append(pos)
     assert {c.exp_id: c.distance for c in rec.cases} == pytest.approx(expected) and len(expected) >= 10
     assert all(c.kind == "catalog" and c.distance > 0 for c in rec.cases)  # exact repeats are not novelty's
+    # --distance source: the same candidates, each by 1 - the line similarity to its nearest earlier program
+    by_source = novelty.load(str(recorded), distance="source")
+    assert {c.exp_id: c.distance for c in by_source.cases} == pytest.approx(by_lines)
+    assert {c.kind for c in by_source.cases} == {"source"}
     accepted = {r[0] for r in db.execute("SELECT exp_id FROM accepted")}
     none, every = novelty.replay([rec], (0.0, 1e9))
     assert (none.skipped, none.saved_s) == (0, 0.0)
@@ -105,6 +111,9 @@ def test_novelty_replay_on_a_recorded_run(recorded, capsys):
     assert main(["bench", "novelty", str(recorded), "--thresholds", "0.2"]) == 0
     out = capsys.readouterr().out
     assert f"replayed {len(rec.cases)} new candidates" in out and "| 0.2 | " in out
+    assert main(["bench", "novelty", str(recorded), "--distance", "source", "--thresholds", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "(the source distance for every pair)" in out and "source: " in out and "| 0.01 | " in out
     assert main(["bench", "novelty", str(recorded), "--thresholds", "-1"]) == 2
     assert main(["bench", "novelty", "no-such-run", "--runs-dir", str(recorded.parent)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

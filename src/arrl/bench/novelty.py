@@ -3,8 +3,9 @@
 For every candidate of a recorded run that trained a new program (exact repeats, re-runs and
 confirmations are not candidates here: the ledger already answers or judges those), the replay
 finds the nearest program that ran before it (arrl.driver.novelty: a catalog distance when both
-are catalog settings of one script, else a source distance) and, for each threshold, counts the
-candidates at or below it:
+are catalog settings of one script, else a source distance; `--distance source` takes the source
+distance for every pair, as `[search] novelty_source` would on free-form edits) and, for each
+threshold, counts the candidates at or below it:
 
 - compute saved: their training seconds, over every run's training seconds;
 - lost wins: those that were accepted (the loss that matters), and those whose val_bpb beat
@@ -51,8 +52,17 @@ class Recording:
     skipped: dict = field(default_factory=dict)
 
 
-def load(run: str, runs: Path | None = None) -> Recording:
-    """Read a run's trained programs in id order and each new candidate's distance to those before it."""
+DISTANCES = ("auto", "source")
+
+
+def load(run: str, runs: Path | None = None, distance: str = "auto") -> Recording:
+    """Read a run's trained programs in id order and each new candidate's distance to those before it.
+
+    distance "auto" measures as the driver does (the catalog distance between catalog settings of one
+    script, else the source distance); "source" takes the source distance for every pair: what `[search]
+    novelty_source` would do to edits like the recorded ones, had a free-form policy written them."""
+    if distance not in DISTANCES:
+        raise ReplayError(f"distance {distance!r}: expected one of {', '.join(DISTANCES)}")
     d = find_run(run, runs)
     try:
         cfg = json.loads((d / "config.json").read_text())
@@ -70,7 +80,7 @@ def load(run: str, runs: Path | None = None) -> Recording:
     db.close()
     base = [r["val_bpb"] for r in rows if r["kind"] == "baseline" and r["status"] == "ok"]
     base_value = statistics.fmean(base) if base else None
-    index, seen, cases, skipped = Index(tgt.catalog), set(), [], {}
+    index, seen, cases, skipped = Index(tgt.catalog if distance == "auto" else ()), set(), [], {}
     for r in rows:
         path = d / "experiments" / f"{r['id']:06d}" / "train.py"
         try:

@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     nv.add_argument("runs", nargs="+", metavar="RUN", help="run names (under --runs-dir) or run directories")
     nv.add_argument("--thresholds", type=float, nargs="+", help="distances at or below which a candidate counts as "
                                                                 "near (default: 0 0.1 0.17 0.2 0.25 0.34 0.5)")
+    nv.add_argument("--distance", default="auto", choices=["auto", "source"],
+                    help="auto: as the driver measures (catalog settings of one script by knob steps, else by "
+                         "source lines); source: by source lines for every pair, as [search] novelty_source would "
+                         "on free-form edits")
     nv.add_argument("--json", action="store_true", help="print the results as JSON")
     nv.add_argument("--runs-dir", type=Path)
     rs = bsub.add_parser("research", help="the loop against random search, Ray Tune + ASHA and a frozen policy")

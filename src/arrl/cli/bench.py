@@ -47,16 +47,18 @@ def _bench_novelty(args) -> int:
     if bad:
         raise UsageError(f"--thresholds {bad[0]:g}: a distance is never negative")
     try:
-        recs = [novelty.load(r, args.runs_dir) for r in args.runs]
+        recs = [novelty.load(r, args.runs_dir, args.distance) for r in args.runs]
     except replay.ReplayError as e:
         raise UsageError(str(e)) from None
     results = novelty.replay(recs, thresholds)
     if args.json:
-        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
+        print(json.dumps({"runs": [r.run for r in recs], "distance": args.distance,
+                          "results": [r.row() for r in results],
                           "skipped": {r.run: r.skipped for r in recs}}, indent=1))
         return 0
     print(f"replayed {sum(len(r.cases) for r in recs)} new candidates from {len(recs)} run(s): "
-          f"{', '.join(r.run for r in recs)}")
+          f"{', '.join(r.run for r in recs)}" + (" (the source distance for every pair)"
+                                                 if args.distance == "source" else ""))
     for r in recs:
         for why, count in r.skipped.items():
             print(f"  {r.run}: {count} experiment(s) not replayed: {why}")
@@ -100,7 +102,8 @@ def _bench_abort(args) -> int:
     results = replay.grid(recs) if args.grid else [replay.replay(recs, **rule)]
     chosen = replay.choose(results, args.max_false, args.max_lost) if args.grid else None
     if args.json:
-        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
+        print(json.dumps({"runs": [r.run for r in recs], "distance": args.distance,
+                          "results": [r.row() for r in results],
                           "chosen": chosen.row() if chosen else None,
                           "skipped": {r.run: r.skipped for r in recs}}, indent=1))
         return 0

@@ -121,7 +121,8 @@ class SearchSection:
                                   '`arrl bench novelty` (docs/BENCHMARKS.md)', check='non_negative')
     novelty_source: float = knob(0.0,
                                  'a free-form edit this near a program already run (1 - line similarity) is '
-                                 'answered without training; 0: exact repeats only (not measured yet)',
+                                 'answered without training; 0: exact repeats only, the choice of `arrl bench '
+                                 'novelty --distance source` on the default runs (docs/BENCHMARKS.md)',
                                  check='non_negative')
     strategy: str = knob('greedy',
                          'greedy: every proposal edits the incumbent | population: parents drawn from an archive '
