@@ -102,8 +102,7 @@ def _bench_abort(args) -> int:
     results = replay.grid(recs) if args.grid else [replay.replay(recs, **rule)]
     chosen = replay.choose(results, args.max_false, args.max_lost) if args.grid else None
     if args.json:
-        print(json.dumps({"runs": [r.run for r in recs], "distance": args.distance,
-                          "results": [r.row() for r in results],
+        print(json.dumps({"runs": [r.run for r in recs], "results": [r.row() for r in results],
                           "chosen": chosen.row() if chosen else None,
                           "skipped": {r.run: r.skipped for r in recs}}, indent=1))
         return 0
